@@ -1,0 +1,27 @@
+"""mplog: logging from many processes into one place, with nothing lost, torn or hung."""
+
+from __future__ import annotations
+
+from ._listener import QueueListener
+from ._setup import Session, setup
+from ._transport import Queue
+from ._worker import QueueHandler, initializer
+from .exceptions import SetupError
+
+try:
+    from importlib.metadata import version as _version
+
+    __version__ = _version("mplog")
+except Exception:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "Queue",
+    "QueueHandler",
+    "QueueListener",
+    "Session",
+    "SetupError",
+    "__version__",
+    "initializer",
+    "setup",
+]

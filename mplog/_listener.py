@@ -1,0 +1,468 @@
+"""The listener: the one place where the real handlers run.
+
+:class:`QueueListener` accepts one connection per worker process on the
+queue's Unix socket, decodes whole frames as they arrive and passes each record
+to its handlers. It runs as a thread of the process that started it, or as a
+process of its own forked from it.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+import traceback
+from typing import Callable, Dict, List, Optional
+
+from . import _codec, _fork
+from ._transport import Queue, remove_address
+
+__all__ = ["QueueListener"]
+
+_RECV_SIZE = 256 * 1024
+_PEERCRED = struct.Struct("3i")  # pid, uid, gid
+# How long a fork waits for the listener thread and handlers to go idle.
+_QUIESCE_SECONDS = 2.0
+_READY_SECONDS = 30.0
+_STOP = object()
+RUNNERS = ("thread", "process")
+
+
+def _notice(message: str) -> logging.LogRecord:
+    """A record mplog itself writes into the log, e.g. to report a discarded frame."""
+    return logging.LogRecord("mplog", logging.WARNING, __file__, 0, message, None, None)
+
+
+class _Connection:
+    __slots__ = ("sock", "pid", "pending")
+
+    def __init__(self, sock: socket.socket, pid: int) -> None:
+        self.sock = sock
+        self.pid = pid
+        self.pending = bytearray()
+
+
+class _Server:
+    """Accepts worker connections and turns their frames into records."""
+
+    def __init__(self, address: str, handle: Callable[[logging.LogRecord], None]) -> None:
+        self.address = address
+        self._handle = handle
+        self._uid = os.getuid()
+        self._connections: Dict[int, _Connection] = {}
+        self._listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self._listening.bind(address)
+            os.chmod(address, 0o600)  # the directory is 0700 already; belt and braces
+            self._listening.listen(socket.SOMAXCONN)
+            self._listening.setblocking(False)
+        except OSError:
+            self._listening.close()
+            raise
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._listening, selectors.EVENT_READ, None)
+
+    def serve(self, stop_fd: int, busy: threading.RLock) -> None:
+        """Handle frames until ``stop_fd`` is readable (or at EOF), then drain."""
+        self._selector.register(stop_fd, selectors.EVENT_READ, _STOP)
+        while True:
+            events = self._selector.select()
+            with busy:
+                stopping = False
+                for key, _ in events:
+                    if key.data is None:
+                        self._accept_pending()
+                    elif key.data is _STOP:
+                        stopping = True
+                    else:
+                        self._read(key.data)
+                if stopping:
+                    self._selector.unregister(stop_fd)
+                    self._drain()
+                    return
+
+    def close(self) -> None:
+        """Close every socket and remove the address."""
+        for conn in list(self._connections.values()):
+            self._disconnect(conn, stopping=True)
+        self._selector.close()
+        self._listening.close()
+        remove_address(self.address)
+
+    def close_in_child(self) -> None:
+        """Close this forked child's copies of the sockets; the parent keeps serving."""
+        for conn in self._connections.values():
+            conn.sock.close()
+        self._connections = {}
+        self._selector.close()
+        self._listening.close()
+
+    def _accept_pending(self) -> None:
+        while True:
+            try:
+                sock, _ = self._listening.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    self._report(f"cannot accept a worker connection: {exc}; retrying")
+                return
+            pid, uid, _ = _PEERCRED.unpack(
+                sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+            )
+            if uid not in (self._uid, 0):
+                sock.close()
+                self._report(f"refused a connection from pid {pid} of uid {uid}: only uid {self._uid} may log here")
+                continue
+            sock.setblocking(False)
+            conn = _Connection(sock, pid)
+            self._connections[sock.fileno()] = conn
+            self._selector.register(sock, selectors.EVENT_READ, conn)
+
+    def _read(self, conn: _Connection, stopping: bool = False) -> bool:
+        """Read what one connection has; return False once it is closed."""
+        try:
+            data = conn.sock.recv(_RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return not stopping
+        except OSError:
+            data = b""
+        if not data:
+            self._disconnect(conn, stopping)
+            return False
+        return self._consume(conn, data)
+
+    def _consume(self, conn: _Connection, data: bytes) -> bool:
+        if conn.pending:
+            conn.pending += data
+            buf: "bytes | bytearray" = conn.pending
+        else:
+            buf = data
+        pos, size_all = 0, len(buf)
+        while size_all - pos >= _codec.HEADER.size:
+            (size,) = _codec.HEADER.unpack_from(buf, pos)
+            if size > _codec.MAX_PAYLOAD:
+                self._report(f"pid {conn.pid} sent a {size}-byte frame (limit {_codec.MAX_PAYLOAD}); connection closed")
+                conn.pending = bytearray()
+                self._disconnect(conn)
+                return False
+            end = pos + _codec.HEADER.size + size
+            if end > size_all:
+                break
+            self._deliver(buf[pos + _codec.HEADER.size : end], conn)
+            pos = end
+        if buf is conn.pending:
+            del conn.pending[:pos]
+        elif pos < size_all:
+            conn.pending = bytearray(buf[pos:])
+        return True
+
+    def _deliver(self, payload: "bytes | bytearray", conn: _Connection) -> None:
+        try:
+            record = _codec.decode(payload)
+        except ValueError as exc:
+            self._report(f"dropped a frame from pid {conn.pid}: {exc}")
+            return
+        try:
+            self._handle(record)
+        except Exception:  # a handler or filter bug must not stop the listener
+            sys.stderr.write("mplog: error while handling a record:\n" + traceback.format_exc())
+
+    def _disconnect(self, conn: _Connection, stopping: bool = False) -> None:
+        self._connections.pop(conn.sock.fileno(), None)
+        try:
+            self._selector.unregister(conn.sock)
+        except (KeyError, ValueError):
+            pass
+        conn.sock.close()
+        if conn.pending:
+            why = (
+                "was cut off when the listener stopped (the sender got EPIPE and wrote it to its own stderr)"
+                if stopping
+                else "ended early: the process was probably killed while logging"
+            )
+            self._report(f"a record from pid {conn.pid} {why}; its {len(conn.pending)} bytes received were discarded")
+            conn.pending = bytearray()
+
+    def _drain(self) -> None:
+        """Read everything sent before the stop, with no window for loss.
+
+        After ``shutdown`` of the listening socket new connections are refused,
+        yet the backlog can still be accepted; after ``SHUT_RD`` on a connection
+        the sender gets EPIPE, while what it sent before stays readable.
+        """
+        try:
+            self._listening.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._accept_pending()
+        for conn in self._connections.values():
+            try:
+                conn.sock.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass
+        for conn in list(self._connections.values()):
+            while self._read(conn, stopping=True):
+                pass
+
+    def _report(self, message: str) -> None:
+        try:
+            self._handle(_notice(message))
+        except Exception:
+            sys.stderr.write(f"mplog: {message}\n")
+
+
+class QueueListener:
+    """Owns the real handlers and feeds them every record put on the queue by
+    any process: the mplog counterpart of ``logging.handlers.QueueListener``.
+
+    Args:
+        queue: the :class:`mplog.Queue` workers log to.
+        *handlers: the handlers that do the writing; only the listener calls them.
+        respect_handler_level: pass a record to a handler only if its level is
+            at least the handler's level (as the stdlib listener does when asked).
+        runner: ``"thread"`` (a daemon thread of this process) or ``"process"``
+            (a process forked from this one, which ignores SIGINT and SIGTERM and
+            stops when told to, or when this process dies).
+
+    Raises:
+        ValueError: ``runner`` is not one of the above.
+        TypeError: a handler is not a ``logging.Handler``.
+    """
+
+    def __init__(
+        self,
+        queue: Queue,
+        *handlers: logging.Handler,
+        respect_handler_level: bool = True,
+        runner: str = "thread",
+    ) -> None:
+        if runner not in RUNNERS:
+            raise ValueError(f"runner must be 'thread' or 'process', got {runner!r} ({type(runner).__name__})")
+        for position, handler in enumerate(handlers):
+            if not isinstance(handler, logging.Handler):
+                raise TypeError(
+                    f"handler {position} must be a logging.Handler, got {handler!r} ({type(handler).__name__})"
+                )
+        self.queue = queue
+        self.handlers = handlers
+        self.respect_handler_level = respect_handler_level
+        self.runner = runner
+        self._owner_pid = 0
+        self._server: Optional[_Server] = None
+        self._thread: Optional[threading.Thread] = None
+        self._process_pid = 0
+        self._stop_r = -1
+        self._stop_w = -1
+        self._busy = threading.RLock()
+        self._held: List[threading.RLock] = []
+        _fork.register(self)
+
+    def start(self) -> None:
+        """Start listening; returns once workers can connect.
+
+        Raises:
+            RuntimeError: the listener was already started.
+            OSError: the socket cannot be created or bound.
+        """
+        if self._owner_pid:
+            raise RuntimeError("this QueueListener was already started; create a new one")
+        if self.runner == "thread":
+            self._start_thread()
+        else:
+            self._start_process()
+        self._owner_pid = os.getpid()
+
+    def stop(self) -> None:
+        """Handle every record sent before this call, then stop. Idempotent.
+
+        Handlers are not closed (as with the stdlib listener), except in a
+        listener process, which closes its own copies before it exits.
+        """
+        if self._owner_pid != os.getpid():
+            return
+        self._owner_pid = 0
+        try:
+            os.write(self._stop_w, b"x")
+        except OSError:  # the listener process is already gone
+            pass
+        os.close(self._stop_w)
+        if self._thread is not None:
+            self._thread.join()
+            self.queue._local = None
+        else:
+            self._reap_process()
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        """Return the record to pass to the handlers; override to change it."""
+        return record
+
+    def handle(self, record: logging.LogRecord) -> None:
+        """Pass one record to every handler that wants it."""
+        record = self.prepare(record)
+        for handler in self.handlers:
+            if not self.respect_handler_level or record.levelno >= handler.level:
+                handler.handle(record)
+
+    @property
+    def is_alive(self) -> bool:
+        """Whether the listener is running (for a process: has not exited)."""
+        if self._thread is not None:
+            return self._thread.is_alive()
+        if not self._process_pid:
+            return False
+        try:
+            return os.waitpid(self._process_pid, os.WNOHANG) == (0, 0)
+        except ChildProcessError:
+            return False
+
+    # --- thread runner ---------------------------------------------------
+
+    def _start_thread(self) -> None:
+        self._server = _Server(self.queue.address, self.handle)
+        self._stop_r, self._stop_w = os.pipe()
+        self.queue._local = (os.getpid(), self.handle)
+        self._thread = threading.Thread(target=self._run_thread, name="mplog-listener", daemon=True)
+        self._thread.start()
+
+    def _run_thread(self) -> None:
+        assert self._server is not None
+        try:
+            self._server.serve(self._stop_r, self._busy)
+        except BaseException:
+            sys.stderr.write("mplog: the listener thread failed; workers now log to stderr:\n" + traceback.format_exc())
+        finally:
+            self._server.close()
+            os.close(self._stop_r)
+
+    # --- process runner --------------------------------------------------
+
+    def _start_process(self) -> None:
+        ready_r, ready_w = os.pipe()
+        stop_r, stop_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the listener process; it never returns from here
+            os.close(ready_r)
+            os.close(stop_w)
+            self._serve_as_process(ready_w, stop_r)
+        os.close(ready_w)
+        os.close(stop_r)
+        self._process_pid, self._stop_w = pid, stop_w
+        answer = _read_all(ready_r, _READY_SECONDS)
+        if answer != b"ready":
+            self._stop_w = -1
+            os.close(stop_w)
+            self._reap_process()
+            detail = answer.decode(errors="replace") or f"no answer in {_READY_SECONDS:.0f} s"
+            raise OSError(f"the mplog listener process failed to start: {detail}")
+
+    def _serve_as_process(self, ready_w: int, stop_r: int) -> None:
+        status = 1
+        try:
+            # The parent decides when we stop; a Ctrl-C or a SIGTERM sent to the
+            # whole process group must not lose what is still to be written.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            self.queue._local = (os.getpid(), self.handle)
+            try:
+                server = _Server(self.queue.address, self.handle)
+            except BaseException as exc:
+                os.write(ready_w, f"{type(exc).__name__}: {exc}".encode())
+                raise
+            os.write(ready_w, b"ready")
+            os.close(ready_w)
+            try:
+                server.serve(stop_r, self._busy)
+            finally:
+                server.close()
+            status = 0
+        except BaseException:
+            sys.stderr.write("mplog: the listener process failed:\n" + traceback.format_exc())
+        finally:
+            for handler in self.handlers:
+                try:
+                    handler.flush()
+                    handler.close()
+                except Exception:
+                    pass
+            os._exit(status)
+
+    def _reap_process(self) -> None:
+        try:
+            _, status = os.waitpid(self._process_pid, 0)
+        except ChildProcessError:  # someone else reaped it (a SIGCHLD handler)
+            return
+        if os.WIFSIGNALED(status):
+            sys.stderr.write(
+                f"mplog: the listener process {self._process_pid} had been killed by signal "
+                f"{os.WTERMSIG(status)}; workers fell back to stderr\n"
+            )
+
+    # --- fork participation ------------------------------------------------
+
+    def _running_thread_here(self) -> bool:
+        return self._thread is not None and self._owner_pid == os.getpid()
+
+    def _before_fork(self) -> None:
+        # Let the listener thread and every handler finish what they are
+        # writing, so the child never inherits a stream lock held by a thread
+        # that does not exist in it. Bounded: a stuck handler delays a fork by
+        # at most _QUIESCE_SECONDS.
+        if not self._running_thread_here():
+            return
+        deadline = time.monotonic() + _QUIESCE_SECONDS
+        locks = [self._busy] + [h.lock for h in self.handlers if h.lock is not None]
+        for lock in locks:
+            if lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                self._held.append(lock)
+
+    def _after_fork_in_parent(self) -> None:
+        held, self._held = self._held, []
+        for lock in reversed(held):
+            lock.release()
+
+    def _after_fork_in_child(self) -> None:
+        self._held = []
+        if self._owner_pid == 0 or self._owner_pid == os.getpid():
+            return
+        # This child is a worker: the listener and its handlers stay the
+        # parent's. Close our copies of its descriptors (so the parent's death
+        # is seen as EOF/EPIPE) and never flush or close the handlers here.
+        if self._server is not None:
+            self._server.close_in_child()
+        for fd in (self._stop_r, self._stop_w):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        owned = set(self.handlers)
+        logging._handlerList[:] = [ref for ref in logging._handlerList if ref() not in owned]  # type: ignore[attr-defined]
+        _fork.keep_alive(self.handlers)
+        self._owner_pid = 0
+        self._server = None
+        self._thread = None
+        self._process_pid = 0
+        self._stop_r = self._stop_w = -1
+
+
+def _read_all(fd: int, timeout: float) -> bytes:
+    """Read from a pipe until EOF or ``timeout`` seconds, then close it."""
+    chunks = []
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        while selector.select(max(0.0, deadline - time.monotonic())):
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    os.close(fd)
+    return b"".join(chunks)

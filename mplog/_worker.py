@@ -1,0 +1,217 @@
+"""The worker side: the handler that ships records to the listener, and the
+initializer that installs it in processes that did not inherit it by fork."""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.handlers
+import os
+import sys
+import threading
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
+
+from ._transport import Queue
+
+__all__ = ["QueueHandler", "WorkerConfig", "Initializer", "initializer", "ENVIRONMENT_VARIABLE"]
+
+#: Set by ``mplog.setup()`` for child processes that inherit the environment.
+ENVIRONMENT_VARIABLE = "MPLOG_CONFIG"
+_FALLBACK_FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
+_exception_formatter = logging.Formatter()
+
+
+class QueueHandler(logging.handlers.QueueHandler):
+    """Sends each record to the listener through an :class:`mplog.Queue`.
+
+    A drop-in look-alike of ``logging.handlers.QueueHandler``: ``prepare`` renders
+    the message and traceback in the worker (so arguments never need to be
+    picklable), ``enqueue`` hands the result to the queue. If the listener cannot
+    be reached (stopped, or its process killed), the handler says so once on
+    stderr and writes this and every later record there instead: a logging call
+    never blocks on a dead listener and never raises into the caller.
+
+    Args:
+        queue: where the listener reads.
+        level: records below this level are not sent at all.
+    """
+
+    queue: Queue
+
+    def __init__(self, queue: Queue, level: int = logging.NOTSET) -> None:
+        super().__init__(queue)
+        self.setLevel(level)
+        self._fallback: Optional[logging.Handler] = None
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        """Return a copy of ``record`` with its message rendered and its
+        traceback formatted, leaving the original untouched for other handlers.
+
+        Override to add or change fields; what you return is what is sent.
+        """
+        message = _render_message(record)
+        exc_text = record.exc_text
+        if record.exc_info and not exc_text:
+            exc_text = _exception_formatter.formatException(record.exc_info)
+        prepared = logging.LogRecord.__new__(type(record))
+        prepared.__dict__.update(record.__dict__)
+        prepared.msg = prepared.message = message
+        prepared.args = None
+        prepared.exc_info = None
+        prepared.exc_text = exc_text
+        return prepared
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        """Put a prepared record on the queue, or on stderr if the listener is gone."""
+        if self._fallback is None:
+            try:
+                self.queue.put_nowait(record)
+                return
+            except OSError as exc:
+                self._fallback = _stderr_handler()
+                sys.stderr.write(
+                    f"mplog: pid {os.getpid()} cannot reach the log listener at {self.queue.address} "
+                    f"({type(exc).__name__}: {exc}); its records go to stderr from now on\n"
+                )
+        self._fallback.handle(record)
+
+
+def _render_message(record: logging.LogRecord) -> str:
+    try:
+        return record.getMessage()
+    except Exception as exc:  # bad %-arguments or a broken __str__: keep the record
+        try:
+            shown = f"{record.msg!r} % {record.args!r}"
+        except Exception:
+            shown = f"<{type(record.msg).__name__} message with {type(record.args).__name__} arguments>"
+        return f"{shown} [mplog: the message could not be rendered: {type(exc).__name__}: {exc}]"
+
+
+def _stderr_handler() -> logging.Handler:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(_FALLBACK_FORMAT))
+    return handler
+
+
+class WorkerConfig(NamedTuple):
+    """What a worker needs to log like its parent: where the listener is, and
+    the parent's levels."""
+
+    address: str
+    root_level: int
+    handler_level: int
+    logger_levels: Tuple[Tuple[str, int], ...] = ()
+
+    def to_json(self) -> str:
+        """Serialise for the environment variable."""
+        return json.dumps(self._asdict())
+
+    @classmethod
+    def from_json(cls, text: str) -> "WorkerConfig":
+        """Parse what :meth:`to_json` wrote.
+
+        Raises:
+            ValueError: ``text`` is not such a config.
+        """
+        try:
+            fields: Dict[str, Any] = json.loads(text)
+            fields["logger_levels"] = tuple(tuple(pair) for pair in fields.get("logger_levels", ()))
+            return cls(**fields)
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"{ENVIRONMENT_VARIABLE} is not an mplog config: {text!r} ({exc})") from None
+
+
+# The config this process's children should use: set by setup() in the parent,
+# by install() in a worker, and inherited by forked children.
+_current: Optional[WorkerConfig] = None
+_install_lock = threading.Lock()
+
+
+def current() -> Optional[WorkerConfig]:
+    """The config children of this process should use, if any."""
+    return _current
+
+
+def set_current(config: Optional[WorkerConfig]) -> None:
+    """Record (or clear) the config for this process's children."""
+    global _current
+    _current = config
+
+
+def install(config: WorkerConfig) -> None:
+    """Make the root logger of this process ship to the listener in ``config``.
+
+    Any handlers already on the root logger are closed and removed: in a spawned
+    worker they are the worker's own (e.g. from module-level ``basicConfig``),
+    and writing the log file directly from a worker is what mplog replaces.
+    """
+    with _install_lock:
+        root = logging.getLogger()
+        for handler in root.handlers:
+            if isinstance(handler, QueueHandler) and handler.queue.address == config.address:
+                set_current(config)
+                return  # inherited by fork, or installed before
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+            handler.close()
+        root.addHandler(QueueHandler(Queue(config.address), level=config.handler_level))
+        root.setLevel(config.root_level)
+        for name, level in config.logger_levels:
+            logging.getLogger(name).setLevel(level)
+        set_current(config)
+
+
+class Initializer:
+    """``mplog.initializer``: pass it as ``initializer=`` to ``Pool`` or
+    ``ProcessPoolExecutor`` (any start method), or call it at the top of a
+    ``Process`` target.
+
+    When pickled for a spawn or forkserver child it carries the parent's
+    active config with it, so no ``initargs`` are needed. To run your own
+    initializer as well, give it and its arguments as ``initargs``::
+
+        Pool(initializer=mplog.initializer, initargs=(my_init, arg1, arg2))
+    """
+
+    def __init__(self, config: Optional[WorkerConfig] = None) -> None:
+        self._config = config
+
+    def __repr__(self) -> str:
+        return "mplog.initializer"
+
+    def __reduce__(self) -> Tuple[Callable[..., "Initializer"], Tuple[Optional[WorkerConfig]]]:
+        return (Initializer, (self._config or _current,))
+
+    def __call__(self, user_initializer: Optional[Callable[..., Any]] = None, *args: Any) -> None:
+        """Install the worker handler, then call ``user_initializer(*args)``.
+
+        Raises:
+            TypeError: ``user_initializer`` is given but not callable.
+        """
+        if user_initializer is not None and not callable(user_initializer):
+            raise TypeError(
+                "mplog.initializer: the first initarg must be your initializer (a callable), "
+                f"got {user_initializer!r} ({type(user_initializer).__name__})"
+            )
+        config = self._config or _current or _config_from_environment()
+        if config is None:
+            import warnings
+
+            warnings.warn(
+                "mplog.initializer ran, but no mplog.setup() is active in the parent; "
+                "this process logs as it would without mplog",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        else:
+            install(config)
+        if user_initializer is not None:
+            user_initializer(*args)
+
+
+def _config_from_environment() -> Optional[WorkerConfig]:
+    text = os.environ.get(ENVIRONMENT_VARIABLE)
+    return WorkerConfig.from_json(text) if text else None
+
+
+initializer = Initializer()
