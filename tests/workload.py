@@ -1,0 +1,125 @@
+"""Records that can be counted end to end, and the worker functions that log them.
+
+Each workload record's message is ``w=<worker> seq=<n> size=<k> <body>`` where
+the body is ``k`` copies of one letter chosen by worker and sequence number, so
+a line read back is either exactly right or visibly torn. Functions here are
+module-level so that spawn and forkserver children can import them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Optional, Sequence
+
+LOGGER = "work"
+LINE = re.compile(r"^w=(\d+) seq=(\d+) size=(\d+) ([a-z]*)$")
+
+
+def message(worker: int, seq: int, size: int) -> str:
+    letter = chr(ord("a") + (worker * 7 + seq) % 26)
+    return f"w={worker} seq={seq} size={size} {letter * size}"
+
+
+def log_records(worker: int, count: int, sizes: Sequence[int] = (100,), start: int = 0) -> None:
+    """Log ``count`` workload records, cycling through ``sizes``."""
+    logger = logging.getLogger(LOGGER)
+    for seq in range(start, start + count):
+        size = sizes[seq % len(sizes)]
+        logger.info("%s", message(worker, seq, size))
+
+
+def init_and_log(initializer, worker: int, count: int, sizes: Sequence[int] = (100,)) -> None:
+    """A Process target for spawn/forkserver: install mplog, then log."""
+    initializer()
+    log_records(worker, count, sizes)
+
+
+def pool_task(args) -> int:
+    worker, count, sizes = args
+    log_records(worker, count, sizes)
+    return os.getpid()
+
+
+def log_then_exit(initializer, worker: int, count: int, how: str, done_path: Optional[str] = None) -> None:
+    """Log ``count`` records, then leave in the way ``how`` names."""
+    if initializer is not None:
+        initializer()
+    log_records(worker, count)
+    if how == "os._exit":
+        os._exit(0)
+    if done_path is not None:  # tell the parent every logging call has returned
+        open(done_path, "w").close()
+    if how in ("SIGTERM", "SIGKILL"):
+        time.sleep(60)  # the parent kills us
+    raise AssertionError(f"unknown exit {how!r}")
+
+
+def log_forever(initializer, worker: int, sizes: Sequence[int]) -> None:
+    """Log until killed (for SIGKILL trials)."""
+    if initializer is not None:
+        initializer()
+    log_records(worker, 10**9, sizes)
+
+
+@dataclass
+class Tally:
+    """What a log file holds, per worker."""
+
+    seqs: Dict[int, Counter] = field(default_factory=dict)
+    torn: List[str] = field(default_factory=list)
+    other: List[str] = field(default_factory=list)
+
+    def missing(self, worker: int, expected: Iterable[int]) -> List[int]:
+        got = self.seqs.get(worker, Counter())
+        return [seq for seq in expected if seq not in got]
+
+    def duplicated(self) -> List[tuple]:
+        return [(w, s) for w, c in self.seqs.items() for s, n in c.items() if n > 1]
+
+    def count(self, worker: int) -> int:
+        return sum(self.seqs.get(worker, Counter()).values())
+
+    def assert_complete(self, expected: Dict[int, int]) -> None:
+        """Every worker ``w`` logged seq 0..expected[w]-1 exactly once; nothing torn."""
+        assert not self.torn, f"{len(self.torn)} torn lines, e.g. {self.torn[0][:200]!r}"
+        assert not self.duplicated(), f"duplicated records: {self.duplicated()[:10]}"
+        for worker, count in expected.items():
+            missing = self.missing(worker, range(count))
+            assert not missing, f"worker {worker}: {len(missing)} of {count} records missing, e.g. {missing[:10]}"
+        extra = set(self.seqs) - set(expected)
+        assert not extra, f"records from unexpected workers {sorted(extra)}"
+
+
+def tally(path: str, prefix: str = "") -> Tally:
+    """Read a log file whose format is ``prefix + %(message)s``."""
+    result = Tally()
+    with open(path, encoding="utf-8", newline="\n") as stream:
+        for raw in stream:
+            line = raw.rstrip("\n")
+            if not line.startswith(prefix):
+                result.torn.append(line)
+                continue
+            body = line[len(prefix):]
+            match = LINE.match(body)
+            if match is None:
+                (result.torn if body.startswith("w=") else result.other).append(line)
+                continue
+            worker, seq, size = int(match[1]), int(match[2]), int(match[3])
+            if body != message(worker, seq, size):
+                result.torn.append(line)
+                continue
+            result.seqs.setdefault(worker, Counter())[seq] += 1
+    return result
+
+
+def kill_quietly(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
