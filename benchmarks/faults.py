@@ -23,9 +23,10 @@ Scenarios (``--scenarios``):
   records); one of them is SIGKILLed at a random moment, ``--trials`` times.
   A trial *froze* if the other workers had not exited ``--timeout`` seconds after
   the kill, or if the parent's stop/drain did not return within
-  ``--stop-timeout`` seconds. The random moment is uniform over the time the
-  victim needs to log its records and exit, measured by one calibration run
-  without a kill per method and size.
+  ``--stop-timeout`` seconds. The random moment is uniform over the first three
+  quarters of the time the victim needs to log its records and exit, measured
+  by one calibration run without a kill per method and size (so the kill
+  usually lands while the victim, or its feeder thread, is still writing).
 * ``exit``: a child logs 1,000 records, then calls ``os._exit(0)``.
 * ``terminate``: ``Pool(4)`` tasks log 1,000 records each; ``pool.terminate()``
   as soon as the results are back.
@@ -619,6 +620,7 @@ class Trial:
     stop_seconds: Optional[float] = None
     stop_deadline: float = 0.0
     done: bool = False
+    eof: bool = False
     scan: Scan = field(default_factory=Scan)
     stderr: str = ""
 
@@ -636,12 +638,16 @@ class Trial:
         """Handle messages until ``wanted(self)``, the runner's end, or ``until``."""
         while not wanted(self):
             remaining = until - time.monotonic()
+            if self.eof:  # nothing more can come: just let the time pass, gently
+                time.sleep(min(max(0.0, remaining), 0.05))
+                return False
             try:
                 if not self.conn.poll(max(0.0, remaining)):
                     return False
                 self.handle(self.conn.recv())
             except (EOFError, OSError):
-                return wanted(self)  # every descendant closed the pipe
+                self.eof = True  # every process holding the pipe has exited
+                return wanted(self)
             except Exception as exc:  # a message cut off by a kill
                 self.error = self.error or f"unreadable runner message: {exc!r}"
                 return False
@@ -673,7 +679,9 @@ class Driver:
         sys.stdout.flush()
         sys.stderr.flush()
         process = self.ctx.Process(
-            target=_runner_main, args=(writer, scenario, method, params, directory), daemon=True
+            # Not a daemon: a daemon may not start children. Every runner is
+            # joined or killed by pid before this script exits anyway.
+            target=_runner_main, args=(writer, scenario, method, params, directory)
         )
         process.start()
         writer.close()
@@ -722,9 +730,6 @@ class Driver:
         if trial.process.is_alive():  # left os._exit hanging?
             _kill_tree(trial.process.pid)
             trial.process.join(5)
-        for pid in trial.pids:  # reaped by the runner normally; make sure
-            if pid not in _children_of(1) or True:
-                pass
         trial.conn.close()
         trial.scan = scan_log(os.path.join(trial.directory, LOG_NAME), trial.params["size"])
         try:
@@ -734,7 +739,9 @@ class Driver:
             pass
         trial.done = True
         if self.args.keep and trial.method == "mplog" and anomalies(trial):
-            self.kept.append(trial.directory)
+            kept = tempfile.mkdtemp(prefix="mplog-faults-kept-")
+            shutil.move(trial.directory, kept)
+            self.kept.append(kept)
         else:
             shutil.rmtree(trial.directory, ignore_errors=True)
 
@@ -821,14 +828,12 @@ def loss_cell(trials: List[Trial]) -> str:
     if all(t.error for t in trials):
         return f"error: {trials[0].error}"
     shares = [lost_records(t) for t in trials if not t.error]
-    values = sorted(percent(lost, total) for lost, total in shares)
     numbers = [100.0 * lost / total for lost, total in shares]
     low, high = percent(min(numbers), 100), percent(max(numbers), 100)
     cell = low if low == high else f"{low[:-1]}–{high}"
     hangs = sum(1 for t in trials if hung(t))
     if hangs:
         cell += f" ({hangs}/{len(trials)} hung)"
-    del values
     return cell
 
 
@@ -893,7 +898,7 @@ def run_kill_cell(driver: Driver, method: str, size: int, args: argparse.Namespa
     trials = []
     for index in range(args.trials):
         rng = trial_seed(args, "kill", size, method, index)
-        params = dict(base, victim=rng.randrange(WORKERS), delay=rng.uniform(0.0, 0.9 * duration))
+        params = dict(base, victim=rng.randrange(WORKERS), delay=rng.uniform(0.0, 0.75 * duration))
         trials.append(driver.run("kill", method, index, params))
         if args.verbose:
             print(f"    trial {index}: {anomalies(trials[-1]) if trials[-1].done else 'stopping…'}", file=sys.stderr)

@@ -14,7 +14,7 @@ import logging
 import marshal
 import operator
 import struct
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple, Union
 
 HEADER = struct.Struct("<I")
 
@@ -80,7 +80,7 @@ def encode(record: logging.LogRecord) -> bytes:
     return HEADER.pack(len(payload)) + payload
 
 
-def decode(payload: bytes) -> logging.LogRecord:
+def decode(payload: Union[bytes, bytearray]) -> logging.LogRecord:
     """Rebuild a LogRecord from a frame's payload.
 
     Raises:

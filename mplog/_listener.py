@@ -114,9 +114,7 @@ class _Server:
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     self._report(f"cannot accept a worker connection: {exc}; retrying")
                 return
-            pid, uid, _ = _PEERCRED.unpack(
-                sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
-            )
+            pid, uid, _ = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
             if uid not in (self._uid, 0):
                 sock.close()
                 self._report(f"refused a connection from pid {pid} of uid {uid}: only uid {self._uid} may log here")

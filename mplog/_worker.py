@@ -36,10 +36,11 @@ class QueueHandler(logging.handlers.QueueHandler):
         level: records below this level are not sent at all.
     """
 
-    queue: Queue
+    # mplog.Queue is write-only; typeshed's QueueHandler wants a get() it never calls.
+    queue: Queue  # type: ignore[assignment]
 
     def __init__(self, queue: Queue, level: int = logging.NOTSET) -> None:
-        super().__init__(queue)
+        super().__init__(queue)  # type: ignore[arg-type]
         self.setLevel(level)
         self._fallback: Optional[logging.Handler] = None
 

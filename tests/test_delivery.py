@@ -116,9 +116,7 @@ def test_grandchildren(log_path, method):
         for process in processes:
             process.start()
         join_all(processes)
-    workload.tally(log_path).assert_complete(
-        {worker * 10 + k: 20 for worker in range(1, 3) for k in (0, 1, 9)}
-    )
+    workload.tally(log_path).assert_complete({worker * 10 + k: 20 for worker in range(1, 3) for k in (0, 1, 9)})
 
 
 def _grandchild_entry(initializer, method, worker):

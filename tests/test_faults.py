@@ -34,7 +34,9 @@ def _kill_trials(log_path: str, listener: str, trials: int) -> None:
             base = trial * 10
             victim = context.Process(target=workload.log_forever, args=(None, base, KILL_SIZES))
             survivors = [
-                context.Process(target=workload.init_and_log, args=(mplog.initializer, base + k, SURVIVOR_RECORDS, SURVIVOR_SIZES))
+                context.Process(
+                    target=workload.init_and_log, args=(mplog.initializer, base + k, SURVIVOR_RECORDS, SURVIVOR_SIZES)
+                )
                 for k in (1, 2, 3)
             ]
             for process in [victim, *survivors]:

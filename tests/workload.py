@@ -105,7 +105,7 @@ def tally(path: str, prefix: str = "") -> Tally:
             if not line.startswith(prefix):
                 result.torn.append(line)
                 continue
-            body = line[len(prefix):]
+            body = line[len(prefix) :]
             match = LINE.match(body)
             if match is None:
                 (result.torn if body.startswith("w=") else result.other).append(line)

@@ -1,0 +1,82 @@
+"""The wire format: records survive encode/decode, oversized or odd ones degrade
+with a note instead of failing."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import pickle
+
+import pytest
+
+import mplog
+from mplog import _codec, _worker
+
+
+def _prepared(msg="hello %s", args=("world",), **extra) -> logging.LogRecord:
+    record = logging.LogRecord("app.db", logging.WARNING, "/src/app.py", 42, msg, args, None, "query")
+    record.__dict__.update(extra)
+    return mplog.QueueHandler(mplog.Queue("/nonexistent")).prepare(record)
+
+
+def _roundtrip(record: logging.LogRecord) -> logging.LogRecord:
+    frame = _codec.encode(record)
+    (size,) = _codec.HEADER.unpack_from(frame)
+    assert size == len(frame) - _codec.HEADER.size
+    return _codec.decode(frame[_codec.HEADER.size :])
+
+
+def test_standard_fields_roundtrip():
+    """Every standard attribute comes back equal; formatting gives the same line."""
+    record = _prepared()
+    decoded = _roundtrip(record)
+    for field in _codec.FIELDS:
+        assert getattr(decoded, field) == getattr(record, field), field
+    fmt = logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s %(funcName)s:%(lineno)d %(message)s")
+    assert fmt.format(decoded) == fmt.format(record)
+
+
+class Color(enum.IntEnum):
+    RED = 1
+
+
+def test_extras_that_marshal_cannot_carry_become_strings():
+    """Plain extras keep their type; others (enums, objects) arrive as their str()."""
+    decoded = _roundtrip(_prepared(user="ada", n=3, tags=["a", "b"], color=Color.RED, obj=object()))
+    assert (decoded.user, decoded.n, decoded.tags) == ("ada", 3, ["a", "b"])
+    assert decoded.color == str(Color.RED)
+    assert decoded.obj.startswith("<object object at")
+
+
+def test_oversized_record_is_truncated_with_a_note(monkeypatch):
+    """A record larger than the frame limit is cut down and says so."""
+    monkeypatch.setattr(_codec, "MAX_PAYLOAD", 10_000)
+    decoded = _roundtrip(_prepared("%s", ("x" * 50_000,)))
+    assert decoded.msg.startswith("x" * 1000)
+    assert "record truncated" in decoded.msg and len(decoded.msg) < 10_000
+
+
+@pytest.mark.parametrize("payload", [b"", b"\x00garbage", pickle.dumps({"a": 1}), b"\xe9\x01\x00\x00\x00"])
+def test_garbage_is_rejected_with_valueerror(payload):
+    """Anything that is not an mplog frame raises ValueError, never anything else."""
+    with pytest.raises(ValueError, match="log frame"):
+        _codec.decode(payload)
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_queue_and_initializer_pickle_with_every_protocol(protocol):
+    """A Queue pickles as its address; the initializer carries the active config."""
+    queue = pickle.loads(pickle.dumps(mplog.Queue("/tmp/x/listener.sock"), protocol))
+    assert queue.address == "/tmp/x/listener.sock" and queue._local is None
+    with mplog.setup(logging.NullHandler(), level="INFO") as session:
+        restored = pickle.loads(pickle.dumps(mplog.initializer, protocol))
+        assert restored._config.address == session.queue.address
+        assert restored._config.root_level == logging.INFO
+
+
+def test_worker_config_json_roundtrip():
+    """The environment-variable form of the config parses back to the same value."""
+    config = _worker.WorkerConfig("/tmp/a/listener.sock", 20, 0, (("noisy", 40),))
+    assert _worker.WorkerConfig.from_json(config.to_json()) == config
+    with pytest.raises(ValueError, match="not an mplog config"):
+        _worker.WorkerConfig.from_json("{}")

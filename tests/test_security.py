@@ -1,0 +1,103 @@
+"""Guarantee 9: only the owning user can reach the listener, and nothing it
+receives is ever unpickled."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import socket
+import stat
+
+import pytest
+
+import mplog
+from mplog import _codec
+from tests.conftest import wait_pid
+from tests.test_records import Collect
+
+NOBODY = 65534
+needs_root = pytest.mark.skipif(os.getuid() != 0, reason="switching to another uid needs root (CI runs as root)")
+
+
+def test_socket_is_private():
+    """The socket lives in a fresh 0700 directory and is itself 0600."""
+    with mplog.setup(Collect()) as session:
+        directory = os.path.dirname(session.queue.address)
+        assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
+        assert stat.S_IMODE(os.stat(session.queue.address).st_mode) == 0o600
+        assert os.stat(directory).st_uid == os.getuid()
+
+
+def _as_nobody_send(address: str, frame: bytes) -> int:
+    """Fork, become uid nobody, connect and send; return the child's exit code:
+    0 sent, 13 permission denied, 1 anything else."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(address)
+                sock.sendall(frame)
+                code = 0
+            except PermissionError:
+                code = 13
+        finally:
+            os._exit(code)
+    return os.waitstatus_to_exitcode(wait_pid(pid))
+
+
+def _frame(text: str) -> bytes:
+    return _codec.encode(logging.LogRecord("intruder", logging.ERROR, __file__, 1, text, None, None))
+
+
+@needs_root
+def test_other_user_cannot_connect():
+    """Another uid cannot even reach the socket: the directory is closed to it."""
+    collect = Collect()
+    with mplog.setup(collect) as session:
+        assert _as_nobody_send(session.queue.address, _frame("sneaky")) == 13
+    assert not [r for r in collect.records if r.name == "intruder"]
+
+
+@needs_root
+def test_other_user_is_refused_even_if_the_path_is_opened_up():
+    """With the permissions loosened by mistake, the peer-credential check still
+    refuses another uid, and says so in the log."""
+    collect = Collect()
+    with mplog.setup(collect) as session:
+        os.chmod(os.path.dirname(session.queue.address), 0o777)
+        os.chmod(session.queue.address, 0o777)
+        assert _as_nobody_send(session.queue.address, _frame("sneaky")) in (0, 1)
+        logging.getLogger("after").warning("still fine")
+    messages = [r.getMessage() for r in collect.records]
+    assert not [r for r in collect.records if r.name == "intruder"]
+    assert any(f"of uid {NOBODY}" in m and "refused" in m for m in messages), messages
+    assert "still fine" in messages
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/mplog-pwned",))
+
+
+def test_a_pickle_payload_is_never_unpickled(tmp_path):
+    """A frame carrying a pickle is reported as undecodable; its code never runs."""
+    marker = "/tmp/mplog-pwned"
+    if os.path.exists(marker):
+        os.remove(marker)
+    payload = pickle.dumps(_Exploit())
+    collect = Collect()
+    with mplog.setup(collect) as session:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(session.queue.address)
+        sock.sendall(_codec.HEADER.pack(len(payload)) + payload)
+        sock.sendall(_frame("after the garbage"))
+        sock.close()
+    assert not os.path.exists(marker)
+    messages = [r.getMessage() for r in collect.records]
+    assert any("undecodable log frame" in m for m in messages), messages
+    assert "after the garbage" in messages

@@ -1,0 +1,162 @@
+"""Guarantee 6: setup() validates in the parent, stop() drains and is idempotent,
+and an unstopped session still drains at interpreter exit."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+import mplog
+from tests import workload
+from tests.conftest import file_handler, join_all
+
+
+def test_leaving_setup_drains_records_of_live_workers(tmp_path, log_path, capfd):
+    """Records a still-running worker sent before stop() are written; what it logs
+    after stop() goes to its stderr, with one notice, and it never blocks."""
+    done, resume = str(tmp_path / "done"), str(tmp_path / "resume")
+    process = None
+    with mplog.setup(file_handler(log_path), level="INFO"):
+        process = multiprocessing.get_context("fork").Process(target=_log_wait_log, args=(done, resume))
+        process.start()
+        _wait_for(done)
+    open(resume, "w").close()
+    join_all([process])
+    workload.tally(log_path).assert_complete({0: 5000})
+    err = capfd.readouterr().err
+    assert err.count("cannot reach the log listener") == 1
+    assert "w=1 seq=0" in err
+
+
+def _log_wait_log(done: str, resume: str) -> None:
+    workload.log_records(0, 5000)
+    open(done, "w").close()
+    _wait_for(resume)
+    workload.log_records(1, 1)
+
+
+def _wait_for(path: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.005)
+
+
+def test_stop_is_idempotent_and_restores_the_root_logger(log_path):
+    """stop() twice, then leaving the block: no error; root handlers and level are back."""
+    root = logging.getLogger()
+    before = logging.StreamHandler()
+    root.handlers[:] = [before]
+    root.setLevel(logging.WARNING)
+    session = mplog.setup(file_handler(log_path), level="DEBUG")
+    assert session.active and root.level == logging.DEBUG
+    assert [type(h) for h in root.handlers] == [mplog.QueueHandler]
+    with session:
+        session.stop()
+        session.stop()
+    assert not session.active
+    assert root.handlers == [before] and root.level == logging.WARNING
+    assert not os.path.exists(session.queue.address)
+    assert "MPLOG_CONFIG" not in os.environ
+
+
+def test_second_setup_is_refused_and_the_first_keeps_working(log_path):
+    """A second setup() raises SetupError at once; the first loses nothing."""
+    with mplog.setup(file_handler(log_path), level="INFO"):
+        workload.log_records(0, 10)
+        with pytest.raises(mplog.SetupError, match="already active"):
+            mplog.setup(logging.StreamHandler())
+        workload.log_records(0, 10, start=10)
+    workload.tally(log_path).assert_complete({0: 20})
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, error, match",
+    [
+        (("app.log",), {}, TypeError, r"argument 1 must be a logging.Handler, got 'app.log' \(str\)"),
+        ((), {"level": "LOUD"}, ValueError, "unknown level name 'LOUD'"),
+        ((), {"level": 2.5}, TypeError, r"level must be an int or a level name, got 2.5 \(float\)"),
+        ((), {"listener": "green"}, ValueError, r"listener must be 'thread' or 'process', got 'green'"),
+    ],
+)
+def test_bad_arguments_raise_clear_errors(args, kwargs, error, match):
+    """Bad input fails at the setup() call, with a message naming what was wrong."""
+    with pytest.raises(error, match=match):
+        mplog.setup(*args, **kwargs)
+    assert mplog._setup._active is None
+
+
+def test_handler_attached_to_another_logger_is_refused(log_path):
+    """A handler that some logger also writes through directly would bypass the listener."""
+    handler = file_handler(log_path)
+    logging.getLogger("elsewhere").addHandler(handler)
+    try:
+        with pytest.raises(ValueError, match=r"also attached to logger\(s\) \['elsewhere'\]"):
+            mplog.setup(handler)
+    finally:
+        logging.getLogger("elsewhere").removeHandler(handler)
+
+
+def test_adopts_root_handlers(log_path):
+    """With no handlers, setup() adopts the root logger's (e.g. from basicConfig)."""
+    root = logging.getLogger()
+    root.handlers[:] = []
+    logging.basicConfig(filename=log_path, format="%(message)s", level=logging.INFO)
+    adopted = root.handlers[:]
+    with mplog.setup() as session:
+        assert session.handlers == tuple(adopted)
+        process = multiprocessing.get_context("spawn").Process(
+            target=workload.init_and_log, args=(mplog.initializer, 3, 100)
+        )
+        process.start()
+        join_all([process])
+    assert root.handlers == adopted
+    workload.tally(log_path).assert_complete({3: 100})
+
+
+AT_EXIT = textwrap.dedent(
+    """
+    import logging, multiprocessing, sys
+    sys.path.insert(0, {root!r})
+    import mplog
+    from tests import workload
+    if __name__ == "__main__":
+        handler = logging.FileHandler({path!r})
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        mplog.setup(handler, level="INFO", listener={listener!r})
+        with multiprocessing.get_context("fork").Pool(4) as pool:
+            pool.map(workload.pool_task, [(w, 2000, (100, 3000)) for w in range(4)])
+        workload.log_records(9, 500)
+        # no stop(): interpreter exit must drain everything
+    """
+)
+
+
+@pytest.mark.parametrize("listener", ["thread", "process"])
+def test_unstopped_session_drains_at_exit(tmp_path, log_path, listener):
+    """A program that never stops its session still writes every record."""
+    script = tmp_path / "prog.py"
+    script.write_text(AT_EXIT.format(root=os.getcwd(), path=log_path, listener=listener))
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    workload.tally(log_path).assert_complete({**{w: 2000 for w in range(4)}, 9: 500})
+
+
+def test_initializer_without_setup_warns_and_does_not_break_the_pool(tmp_path, monkeypatch):
+    """With no active setup, the initializer warns instead of breaking the pool."""
+    monkeypatch.delenv("MPLOG_CONFIG", raising=False)
+    with pytest.warns(RuntimeWarning, match="no mplog.setup"):
+        mplog.initializer()
+
+
+def test_initializer_rejects_non_callable_first_initarg():
+    """initargs must start with the user's initializer."""
+    with pytest.raises(TypeError, match="must be your initializer"):
+        mplog.initializer("not callable")
