@@ -56,12 +56,15 @@ def join_all(processes: Iterable[multiprocessing.process.BaseProcess], timeout: 
 
 
 def wait_pid(pid: int, timeout: float = 60.0) -> int:
-    """waitpid with a deadline; kills the child and fails if it overruns. Returns the raw status."""
+    """waitpid with a deadline; kills the child and fails if it overruns.
+
+    Returns the exit code (negative signal number if killed by a signal).
+    """
     deadline = time.monotonic() + timeout
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
-            return status
+            return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
         if time.monotonic() > deadline:
             os.kill(pid, 9)
             os.waitpid(pid, 0)

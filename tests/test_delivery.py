@@ -51,7 +51,7 @@ def test_raw_os_fork_children_need_no_call(log_path):
                     os._exit(0)
             pids.append(pid)
         for pid in pids:
-            assert os.waitstatus_to_exitcode(wait_pid(pid)) == 0
+            assert wait_pid(pid) == 0
     tally = workload.tally(log_path)
     tally.assert_complete({w: COUNT for w in range(WORKERS)})
     assert tally.other == ["parent logged before forking"]
@@ -89,9 +89,10 @@ def test_user_initializer_is_chained(tmp_path, log_path, method):
     with mplog.setup(file_handler(log_path), level="INFO"):
         context = multiprocessing.get_context(method)
         with context.Pool(2, initializer=mplog.initializer, initargs=(_user_initializer, marker, "hello")) as pool:
-            pool.map(workload.pool_task, [(w, 10, (100,)) for w in range(2)])
-    lines = open(marker).read().split()
-    assert lines.count("hello") == 2
+            task_pids = set(pool.map(workload.pool_task, [(w, 10, (100,)) for w in range(2)]))
+    # `with Pool` may terminate a worker before it starts: check the ones that ran tasks.
+    initialized = {int(pid) for token, pid in (line.split() for line in open(marker)) if token == "hello"}
+    assert task_pids and task_pids <= initialized
     workload.tally(log_path).assert_complete({0: 10, 1: 10})
 
 

@@ -47,7 +47,7 @@ def _as_nobody_send(address: str, frame: bytes) -> int:
                 code = 13
         finally:
             os._exit(code)
-    return os.waitstatus_to_exitcode(wait_pid(pid))
+    return wait_pid(pid)
 
 
 def _frame(text: str) -> bytes:
