@@ -27,9 +27,10 @@ Usage::
         [--methods mplog filehandler queue] [--start-methods fork spawn] [--rst]
 
 The tables show the median of ``--repeat`` runs and, in ``lost/dup/torn``, the
-totals over all runs. The exit status is 1 if mplog lost, duplicated or tore
-any record (the other methods' losses are only reported), 2 on a usage error
-or a listener that would not stop.
+totals over all runs. Records/s counts only records that arrived intact, so a
+method is not credited for time saved by losing records. The exit status is 1
+if mplog lost, duplicated or tore any record (the other methods' losses are
+only reported), 2 on a usage error or a listener that would not stop.
 """
 
 from __future__ import annotations
@@ -129,13 +130,23 @@ def queue_worker(queue: Any, worker: int, count: int) -> None:
         _log_records(worker, count)
     finally:
         root.removeHandler(handler)
-        # Wait for the queue's feeder thread to write everything to the pipe,
-        # so the stdlib method is not charged for records still in this process.
+        # The cookbook's orderly exit: wait until the queue's feeder thread has
+        # written every buffered record to the pipe, so none is lost with us.
         queue.close()
         queue.join_thread()
 
 
 # --- running one trial ---------------------------------------------------------
+
+
+class ListenerHung(Exception):
+    """A trial did not finish: the parent is stuck (e.g. draining a listener)."""
+
+
+def _on_alarm(signum: int, frame: Any) -> None:
+    # Show where every thread is stuck before giving up on the run.
+    faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+    raise ListenerHung("the trial did not finish in time; thread stacks are above")
 
 
 class Workers(NamedTuple):
@@ -226,7 +237,13 @@ def time_queue(ctx: Any, path: str, workers: int, count: int, timeout: float) ->
     finally:
         # stop() enqueues a sentinel behind every worker record and waits until
         # the listener thread has handled them all.
-        listener.stop()
+        try:
+            listener.stop()
+        except ListenerHung:
+            # A worker killed while holding the queue's lock wedges it for
+            # good; do not let interpreter exit wait on its feeder thread too.
+            queue.cancel_join_thread()
+            raise
         handler.close()
     elapsed = clock.elapsed()
     queue.close()
@@ -290,17 +307,9 @@ class Trial(NamedTuple):
     problems: List[str]
 
 
-class ListenerHung(Exception):
-    """A trial did not finish: the parent is stuck (e.g. draining a listener)."""
-
-
-def _on_alarm(signum: int, frame: Any) -> None:
-    # Show where every thread is stuck before giving up on the run.
-    faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
-    raise ListenerHung("the trial did not finish in time; thread stacks are above")
-
-
-def run_trial(method: str, start_method: str, workers: int, count: int, timeout: float, directory: str, tag: str) -> Trial:
+def run_trial(
+    method: str, start_method: str, workers: int, count: int, timeout: float, directory: str, tag: str
+) -> Trial:
     """Time one method once, verify its file, then delete the file."""
     path = os.path.join(directory, f"{method}-{start_method}-{tag}.log")
     ctx = multiprocessing.get_context(start_method)
@@ -327,7 +336,7 @@ def run_trial(method: str, start_method: str, workers: int, count: int, timeout:
 class Summary(NamedTuple):
     method: str
     start_method: str
-    rate: float  # records/s at the median time
+    rate: float  # median records/s
     seconds: float  # median
     slowest_rate: float
     fastest_rate: float
@@ -337,9 +346,15 @@ class Summary(NamedTuple):
     notes: List[str]
 
 
+def trial_rate(trial: Trial, total: int) -> float:
+    """Records/s that arrived intact: a method that loses records is not
+    credited for the time it saved by losing them."""
+    return (total - trial.tally.lost) / trial.seconds
+
+
 def summarise(method: str, start_method: str, trials: List[Trial], total: int) -> Summary:
     seconds = [trial.seconds for trial in trials]
-    median = statistics.median(seconds)
+    rates = [trial_rate(trial, total) for trial in trials]
     notes: List[str] = []
     for trial in trials:
         notes.extend(trial.problems)
@@ -347,10 +362,10 @@ def summarise(method: str, start_method: str, trials: List[Trial], total: int) -
     return Summary(
         method,
         start_method,
-        total / median,
-        median,
-        total / max(seconds),
-        total / min(seconds),
+        statistics.median(rates),
+        statistics.median(seconds),
+        min(rates),
+        max(rates),
         sum(trial.tally.lost for trial in trials),
         sum(trial.tally.duplicated for trial in trials),
         sum(trial.tally.torn for trial in trials),
@@ -416,8 +431,9 @@ def ratio_rows(summaries: Sequence[Summary], start_methods: Sequence[str]) -> Tu
 
 def describe(args: argparse.Namespace) -> str:
     return (
-        f"{args.workers} workers x {args.records:,} records into one file, median of {args.repeat} "
-        f"run(s); lost/dup/torn are totals over all runs. Python {platform.python_version()}, "
+        f"{args.workers} workers x {args.records:,} records into one file. records/s: intact records "
+        f"per second, median of {args.repeat} run(s); lost/dup/torn: totals over all runs. "
+        f"Python {platform.python_version()}, "
         f"{platform.system()} {platform.release()}, {os.cpu_count()} CPUs, mplog {mplog.__version__}."
     )
 
@@ -446,6 +462,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     for name in ("workers", "records", "repeat"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
+    # A method named twice would be run twice and shown twice.
+    args.methods = list(dict.fromkeys(args.methods))
+    args.start_methods = list(dict.fromkeys(args.start_methods))
     return args
 
 
@@ -473,7 +492,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             # Progress on stderr keeps stdout to the tables.
             print(
                 f"run {run + 1}/{args.repeat} {start_method:<6} {METHODS[method]:<13} "
-                f"{total / trial.seconds:>10,.0f} records/s  {trial.seconds:6.2f} s  "
+                f"{trial_rate(trial, total):>10,.0f} records/s  {trial.seconds:6.2f} s  "
                 f"lost/dup/torn {trial.tally.lost}/{trial.tally.duplicated}/{trial.tally.torn}"
                 + "".join(f"\n    {problem}" for problem in trial.problems),
                 file=sys.stderr,

@@ -62,8 +62,7 @@ def test_pool_with_initializer(log_path, method):
     """Pool(initializer=mplog.initializer) with no initargs works under every start method."""
     with mplog.setup(file_handler(log_path), level="INFO"):
         with multiprocessing.get_context(method).Pool(4, initializer=mplog.initializer) as pool:
-            pids = pool.map(workload.pool_task, [(w, COUNT, SIZES[:80]) for w in range(WORKERS)])
-    assert len(set(pids)) > 1
+            pool.map(workload.pool_task, [(w, COUNT, SIZES[:80]) for w in range(WORKERS)])
     workload.tally(log_path).assert_complete({w: COUNT for w in range(WORKERS)})
 
 
