@@ -1,11 +1,18 @@
 """How a log record becomes one frame of bytes and back again, without pickle.
 
 A frame is a 4-byte little-endian payload length followed by a ``marshal``
-payload of ``(values, extras)``: ``values`` holds the standard LogRecord fields
-in the order of :data:`FIELDS`, ``extras`` the user's own attributes (``extra=``,
-custom record factories) or ``None``. marshal only builds plain data (str, int,
-float, bytes, tuples, lists, dicts, None), so decoding can never run code, and it
-is several times faster than pickle for this shape (see FACTS.md).
+payload of ``(values, extras, texts)``:
+
+* ``values``: the standard LogRecord fields in the order of :data:`FIELDS`, or
+  ``None`` when no listener handler needs the record itself;
+* ``extras``: the user's own attributes (``extra=``, custom record factories) or
+  ``None``;
+* ``texts``: lines the worker already formatted, one per text handler of the
+  listener (``None`` where that handler's level rejects the record), or ``None``.
+
+marshal only builds plain data (str, int, float, bytes, tuples, lists, dicts,
+None), so decoding can never run code, and it is several times faster than
+pickle for this shape (see FACTS.md).
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import logging
 import marshal
 import operator
 import struct
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 HEADER = struct.Struct("<I")
 
@@ -62,35 +69,48 @@ _PLAIN_RECORD_SIZE = len(vars(logging.LogRecord("", 0, "", 0, "", (), None))) + 
 _DECODED_DEFAULTS = {"args": None, "exc_info": None, "message": None, "taskName": None}
 
 
-def encode(record: logging.LogRecord) -> bytes:
+Texts = Optional[Sequence[Optional[str]]]
+
+
+def encode(record: Optional[logging.LogRecord], texts: Texts = None) -> bytes:
     """Return the frame for a prepared record (message rendered, no ``args``
-    or ``exc_info`` left to render)."""
-    state = record.__dict__
+    or ``exc_info`` left to render) and/or the lines formatted for it."""
+    values: Optional[Tuple[Any, ...]] = None
+    extras = None
+    if record is not None:
+        state = record.__dict__
+        try:
+            values = _get_fields(state)
+        except KeyError:  # someone deleted a standard attribute
+            values = tuple(state.get(field) for field in FIELDS)
+        extras = _extras_of(state) if len(state) > _PLAIN_RECORD_SIZE else None
+    if texts is not None:
+        texts = tuple(texts)
     try:
-        values = _get_fields(state)
-    except KeyError:  # someone deleted a standard attribute
-        values = tuple(state.get(field) for field in FIELDS)
-    extras = _extras_of(state) if len(state) > _PLAIN_RECORD_SIZE else None
-    try:
-        payload = marshal.dumps((values, extras), _MARSHAL_VERSION)
+        payload = marshal.dumps((values, extras, texts), _MARSHAL_VERSION)
     except ValueError:  # an object marshal cannot carry: send its str()
-        payload = marshal.dumps((_plain(values), _plain_dict(extras)), _MARSHAL_VERSION)
+        values = None if values is None else _plain(values)
+        payload = marshal.dumps((values, _plain_dict(extras), texts), _MARSHAL_VERSION)
     if len(payload) > MAX_PAYLOAD:
-        payload = _truncated(values, extras, len(payload))
+        payload = _truncated(values, extras, texts, len(payload))
     return HEADER.pack(len(payload)) + payload
 
 
-def decode(payload: Union[bytes, bytearray]) -> logging.LogRecord:
-    """Rebuild a LogRecord from a frame's payload.
+def decode(payload: Union[bytes, bytearray]) -> Tuple[Optional[logging.LogRecord], Optional[Tuple[Optional[str], ...]]]:
+    """Rebuild a frame's record (``None`` if it carried none) and texts.
 
     Raises:
         ValueError: the payload is not a frame this module wrote.
     """
     try:
-        values, extras = marshal.loads(payload)
-        state = dict(zip(FIELDS, values))
+        values, extras, texts = marshal.loads(payload)
+        state = None if values is None else dict(zip(FIELDS, values))
     except (ValueError, EOFError, TypeError) as exc:
         raise ValueError(f"undecodable log frame ({len(payload)} bytes): {exc}") from None
+    if texts is not None and not isinstance(texts, tuple):
+        raise ValueError(f"log frame texts must be a tuple, got {type(texts).__name__}")
+    if state is None:
+        return None, texts
     if len(state) != len(FIELDS):
         raise ValueError(f"log frame has {len(state)} fields, expected {len(FIELDS)}")
     record = logging.LogRecord.__new__(logging.LogRecord)
@@ -99,7 +119,7 @@ def decode(payload: Union[bytes, bytearray]) -> logging.LogRecord:
         record.__dict__.update(extras)
     record.__dict__.update(state)
     record.message = record.msg
-    return record
+    return record, texts
 
 
 def _extras_of(state: Dict[str, Any]) -> Optional[Dict[str, Any]]:
@@ -134,15 +154,19 @@ def _safe_str(value: Any) -> str:
         return f"<{type(value).__name__} object: str() failed: {exc!r}>"
 
 
-def _truncated(values: Tuple[Any, ...], extras: Optional[Dict[str, Any]], size: int) -> bytes:
-    """Shrink an oversized record to fit MAX_PAYLOAD, saying so in the message."""
-    budget = MAX_PAYLOAD // 4
+def _truncated(values: Optional[Tuple[Any, ...]], extras: Optional[Dict[str, Any]], texts: Texts, size: int) -> bytes:
+    """Shrink an oversized frame to fit MAX_PAYLOAD, saying so in the message."""
+    budget = MAX_PAYLOAD // 8
     note = f" [mplog: record truncated; it was {size} bytes, the limit is {MAX_PAYLOAD}]"
-    fields = dict(zip(FIELDS, _plain(values)))
-    for key in ("msg", "exc_text", "stack_info"):
-        text = fields.get(key)
-        if isinstance(text, str) and len(text) > budget:
-            fields[key] = text[:budget]
-    fields["msg"] = f"{fields['msg']}{note}"
+    if values is not None:
+        fields = dict(zip(FIELDS, _plain(values)))
+        for key in ("msg", "exc_text", "stack_info"):
+            text = fields.get(key)
+            if isinstance(text, str) and len(text) > budget:
+                fields[key] = text[:budget]
+        fields["msg"] = f"{fields['msg']}{note}"
+        values = tuple(fields[f] for f in FIELDS)
     small_extras = {k: _safe_str(v)[:1024] for k, v in (extras or {}).items()} or None
-    return marshal.dumps((tuple(fields[f] for f in FIELDS), small_extras), _MARSHAL_VERSION)
+    if texts is not None:
+        texts = tuple(None if t is None or len(t) <= budget else t[:budget] + note for t in texts)
+    return marshal.dumps((values, small_extras, texts), _MARSHAL_VERSION)

@@ -19,10 +19,11 @@ import sys
 import threading
 import time
 import traceback
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from . import _codec, _fork
 from ._transport import Queue, remove_address
+from ._worker import TextTarget
 
 __all__ = ["QueueListener"]
 
@@ -49,12 +50,28 @@ class _Connection:
         self.pending = bytearray()
 
 
-class _Server:
-    """Accepts worker connections and turns their frames into records."""
+FrameHandler = Callable[[Optional[logging.LogRecord], Optional[Tuple[Optional[str], ...]]], None]
 
-    def __init__(self, address: str, handle: Callable[[logging.LogRecord], None]) -> None:
+
+class _Server:
+    """Accepts worker connections and turns their frames into records and texts.
+
+    ``on_frame(record, texts)`` is called for every frame, ``on_batch_end()``
+    after everything one wake-up brought in (so writes can be batched),
+    ``report(record)`` for mplog's own notices.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        on_frame: FrameHandler,
+        on_batch_end: Callable[[], None],
+        report: Callable[[logging.LogRecord], None],
+    ) -> None:
         self.address = address
-        self._handle = handle
+        self._on_frame = on_frame
+        self._on_batch_end = on_batch_end
+        self._report_record = report
         self._uid = os.getuid()
         self._connections: Dict[int, _Connection] = {}
         self._listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -86,6 +103,8 @@ class _Server:
                 if stopping:
                     self._selector.unregister(stop_fd)
                     self._drain()
+                self._on_batch_end()
+                if stopping:
                     return
 
     def close(self) -> None:
@@ -164,12 +183,12 @@ class _Server:
 
     def _deliver(self, payload: "bytes | bytearray", conn: _Connection) -> None:
         try:
-            record = _codec.decode(payload)
+            record, texts = _codec.decode(payload)
         except ValueError as exc:
             self._report(f"dropped a frame from pid {conn.pid}: {exc}")
             return
         try:
-            self._handle(record)
+            self._on_frame(record, texts)
         except Exception:  # a handler or filter bug must not stop the listener
             sys.stderr.write("mplog: error while handling a record:\n" + traceback.format_exc())
 
@@ -212,7 +231,7 @@ class _Server:
 
     def _report(self, message: str) -> None:
         try:
-            self._handle(_notice(message))
+            self._report_record(_notice(message))
         except Exception:
             sys.stderr.write(f"mplog: {message}\n")
 
@@ -253,6 +272,15 @@ class QueueListener:
         self.handlers = handlers
         self.respect_handler_level = respect_handler_level
         self.runner = runner
+        targets = [(handler, TextTarget.of(handler)) for handler in handlers]
+        # Plain text handlers get lines the workers formatted; the listener
+        # only writes them, once per wake-up. The rest get records.
+        self._text_handlers = [handler for handler, target in targets if target is not None]
+        #: What workers format for this listener, one per text handler, in order.
+        self.text_targets: Tuple[TextTarget, ...] = tuple(target for _, target in targets if target is not None)
+        #: The handlers that need the record itself.
+        self.record_handlers = tuple(handler for handler, target in targets if target is None)
+        self._pending: List[List[str]] = [[] for _ in self._text_handlers]
         self._owner_pid = 0
         self._server: Optional[_Server] = None
         self._thread: Optional[threading.Thread] = None
@@ -309,6 +337,26 @@ class QueueListener:
             if not self.respect_handler_level or record.levelno >= handler.level:
                 handler.handle(record)
 
+    def _on_frame(self, record: Optional[logging.LogRecord], texts: Optional[Tuple[Optional[str], ...]]) -> None:
+        if texts is None or len(texts) != len(self._pending):  # a worker that did not format
+            if record is not None:
+                self.handle(record)
+            return
+        for pending, text in zip(self._pending, texts):
+            if text is not None:
+                pending.append(text)
+        if record is not None:
+            record = self.prepare(record)
+            for handler in self.record_handlers:
+                if not self.respect_handler_level or record.levelno >= handler.level:
+                    handler.handle(record)
+
+    def _write_pending(self) -> None:
+        for handler, pending in zip(self._text_handlers, self._pending):
+            if pending:
+                _write_lines(handler, pending)  # type: ignore[arg-type]
+                pending.clear()
+
     @property
     def is_alive(self) -> bool:
         """Whether the listener is running (for a process: has not exited)."""
@@ -324,11 +372,14 @@ class QueueListener:
     # --- thread runner ---------------------------------------------------
 
     def _start_thread(self) -> None:
-        self._server = _Server(self.queue.address, self.handle)
+        self._server = self._new_server()
         self._stop_r, self._stop_w = os.pipe()
         self.queue._local = (os.getpid(), self.handle)
         self._thread = threading.Thread(target=self._run_thread, name="mplog-listener", daemon=True)
         self._thread.start()
+
+    def _new_server(self) -> _Server:
+        return _Server(self.queue.address, self._on_frame, self._write_pending, self.handle)
 
     def _run_thread(self) -> None:
         assert self._server is not None
@@ -370,7 +421,7 @@ class QueueListener:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             self.queue._local = (os.getpid(), self.handle)
             try:
-                server = _Server(self.queue.address, self.handle)
+                server = self._new_server()
             except BaseException as exc:
                 os.write(ready_w, f"{type(exc).__name__}: {exc}".encode())
                 raise
@@ -449,6 +500,19 @@ class QueueListener:
         self._thread = None
         self._process_pid = 0
         self._stop_r = self._stop_w = -1
+
+
+def _write_lines(handler: logging.StreamHandler, lines: List[str]) -> None:  # type: ignore[type-arg]
+    """Write preformatted lines as ``StreamHandler.emit`` would, in one write."""
+    terminator = handler.terminator
+    with handler.lock:  # type: ignore[union-attr]
+        try:
+            if handler.stream is None:  # a FileHandler opened with delay=True
+                handler.stream = handler._open()  # type: ignore[attr-defined]
+            handler.stream.write(terminator.join(lines) + terminator)
+            handler.stream.flush()
+        except Exception:
+            handler.handleError(_notice(f"mplog: writing {len(lines)} lines to {handler!r} failed"))
 
 
 def _read_all(fd: int, timeout: float) -> bytes:

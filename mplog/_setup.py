@@ -121,16 +121,18 @@ class Session:
         if level is not None:
             root.setLevel(level)
         handler_level = min(handler.level for handler in handlers)
-        self._handler = _worker.QueueHandler(self.queue, level=handler_level)
-        for handler in root.handlers[:]:
-            root.removeHandler(handler)
-        root.addHandler(self._handler)
         config = _worker.WorkerConfig(
             address=self.queue.address,
             root_level=root.level,
             handler_level=handler_level,
             logger_levels=_explicit_logger_levels(),
+            text_targets=self.listener.text_targets,
+            send_record=bool(self.listener.record_handlers),
         )
+        self._handler = config.handler(self.queue)
+        for handler in root.handlers[:]:
+            root.removeHandler(handler)
+        root.addHandler(self._handler)
         self._saved_config = _worker.current()
         self._saved_environment = os.environ.get(_worker.ENVIRONMENT_VARIABLE)
         _worker.set_current(config)

@@ -80,6 +80,11 @@ class Queue:
     def __reduce__(self) -> Tuple[type, Tuple[str]]:
         return (Queue, (self.address,))
 
+    def delivers_locally(self) -> bool:
+        """Whether records put here go straight to a listener thread of this process."""
+        local = self._local
+        return local is not None and local[0] == os.getpid()
+
     def put_nowait(self, record: logging.LogRecord) -> None:
         """Hand a prepared record to the listener (blocking only while the
         listener is too far behind to take it: back-pressure, never growth).

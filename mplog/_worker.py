@@ -9,16 +9,60 @@ import logging.handlers
 import os
 import sys
 import threading
-from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
+import time
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
+from . import _codec
 from ._transport import Queue
 
-__all__ = ["QueueHandler", "WorkerConfig", "Initializer", "initializer", "ENVIRONMENT_VARIABLE"]
+__all__ = ["ENVIRONMENT_VARIABLE", "Initializer", "QueueHandler", "TextTarget", "WorkerConfig", "initializer"]
 
 #: Set by ``mplog.setup()`` for child processes that inherit the environment.
 ENVIRONMENT_VARIABLE = "MPLOG_CONFIG"
 _FALLBACK_FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
 _exception_formatter = logging.Formatter()
+
+
+_STYLES = {"%": logging.PercentStyle, "{": logging.StrFormatStyle, "$": logging.StringTemplateStyle}
+
+
+class TextTarget(NamedTuple):
+    """How to format a record for one listener handler that only writes text
+    (a plain ``StreamHandler``/``FileHandler`` with a plain ``Formatter``), so the
+    worker formats and the listener only writes."""
+
+    level: int
+    fmt: Optional[str]
+    datefmt: Optional[str]
+    style: str
+    utc: bool
+
+    @classmethod
+    def of(cls, handler: logging.Handler) -> Optional["TextTarget"]:
+        """The target for ``handler``, or ``None`` if only the handler itself can
+        format and write its records (a subclass, filters, a custom formatter)."""
+        if type(handler) not in (logging.StreamHandler, logging.FileHandler) or handler.filters:
+            return None
+        formatter = handler.formatter or logging.Formatter()
+        if (
+            type(formatter) is not logging.Formatter
+            or formatter.converter not in (time.localtime, time.gmtime)
+            or formatter.default_time_format != logging.Formatter.default_time_format
+            or formatter.default_msec_format != logging.Formatter.default_msec_format
+            or getattr(formatter._style, "_defaults", None)
+        ):
+            return None
+        style = next((char for char, kind in _STYLES.items() if type(formatter._style) is kind), None)
+        if style is None:
+            return None
+        return cls(handler.level, formatter._fmt, formatter.datefmt, style, formatter.converter is time.gmtime)
+
+    def formatter(self) -> logging.Formatter:
+        """A formatter equal to the handler's."""
+        formatter = logging.Formatter(self.fmt, self.datefmt, self.style)  # type: ignore[arg-type]
+        if self.utc:
+            formatter.converter = time.gmtime
+        return formatter
 
 
 class QueueHandler(logging.handlers.QueueHandler):
@@ -31,18 +75,59 @@ class QueueHandler(logging.handlers.QueueHandler):
     stderr and writes this and every later record there instead: a logging call
     never blocks on a dead listener and never raises into the caller.
 
+    When the listener's handlers include plain text handlers (see
+    :class:`TextTarget`), the worker formats the line for each of them, so the
+    listener only writes; the record itself is sent only if another handler
+    needs it.
+
     Args:
         queue: where the listener reads.
         level: records below this level are not sent at all.
+        text_targets: one per text handler of the listener, in its order.
+        send_record: whether any other listener handler needs the record.
     """
 
     # mplog.Queue is write-only; typeshed's QueueHandler wants a get() it never calls.
     queue: Queue  # type: ignore[assignment]
 
-    def __init__(self, queue: Queue, level: int = logging.NOTSET) -> None:
+    def __init__(
+        self,
+        queue: Queue,
+        level: int = logging.NOTSET,
+        text_targets: Sequence[TextTarget] = (),
+        send_record: bool = True,
+    ) -> None:
         super().__init__(queue)  # type: ignore[arg-type]
         self.setLevel(level)
         self._fallback: Optional[logging.Handler] = None
+        self._send_record = send_record or not text_targets
+        self._texts: List[Tuple[int, logging.Formatter]] = [(t.level, t.formatter()) for t in text_targets]
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Send ``record``: formatted for the listener's text handlers, and
+        prepared for its other handlers."""
+        try:
+            if not self._texts or self._fallback is not None or self.queue.delivers_locally():
+                self.enqueue(self.prepare(record))
+                return
+            prepared = self.prepare(record) if self._send_record else None
+            try:
+                texts = self._format_texts(record)
+            except Exception:  # unrenderable message: the prepared copy carries it with a note
+                prepared = prepared or self.prepare(record)
+                texts = self._format_texts(prepared)
+            try:
+                self.queue.send(_codec.encode(prepared, texts))
+            except OSError as exc:
+                self._fall_back(exc).handle(prepared or self.prepare(record))
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+    def _format_texts(self, record: logging.LogRecord) -> List[Optional[str]]:
+        levelno = record.levelno
+        return [formatter.format(record) if levelno >= level else None for level, formatter in self._texts]
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         """Return a copy of ``record`` with its message rendered and its
@@ -64,17 +149,23 @@ class QueueHandler(logging.handlers.QueueHandler):
 
     def enqueue(self, record: logging.LogRecord) -> None:
         """Put a prepared record on the queue, or on stderr if the listener is gone."""
-        if self._fallback is None:
+        fallback = self._fallback
+        if fallback is None:
             try:
                 self.queue.put_nowait(record)
                 return
             except OSError as exc:
-                self._fallback = _stderr_handler()
-                sys.stderr.write(
-                    f"mplog: pid {os.getpid()} cannot reach the log listener at {self.queue.address} "
-                    f"({type(exc).__name__}: {exc}); its records go to stderr from now on\n"
-                )
-        self._fallback.handle(record)
+                fallback = self._fall_back(exc)
+        fallback.handle(record)
+
+    def _fall_back(self, exc: OSError) -> logging.Handler:
+        """Switch to stderr for good, saying why once; return the stderr handler."""
+        self._fallback = _stderr_handler()
+        sys.stderr.write(
+            f"mplog: pid {os.getpid()} cannot reach the log listener at {self.queue.address} "
+            f"({type(exc).__name__}: {exc}); its records go to stderr from now on\n"
+        )
+        return self._fallback
 
 
 def _render_message(record: logging.LogRecord) -> str:
@@ -102,6 +193,13 @@ class WorkerConfig(NamedTuple):
     root_level: int
     handler_level: int
     logger_levels: Tuple[Tuple[str, int], ...] = ()
+    text_targets: Tuple[TextTarget, ...] = ()
+    send_record: bool = True
+
+    def handler(self, queue: Optional[Queue] = None) -> "QueueHandler":
+        """A new worker handler for this config (on ``queue``, or a new one)."""
+        queue = queue if queue is not None else Queue(self.address)
+        return QueueHandler(queue, self.handler_level, self.text_targets, self.send_record)
 
     def to_json(self) -> str:
         """Serialise for the environment variable."""
@@ -117,6 +215,7 @@ class WorkerConfig(NamedTuple):
         try:
             fields: Dict[str, Any] = json.loads(text)
             fields["logger_levels"] = tuple(tuple(pair) for pair in fields.get("logger_levels", ()))
+            fields["text_targets"] = tuple(TextTarget(*target) for target in fields.get("text_targets", ()))
             return cls(**fields)
         except (TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"{ENVIRONMENT_VARIABLE} is not an mplog config: {text!r} ({exc})") from None
@@ -155,7 +254,7 @@ def install(config: WorkerConfig) -> None:
         for handler in list(root.handlers):
             root.removeHandler(handler)
             handler.close()
-        root.addHandler(QueueHandler(Queue(config.address), level=config.handler_level))
+        root.addHandler(config.handler())
         root.setLevel(config.root_level)
         for name, level in config.logger_levels:
             logging.getLogger(name).setLevel(level)

@@ -23,7 +23,19 @@ def _roundtrip(record: logging.LogRecord) -> logging.LogRecord:
     frame = _codec.encode(record)
     (size,) = _codec.HEADER.unpack_from(frame)
     assert size == len(frame) - _codec.HEADER.size
-    return _codec.decode(frame[_codec.HEADER.size :])
+    decoded, texts = _codec.decode(frame[_codec.HEADER.size :])
+    assert texts is None and decoded is not None
+    return decoded
+
+
+def test_texts_travel_with_or_without_the_record():
+    """A frame can carry formatted lines (None where a handler's level says no),
+    with the record or without it."""
+    for record in (_prepared(), None):
+        frame = _codec.encode(record, ["line one ☃", None])
+        decoded, texts = _codec.decode(frame[_codec.HEADER.size :])
+        assert texts == ("line one ☃", None)
+        assert (decoded is None) == (record is None)
 
 
 def test_standard_fields_roundtrip():
@@ -54,6 +66,9 @@ def test_oversized_record_is_truncated_with_a_note(monkeypatch):
     decoded = _roundtrip(_prepared("%s", ("x" * 50_000,)))
     assert decoded.msg.startswith("x" * 1000)
     assert "record truncated" in decoded.msg and len(decoded.msg) < 10_000
+    frame = _codec.encode(None, ["y" * 50_000])
+    _, texts = _codec.decode(frame[_codec.HEADER.size :])
+    assert texts[0].startswith("y" * 1000) and "record truncated" in texts[0] and len(texts[0]) < 10_000
 
 
 @pytest.mark.parametrize("payload", [b"", b"\x00garbage", pickle.dumps({"a": 1}), b"\xe9\x01\x00\x00\x00"])

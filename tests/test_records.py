@@ -109,3 +109,34 @@ def _levels_worker(initializer) -> None:
     logging.debug("a debug")
     logging.info("a secret")
     logging.error("an error")
+
+
+class SelfFormatting(logging.FileHandler):
+    """A subclass, so the listener formats for it itself (the record path)."""
+
+
+FULL_FORMAT = (
+    "%(asctime)s %(msecs)03d %(process)d %(processName)s %(thread)d %(name)s %(levelname)s "
+    "%(module)s %(funcName)s:%(lineno)d %(message)s"
+)
+
+
+@pytest.mark.parametrize("where", ["spawn", "fork"])
+@pytest.mark.parametrize("style, fmt", [("%", FULL_FORMAT), ("{", "{asctime} {levelname:>8} {name} {message}")])
+def test_lines_formatted_in_the_worker_are_identical(tmp_path, where, style, fmt):
+    """A plain FileHandler gets lines the worker formatted; a subclass formats in
+    the listener. Given the same formatter, the two files are byte-identical."""
+    formatter = logging.Formatter(fmt, style=style)
+    fast, slow = logging.FileHandler(tmp_path / "fast.log"), SelfFormatting(tmp_path / "slow.log")
+    for handler in (fast, slow):
+        handler.setFormatter(formatter)
+    with mplog.setup(fast, slow, level="INFO") as session:
+        assert session.listener.record_handlers == (slow,)
+        assert len(session.listener.text_targets) == 1
+        process = multiprocessing.get_context(where).Process(target=_worker, args=(mplog.initializer,))
+        process.start()
+        process.join(60)
+        assert process.exitcode == 0
+    fast_text = (tmp_path / "fast.log").read_text()
+    assert fast_text == (tmp_path / "slow.log").read_text()
+    assert "Traceback" in fast_text and "could not be rendered" in fast_text and BIG in fast_text
