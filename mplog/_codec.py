@@ -1,8 +1,10 @@
 """How a log record becomes one frame of bytes and back again, without pickle.
 
 A frame is a 4-byte little-endian payload length followed by a ``marshal``
-payload of ``(values, extras, texts)``:
+payload of ``(route, values, extras, texts)``:
 
+* ``route``: which group of listener handlers the record is for (0: the root
+  logger's; others: named loggers given their own handlers);
 * ``values``: the standard LogRecord fields in the order of :data:`FIELDS`, or
   ``None`` when no listener handler needs the record itself;
 * ``extras``: the user's own attributes (``extra=``, custom record factories) or
@@ -72,7 +74,7 @@ _DECODED_DEFAULTS = {"args": None, "exc_info": None, "message": None, "taskName"
 Texts = Optional[Sequence[Optional[str]]]
 
 
-def encode(record: Optional[logging.LogRecord], texts: Texts = None) -> bytes:
+def encode(record: Optional[logging.LogRecord], texts: Texts = None, route: int = 0) -> bytes:
     """Return the frame for a prepared record (message rendered, no ``args``
     or ``exc_info`` left to render) and/or the lines formatted for it."""
     values: Optional[Tuple[Any, ...]] = None
@@ -87,30 +89,35 @@ def encode(record: Optional[logging.LogRecord], texts: Texts = None) -> bytes:
     if texts is not None:
         texts = tuple(texts)
     try:
-        payload = marshal.dumps((values, extras, texts), _MARSHAL_VERSION)
+        payload = marshal.dumps((route, values, extras, texts), _MARSHAL_VERSION)
     except ValueError:  # an object marshal cannot carry: send its str()
         values = None if values is None else _plain(values)
-        payload = marshal.dumps((values, _plain_dict(extras), texts), _MARSHAL_VERSION)
+        payload = marshal.dumps((route, values, _plain_dict(extras), texts), _MARSHAL_VERSION)
     if len(payload) > MAX_PAYLOAD:
-        payload = _truncated(values, extras, texts, len(payload))
+        payload = _truncated(route, values, extras, texts, len(payload))
     return HEADER.pack(len(payload)) + payload
 
 
-def decode(payload: Union[bytes, bytearray]) -> Tuple[Optional[logging.LogRecord], Optional[Tuple[Optional[str], ...]]]:
-    """Rebuild a frame's record (``None`` if it carried none) and texts.
+Decoded = Tuple[int, Optional[logging.LogRecord], Optional[Tuple[Optional[str], ...]]]
+
+
+def decode(payload: Union[bytes, bytearray]) -> Decoded:
+    """Rebuild a frame's route, record (``None`` if it carried none) and texts.
 
     Raises:
         ValueError: the payload is not a frame this module wrote.
     """
     try:
-        values, extras, texts = marshal.loads(payload)
+        route, values, extras, texts = marshal.loads(payload)
         state = None if values is None else dict(zip(FIELDS, values))
     except (ValueError, EOFError, TypeError) as exc:
         raise ValueError(f"undecodable log frame ({len(payload)} bytes): {exc}") from None
+    if not isinstance(route, int):
+        raise ValueError(f"log frame route must be an int, got {type(route).__name__}")
     if texts is not None and not isinstance(texts, tuple):
         raise ValueError(f"log frame texts must be a tuple, got {type(texts).__name__}")
     if state is None:
-        return None, texts
+        return route, None, texts
     if len(state) != len(FIELDS):
         raise ValueError(f"log frame has {len(state)} fields, expected {len(FIELDS)}")
     record = logging.LogRecord.__new__(logging.LogRecord)
@@ -119,7 +126,7 @@ def decode(payload: Union[bytes, bytearray]) -> Tuple[Optional[logging.LogRecord
         record.__dict__.update(extras)
     record.__dict__.update(state)
     record.message = record.msg
-    return record, texts
+    return route, record, texts
 
 
 def _extras_of(state: Dict[str, Any]) -> Optional[Dict[str, Any]]:
@@ -154,7 +161,9 @@ def _safe_str(value: Any) -> str:
         return f"<{type(value).__name__} object: str() failed: {exc!r}>"
 
 
-def _truncated(values: Optional[Tuple[Any, ...]], extras: Optional[Dict[str, Any]], texts: Texts, size: int) -> bytes:
+def _truncated(
+    route: int, values: Optional[Tuple[Any, ...]], extras: Optional[Dict[str, Any]], texts: Texts, size: int
+) -> bytes:
     """Shrink an oversized frame to fit MAX_PAYLOAD, saying so in the message."""
     budget = MAX_PAYLOAD // 8
     note = f" [mplog: record truncated; it was {size} bytes, the limit is {MAX_PAYLOAD}]"
@@ -169,4 +178,4 @@ def _truncated(values: Optional[Tuple[Any, ...]], extras: Optional[Dict[str, Any
     small_extras = {k: _safe_str(v)[:1024] for k, v in (extras or {}).items()} or None
     if texts is not None:
         texts = tuple(None if t is None or len(t) <= budget else t[:budget] + note for t in texts)
-    return marshal.dumps((values, small_extras, texts), _MARSHAL_VERSION)
+    return marshal.dumps((route, values, small_extras, texts), _MARSHAL_VERSION)

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import traceback
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import _codec, _fork
 from ._transport import Queue, remove_address
@@ -50,13 +50,13 @@ class _Connection:
         self.pending = bytearray()
 
 
-FrameHandler = Callable[[Optional[logging.LogRecord], Optional[Tuple[Optional[str], ...]]], None]
+FrameHandler = Callable[[int, Optional[logging.LogRecord], Optional[Tuple[Optional[str], ...]]], None]
 
 
 class _Server:
     """Accepts worker connections and turns their frames into records and texts.
 
-    ``on_frame(record, texts)`` is called for every frame, ``on_batch_end()``
+    ``on_frame(route, record, texts)`` is called for every frame, ``on_batch_end()``
     after everything one wake-up brought in (so writes can be batched),
     ``report(record)`` for mplog's own notices.
     """
@@ -183,12 +183,12 @@ class _Server:
 
     def _deliver(self, payload: "bytes | bytearray", conn: _Connection) -> None:
         try:
-            record, texts = _codec.decode(payload)
+            route, record, texts = _codec.decode(payload)
         except ValueError as exc:
             self._report(f"dropped a frame from pid {conn.pid}: {exc}")
             return
         try:
-            self._on_frame(record, texts)
+            self._on_frame(route, record, texts)
         except Exception:  # a handler or filter bug must not stop the listener
             sys.stderr.write("mplog: error while handling a record:\n" + traceback.format_exc())
 
@@ -236,6 +236,21 @@ class _Server:
             sys.stderr.write(f"mplog: {message}\n")
 
 
+class _Route:
+    """One group of handlers (the root logger's, or a named logger's) and the
+    lines waiting to be written to its text handlers."""
+
+    def __init__(self, handlers: Sequence[logging.Handler]) -> None:
+        targets = [(handler, TextTarget.of(handler)) for handler in handlers]
+        self.handlers = tuple(handlers)
+        # Plain text handlers get lines the workers formatted; the listener
+        # only writes them, once per wake-up. The rest get records.
+        self.text_handlers = [handler for handler, target in targets if target is not None]
+        self.text_targets = tuple(target for _, target in targets if target is not None)
+        self.record_handlers = tuple(handler for handler, target in targets if target is None)
+        self.pending: List[List[str]] = [[] for _ in self.text_handlers]
+
+
 class QueueListener:
     """Owns the real handlers and feeds them every record put on the queue by
     any process: the mplog counterpart of ``logging.handlers.QueueListener``.
@@ -248,6 +263,8 @@ class QueueListener:
         runner: ``"thread"`` (a daemon thread of this process) or ``"process"``
             (a process forked from this one, which ignores SIGINT and SIGTERM and
             stops when told to, or when this process dies).
+        routes: more groups of handlers, for queues made with ``route=1, 2, ...``
+            (``handlers`` serve route 0).
 
     Raises:
         ValueError: ``runner`` is not one of the above.
@@ -260,27 +277,25 @@ class QueueListener:
         *handlers: logging.Handler,
         respect_handler_level: bool = True,
         runner: str = "thread",
+        routes: Sequence[Sequence[logging.Handler]] = (),
     ) -> None:
         if runner not in RUNNERS:
             raise ValueError(f"runner must be 'thread' or 'process', got {runner!r} ({type(runner).__name__})")
-        for position, handler in enumerate(handlers):
-            if not isinstance(handler, logging.Handler):
-                raise TypeError(
-                    f"handler {position} must be a logging.Handler, got {handler!r} ({type(handler).__name__})"
-                )
+        for group in (handlers, *routes):
+            for position, handler in enumerate(group):
+                if not isinstance(handler, logging.Handler):
+                    raise TypeError(
+                        f"handler {position} must be a logging.Handler, got {handler!r} ({type(handler).__name__})"
+                    )
         self.queue = queue
         self.handlers = handlers
         self.respect_handler_level = respect_handler_level
         self.runner = runner
-        targets = [(handler, TextTarget.of(handler)) for handler in handlers]
-        # Plain text handlers get lines the workers formatted; the listener
-        # only writes them, once per wake-up. The rest get records.
-        self._text_handlers = [handler for handler, target in targets if target is not None]
-        #: What workers format for this listener, one per text handler, in order.
-        self.text_targets: Tuple[TextTarget, ...] = tuple(target for _, target in targets if target is not None)
-        #: The handlers that need the record itself.
-        self.record_handlers = tuple(handler for handler, target in targets if target is None)
-        self._pending: List[List[str]] = [[] for _ in self._text_handlers]
+        self._routes = [_Route(group) for group in (handlers, *routes)]
+        #: Every handler the listener owns, each once.
+        self.all_handlers: Tuple[logging.Handler, ...] = tuple(
+            dict.fromkeys(handler for route in self._routes for handler in route.handlers)
+        )
         self._owner_pid = 0
         self._server: Optional[_Server] = None
         self._thread: Optional[threading.Thread] = None
@@ -330,32 +345,42 @@ class QueueListener:
         """Return the record to pass to the handlers; override to change it."""
         return record
 
-    def handle(self, record: logging.LogRecord) -> None:
-        """Pass one record to every handler that wants it."""
-        record = self.prepare(record)
-        for handler in self.handlers:
+    def handle(self, record: logging.LogRecord, route: int = 0) -> None:
+        """Pass one record to every handler of ``route`` that wants it."""
+        self._handle(self.prepare(record), self._routes[route].handlers)
+
+    def _handle(self, record: logging.LogRecord, handlers: Sequence[logging.Handler]) -> None:
+        for handler in handlers:
             if not self.respect_handler_level or record.levelno >= handler.level:
                 handler.handle(record)
 
-    def _on_frame(self, record: Optional[logging.LogRecord], texts: Optional[Tuple[Optional[str], ...]]) -> None:
-        if texts is None or len(texts) != len(self._pending):  # a worker that did not format
+    def route_targets(self, route: int) -> Tuple[Tuple[TextTarget, ...], bool]:
+        """What a worker needs for ``route``: the lines to format, and whether
+        any handler needs the record itself."""
+        return self._routes[route].text_targets, bool(self._routes[route].record_handlers)
+
+    def _on_frame(
+        self, route_number: int, record: Optional[logging.LogRecord], texts: Optional[Tuple[Optional[str], ...]]
+    ) -> None:
+        if not 0 <= route_number < len(self._routes):
+            raise ValueError(f"a frame for route {route_number}; this listener has {len(self._routes)}")
+        route = self._routes[route_number]
+        if texts is None or len(texts) != len(route.pending):  # a worker that did not format
             if record is not None:
-                self.handle(record)
+                self._handle(self.prepare(record), route.handlers)
             return
-        for pending, text in zip(self._pending, texts):
+        for pending, text in zip(route.pending, texts):
             if text is not None:
                 pending.append(text)
         if record is not None:
-            record = self.prepare(record)
-            for handler in self.record_handlers:
-                if not self.respect_handler_level or record.levelno >= handler.level:
-                    handler.handle(record)
+            self._handle(self.prepare(record), route.record_handlers)
 
     def _write_pending(self) -> None:
-        for handler, pending in zip(self._text_handlers, self._pending):
-            if pending:
-                _write_lines(handler, pending)  # type: ignore[arg-type]
-                pending.clear()
+        for route in self._routes:
+            for handler, pending in zip(route.text_handlers, route.pending):
+                if pending:
+                    _write_lines(handler, pending)  # type: ignore[arg-type]
+                    pending.clear()
 
     @property
     def is_alive(self) -> bool:
@@ -435,7 +460,7 @@ class QueueListener:
         except BaseException:
             sys.stderr.write("mplog: the listener process failed:\n" + traceback.format_exc())
         finally:
-            for handler in self.handlers:
+            for handler in self.all_handlers:
                 try:
                     handler.flush()
                     handler.close()
@@ -467,7 +492,7 @@ class QueueListener:
         if not self._running_thread_here():
             return
         deadline = time.monotonic() + _QUIESCE_SECONDS
-        locks = [self._busy] + [h.lock for h in self.handlers if h.lock is not None]
+        locks = [self._busy] + [h.lock for h in self.all_handlers if h.lock is not None]
         for lock in locks:
             if lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
                 self._held.append(lock)
@@ -492,9 +517,9 @@ class QueueListener:
                     os.close(fd)
                 except OSError:
                     pass
-        owned = set(self.handlers)
+        owned = set(self.all_handlers)
         logging._handlerList[:] = [ref for ref in logging._handlerList if ref() not in owned]  # type: ignore[attr-defined]
-        _fork.keep_alive(self.handlers)
+        _fork.keep_alive(self.all_handlers)
         self._owner_pid = 0
         self._server = None
         self._thread = None

@@ -1,5 +1,5 @@
 """``mplog.setup()``: start a listener for this process and its children, and
-route the root logger through it."""
+route the root logger (and any named loggers) through it."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import logging
 import os
 import threading
 from types import TracebackType
-from typing import List, Optional, Tuple, Type, Union
+from typing import Iterable, List, Optional, Tuple, Type, Union
 
 from . import _fork, _worker
 from ._listener import RUNNERS, QueueListener
 from ._transport import Queue, remove_address
 from .exceptions import SetupError
 
-__all__ = ["Session", "setup"]
+__all__ = ["Session", "active_session", "setup"]
 
 _lock = threading.Lock()
 _active: Optional["Session"] = None
@@ -25,6 +25,7 @@ def setup(
     *handlers: logging.Handler,
     level: Union[int, str, None] = None,
     listener: str = "thread",
+    loggers: Iterable[str] = (),
 ) -> "Session":
     """Start logging from every process of this program through one listener.
 
@@ -42,28 +43,39 @@ def setup(
         level: root logger level for this process and all workers; ``None``
             keeps the current one.
         listener: ``"thread"`` (default) or ``"process"``.
+        loggers: names of loggers that have handlers of their own (e.g.
+            ``"gunicorn.access"``): the listener adopts those too, and records of
+            these loggers reach them as before, in every process. Each keeps its
+            ``propagate`` setting.
 
     Raises:
         SetupError: a session is already active in this process, or the
             listener could not start.
         TypeError: a handler is not a ``logging.Handler``, or ``level`` is
             neither an int nor a str.
-        ValueError: an unknown level name or listener kind, or a handler that
-            is attached to a logger other than the root.
+        ValueError: an unknown level name or listener kind, a named logger with
+            no handlers, or a handler attached to a logger mplog was not told about.
     """
     global _active
     resolved_level = _check_level(level)
     if listener not in RUNNERS:
         raise ValueError(f"listener must be 'thread' or 'process', got {listener!r} ({type(listener).__name__})")
+    names = _check_logger_names(loggers)
     with _lock:
         if _active is not None and _active.pid == os.getpid():
             raise SetupError(
                 "mplog.setup() is already active in this process; leave its `with` block "
                 "or call its stop() before setting up again"
             )
-        session = Session(handlers, resolved_level, listener)
+        session = Session(handlers, resolved_level, listener, names)
         _active = session
     return session
+
+
+def active_session() -> Optional["Session"]:
+    """The session this process started, if it is running."""
+    session = _active
+    return session if session is not None and session.active else None
 
 
 def _check_level(level: Union[int, str, None]) -> Optional[int]:
@@ -79,60 +91,81 @@ def _check_level(level: Union[int, str, None]) -> Optional[int]:
     return level
 
 
-def _attached_elsewhere(handlers: Tuple[logging.Handler, ...]) -> List[str]:
+def _check_logger_names(loggers: Iterable[str]) -> Tuple[str, ...]:
+    if isinstance(loggers, str):
+        raise TypeError(f"loggers must be an iterable of logger names, got the string {loggers!r}")
+    names = tuple(loggers)
+    for name in names:
+        if not isinstance(name, str) or not name or name == "root":
+            raise ValueError(f"loggers must hold names of non-root loggers, got {name!r} ({type(name).__name__})")
+        if not logging.getLogger(name).handlers:
+            raise ValueError(f"logger {name!r} has no handlers for mplog to take over")
+    return names
+
+
+def _check_handlers(handlers: Tuple[logging.Handler, ...], allowed: Tuple[str, ...]) -> None:
+    for position, handler in enumerate(handlers):
+        if not isinstance(handler, logging.Handler):
+            raise TypeError(
+                f"mplog.setup() argument {position + 1} must be a logging.Handler, "
+                f"got {handler!r} ({type(handler).__name__})"
+            )
     wanted = set(handlers)
-    found = []
-    for name, logger in list(logging.Logger.manager.loggerDict.items()):
-        if isinstance(logger, logging.Logger) and wanted.intersection(logger.handlers):
-            found.append(name)
-    return found
+    elsewhere = [
+        name
+        for name, logger in list(logging.Logger.manager.loggerDict.items())
+        if isinstance(logger, logging.Logger) and name not in allowed and wanted.intersection(logger.handlers)
+    ]
+    if elsewhere:
+        raise ValueError(
+            f"a handler given to mplog.setup() is also attached to logger(s) {elsewhere}; "
+            "remove it there first (or name the logger in loggers=), or every process "
+            "would write through it directly"
+        )
 
 
 class Session:
     """An active ``mplog.setup()``: a context manager; ``stop()`` ends it."""
 
-    def __init__(self, handlers: Tuple[logging.Handler, ...], level: Optional[int], runner: str) -> None:
-        root = logging.getLogger()
-        for position, handler in enumerate(handlers):
-            if not isinstance(handler, logging.Handler):
-                raise TypeError(
-                    f"mplog.setup() argument {position + 1} must be a logging.Handler, "
-                    f"got {handler!r} ({type(handler).__name__})"
-                )
-        elsewhere = _attached_elsewhere(handlers)
-        if elsewhere:
-            raise ValueError(
-                f"a handler given to mplog.setup() is also attached to logger(s) {elsewhere}; "
-                "remove it there first, or every process would write through it directly"
-            )
+    def __init__(
+        self, handlers: Tuple[logging.Handler, ...], level: Optional[int], runner: str, names: Tuple[str, ...]
+    ) -> None:
+        _check_handlers(handlers, names)
         self.pid = os.getpid()
-        self._saved_root: Tuple[List[logging.Handler], int] = (root.handlers[:], root.level)
-        if not handlers:
-            handlers = tuple(root.handlers) or (_default_handler(),)
-        self.handlers = handlers
+        self._loggers = [logging.getLogger()] + [logging.getLogger(name) for name in names]
+        # What stop() puts back: each logger's handlers, and the root's level.
+        self._saved: List[List[logging.Handler]] = [logger.handlers[:] for logger in self._loggers]
+        self._saved_level = self._loggers[0].level
+        root_handlers = handlers or tuple(self._saved[0]) or (_default_handler(),)
+        groups = [root_handlers] + [tuple(saved) for saved in self._saved[1:]]
+        self.handlers = root_handlers
         self.queue = Queue()
-        self.listener = QueueListener(self.queue, *handlers, runner=runner)
+        self.listener = QueueListener(self.queue, *root_handlers, runner=runner, routes=groups[1:])
         try:
             self.listener.start()
         except OSError as exc:
             remove_address(self.queue.address)
             raise SetupError(f"mplog.setup() could not start its listener: {exc}") from exc
 
+        root = self._loggers[0]
         if level is not None:
             root.setLevel(level)
-        handler_level = min(handler.level for handler in handlers)
-        config = _worker.WorkerConfig(
-            address=self.queue.address,
-            root_level=root.level,
-            handler_level=handler_level,
-            logger_levels=_explicit_logger_levels(),
-            text_targets=self.listener.text_targets,
-            send_record=bool(self.listener.record_handlers),
-        )
-        self._handler = config.handler(self.queue)
-        for handler in root.handlers[:]:
-            root.removeHandler(handler)
-        root.addHandler(self._handler)
+        routes = []
+        for route, (logger, group) in enumerate(zip(self._loggers, groups)):
+            targets, send_record = self.listener.route_targets(route)
+            name = "" if logger is root else logger.name
+            routes.append(
+                _worker.RouteConfig(name, logger.propagate, min(h.level for h in group), targets, send_record)
+            )
+        config = _worker.WorkerConfig(self.queue.address, root.level, tuple(routes), _explicit_logger_levels())
+        self._handlers = []
+        for route, logger in enumerate(self._loggers):
+            queue = self.queue if route == 0 else Queue(self.queue.address, route)
+            if self.listener.runner == "thread":
+                queue._local = self.queue._local
+            handler = config.handler(route, queue)
+            logger.handlers[:] = [handler]
+            self._handlers.append(handler)
         self._saved_config = _worker.current()
         self._saved_environment = os.environ.get(_worker.ENVIRONMENT_VARIABLE)
         _worker.set_current(config)
@@ -161,9 +194,9 @@ class Session:
         return _active is self and self.pid == os.getpid()
 
     def stop(self) -> None:
-        """Write every record sent so far, close the handlers and give the root
-        logger back its previous handlers and level. Idempotent; does nothing in
-        a forked child."""
+        """Write every record sent so far, close the handlers and give each
+        logger back its previous handlers (and the root its level). Idempotent;
+        does nothing in a forked child."""
         global _active
         with _lock:
             if not self.active:
@@ -171,12 +204,11 @@ class Session:
             _active = None
         atexit.unregister(self.stop)
         self.listener.stop()
-        root = logging.getLogger()
-        root.removeHandler(self._handler)
-        saved_handlers, saved_level = self._saved_root
-        for handler in saved_handlers:
-            root.addHandler(handler)
-        root.setLevel(saved_level)
+        for logger, handler, saved in zip(self._loggers, self._handlers, self._saved):
+            logger.removeHandler(handler)
+            for previous in saved:
+                logger.addHandler(previous)
+        self._loggers[0].setLevel(self._saved_level)
         _worker.set_current(self._saved_config)
         if self._saved_environment is None:
             os.environ.pop(_worker.ENVIRONMENT_VARIABLE, None)
@@ -185,8 +217,8 @@ class Session:
         # With a listener process these are this process's unused copies;
         # closing them still matters (a file handler reopens the current file
         # on its next use instead of writing through a stale descriptor).
-        for handler in self.handlers:
-            handler.close()
+        for owned in self.listener.all_handlers:
+            owned.close()
 
 
 def _default_handler() -> logging.Handler:

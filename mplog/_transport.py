@@ -10,6 +10,7 @@ calling ``os._exit`` or being killed right after the logging call returns.
 
 from __future__ import annotations
 
+import _socket
 import logging
 import os
 import shutil
@@ -62,23 +63,26 @@ class Queue:
     Args:
         address: path of the listener's Unix socket; by default a new path in a
             fresh directory that only the current user can enter.
+        route: which of the listener's handler groups records put here are for
+            (0: the root logger's handlers).
     """
 
-    def __init__(self, address: Optional[str] = None) -> None:
+    def __init__(self, address: Optional[str] = None, route: int = 0) -> None:
         self.address: str = address if address is not None else _new_private_address()
-        self._sock: Optional[socket.socket] = None
+        self.route = route
+        self._sock: Optional[_socket.socket] = None
         self._sock_pid = os.getpid()
         self._lock = threading.Lock()
         # Set by a listener thread of this process: records from this process
         # are handed to it directly instead of crossing the socket.
-        self._local: Optional[Tuple[int, Callable[[logging.LogRecord], None]]] = None
+        self._local: Optional[Tuple[int, Callable[[logging.LogRecord, int], None]]] = None
         _fork.register(self)
 
     def __repr__(self) -> str:
         return f"<mplog.Queue {self.address!r}>"
 
-    def __reduce__(self) -> Tuple[type, Tuple[str]]:
-        return (Queue, (self.address,))
+    def __reduce__(self) -> Tuple[type, Tuple[str, int]]:
+        return (Queue, (self.address, self.route))
 
     def delivers_locally(self) -> bool:
         """Whether records put here go straight to a listener thread of this process."""
@@ -94,9 +98,9 @@ class Queue:
         """
         local = self._local
         if local is not None and local[0] == os.getpid():
-            local[1](record)
+            local[1](record, self.route)
             return
-        self.send(_codec.encode(record))
+        self.send(_codec.encode(record, route=self.route))
 
     def send(self, frame: bytes) -> None:
         """Write one encoded frame to this process's connection, opening it first
@@ -127,8 +131,11 @@ class Queue:
                 self._sock.close()
             self._sock = None
 
-    def _connect(self) -> socket.socket:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    def _connect(self) -> _socket.socket:
+        # The C socket type, never a monkey-patched one: under gevent a
+        # cooperative sendall could yield while the handler's (real) lock is
+        # held, and the next greenlet to log would block the whole thread.
+        sock = _socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.connect(self.address)
         except OSError:

@@ -10,12 +10,20 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 from . import _codec
 from ._transport import Queue
 
-__all__ = ["ENVIRONMENT_VARIABLE", "Initializer", "QueueHandler", "TextTarget", "WorkerConfig", "initializer"]
+__all__ = [
+    "ENVIRONMENT_VARIABLE",
+    "Initializer",
+    "QueueHandler",
+    "RouteConfig",
+    "TextTarget",
+    "WorkerConfig",
+    "initializer",
+]
 
 #: Set by ``mplog.setup()`` for child processes that inherit the environment.
 ENVIRONMENT_VARIABLE = "MPLOG_CONFIG"
@@ -117,7 +125,7 @@ class QueueHandler(logging.handlers.QueueHandler):
                 prepared = prepared or self.prepare(record)
                 texts = self._format_texts(prepared)
             try:
-                self.queue.send(_codec.encode(prepared, texts))
+                self.queue.send(_codec.encode(prepared, texts, self.queue.route))
             except OSError as exc:
                 self._fall_back(exc).handle(prepared or self.prepare(record))
         except RecursionError:
@@ -185,25 +193,34 @@ def _stderr_handler() -> logging.Handler:
     return handler
 
 
-class WorkerConfig(NamedTuple):
-    """What a worker needs to log like its parent: where the listener is, and
-    the parent's levels."""
+class RouteConfig(NamedTuple):
+    """One logger that ships to the listener, and what its handler sends."""
 
-    address: str
-    root_level: int
+    logger: str  # "" for the root logger
+    propagate: bool
     handler_level: int
-    logger_levels: Tuple[Tuple[str, int], ...] = ()
     text_targets: Tuple[TextTarget, ...] = ()
     send_record: bool = True
 
-    def handler(self, queue: Optional[Queue] = None) -> "QueueHandler":
-        """A new worker handler for this config (on ``queue``, or a new one)."""
-        queue = queue if queue is not None else Queue(self.address)
-        return QueueHandler(queue, self.handler_level, self.text_targets, self.send_record)
+
+class WorkerConfig(NamedTuple):
+    """What a worker needs to log like its parent: where the listener is, which
+    loggers ship to it (route ``i`` is ``routes[i]``), and the parent's levels."""
+
+    address: str
+    root_level: int
+    routes: Tuple[RouteConfig, ...]
+    logger_levels: Tuple[Tuple[str, int], ...] = ()
+
+    def handler(self, route: int, queue: Optional[Queue] = None) -> "QueueHandler":
+        """A new worker handler for ``route`` (on ``queue``, or a new one)."""
+        spec = self.routes[route]
+        queue = queue if queue is not None else Queue(self.address, route)
+        return QueueHandler(queue, spec.handler_level, spec.text_targets, spec.send_record)
 
     def to_json(self) -> str:
         """Serialise for the environment variable."""
-        return json.dumps(self._asdict())
+        return json.dumps(self)
 
     @classmethod
     def from_json(cls, text: str) -> "WorkerConfig":
@@ -213,11 +230,17 @@ class WorkerConfig(NamedTuple):
             ValueError: ``text`` is not such a config.
         """
         try:
-            fields: Dict[str, Any] = json.loads(text)
-            fields["logger_levels"] = tuple(tuple(pair) for pair in fields.get("logger_levels", ()))
-            fields["text_targets"] = tuple(TextTarget(*target) for target in fields.get("text_targets", ()))
-            return cls(**fields)
-        except (TypeError, ValueError, AttributeError) as exc:
+            address, root_level, routes, logger_levels = json.loads(text)
+            return cls(
+                address,
+                root_level,
+                tuple(
+                    RouteConfig(name, propagate, level, tuple(TextTarget(*t) for t in targets), send_record)
+                    for name, propagate, level, targets, send_record in routes
+                ),
+                tuple((name, level) for name, level in logger_levels),
+            )
+        except (TypeError, ValueError) as exc:
             raise ValueError(f"{ENVIRONMENT_VARIABLE} is not an mplog config: {text!r} ({exc})") from None
 
 
@@ -239,22 +262,25 @@ def set_current(config: Optional[WorkerConfig]) -> None:
 
 
 def install(config: WorkerConfig) -> None:
-    """Make the root logger of this process ship to the listener in ``config``.
+    """Make this process's loggers ship to the listener in ``config``.
 
-    Any handlers already on the root logger are closed and removed: in a spawned
+    Handlers already on those loggers are closed and removed: in a spawned
     worker they are the worker's own (e.g. from module-level ``basicConfig``),
     and writing the log file directly from a worker is what mplog replaces.
     """
     with _install_lock:
         root = logging.getLogger()
-        for handler in root.handlers:
-            if isinstance(handler, QueueHandler) and handler.queue.address == config.address:
-                set_current(config)
-                return  # inherited by fork, or installed before
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-            handler.close()
-        root.addHandler(config.handler())
+        if any(isinstance(h, QueueHandler) and h.queue.address == config.address for h in root.handlers):
+            set_current(config)
+            return  # inherited by fork, or installed before
+        for route, spec in enumerate(config.routes):
+            logger = logging.getLogger(spec.logger or None)
+            for handler in list(logger.handlers):
+                logger.removeHandler(handler)
+                handler.close()
+            logger.addHandler(config.handler(route))
+            if spec.logger:
+                logger.propagate = spec.propagate
         root.setLevel(config.root_level)
         for name, level in config.logger_levels:
             logging.getLogger(name).setLevel(level)

@@ -23,8 +23,8 @@ def _roundtrip(record: logging.LogRecord) -> logging.LogRecord:
     frame = _codec.encode(record)
     (size,) = _codec.HEADER.unpack_from(frame)
     assert size == len(frame) - _codec.HEADER.size
-    decoded, texts = _codec.decode(frame[_codec.HEADER.size :])
-    assert texts is None and decoded is not None
+    route, decoded, texts = _codec.decode(frame[_codec.HEADER.size :])
+    assert route == 0 and texts is None and decoded is not None
     return decoded
 
 
@@ -32,9 +32,9 @@ def test_texts_travel_with_or_without_the_record():
     """A frame can carry formatted lines (None where a handler's level says no),
     with the record or without it."""
     for record in (_prepared(), None):
-        frame = _codec.encode(record, ["line one ☃", None])
-        decoded, texts = _codec.decode(frame[_codec.HEADER.size :])
-        assert texts == ("line one ☃", None)
+        frame = _codec.encode(record, ["line one ☃", None], route=2)
+        route, decoded, texts = _codec.decode(frame[_codec.HEADER.size :])
+        assert route == 2 and texts == ("line one ☃", None)
         assert (decoded is None) == (record is None)
 
 
@@ -67,7 +67,7 @@ def test_oversized_record_is_truncated_with_a_note(monkeypatch):
     assert decoded.msg.startswith("x" * 1000)
     assert "record truncated" in decoded.msg and len(decoded.msg) < 10_000
     frame = _codec.encode(None, ["y" * 50_000])
-    _, texts = _codec.decode(frame[_codec.HEADER.size :])
+    _, _, texts = _codec.decode(frame[_codec.HEADER.size :])
     assert texts[0].startswith("y" * 1000) and "record truncated" in texts[0] and len(texts[0]) < 10_000
 
 
@@ -87,11 +87,14 @@ def test_queue_and_initializer_pickle_with_every_protocol(protocol):
         restored = pickle.loads(pickle.dumps(mplog.initializer, protocol))
         assert restored._config.address == session.queue.address
         assert restored._config.root_level == logging.INFO
+        assert restored._config.routes[0].logger == ""
 
 
 def test_worker_config_json_roundtrip():
     """The environment-variable form of the config parses back to the same value."""
-    config = _worker.WorkerConfig("/tmp/a/listener.sock", 20, 0, (("noisy", 40),))
+    target = _worker.TextTarget(0, "%(message)s", None, "%", False)
+    routes = (_worker.RouteConfig("", True, 0, (target,), False), _worker.RouteConfig("gunicorn.access", False, 20))
+    config = _worker.WorkerConfig("/tmp/a/listener.sock", 20, routes, (("noisy", 40),))
     assert _worker.WorkerConfig.from_json(config.to_json()) == config
     with pytest.raises(ValueError, match="not an mplog config"):
         _worker.WorkerConfig.from_json("{}")

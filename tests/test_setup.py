@@ -160,3 +160,51 @@ def test_initializer_rejects_non_callable_first_initarg():
     """initargs must start with the user's initializer."""
     with pytest.raises(TypeError, match="must be your initializer"):
         mplog.initializer("not callable")
+
+
+def _log_to_routes(initializer) -> None:
+    if initializer is not None:
+        initializer()
+    logging.getLogger("app").info("app line")
+    logging.getLogger("audit").info("audit line")
+    logging.getLogger("audit.db").info("audit child line")
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+@pytest.mark.parametrize("propagate", [False, True])
+def test_named_loggers_keep_their_own_handlers(tmp_path, method, propagate):
+    """loggers=("audit",): its records reach its own handler in every process,
+    and the root's handler too only if it propagates, as in plain logging."""
+    root_path, audit_path = str(tmp_path / "root.log"), str(tmp_path / "audit.log")
+    audit = logging.getLogger("audit")
+    audit.addHandler(file_handler(audit_path, "%(process)d %(message)s"))
+    audit.propagate = propagate
+    try:
+        with mplog.setup(file_handler(root_path, "%(process)d %(message)s"), level="INFO", loggers=["audit"]):
+            _log_to_routes(None)
+            process = multiprocessing.get_context(method).Process(target=_log_to_routes, args=(mplog.initializer,))
+            process.start()
+            join_all([process])
+            child_pid = str(process.pid)
+        assert [type(h) for h in audit.handlers] == [logging.FileHandler]
+    finally:
+        for handler in audit.handlers[:]:
+            audit.removeHandler(handler)
+        audit.propagate = True
+    audit_lines = open(audit_path).read().splitlines()
+    root_lines = open(root_path).read().splitlines()
+    for pid in (str(os.getpid()), child_pid):
+        assert f"{pid} audit line" in audit_lines and f"{pid} audit child line" in audit_lines
+        assert f"{pid} app line" in root_lines and f"{pid} app line" not in audit_lines
+        assert (f"{pid} audit line" in root_lines) == propagate
+    assert len(audit_lines) == 4 and len(root_lines) == (6 if propagate else 2)
+
+
+def test_bad_logger_names_are_refused():
+    """loggers= takes names of loggers that have handlers."""
+    with pytest.raises(TypeError, match="iterable of logger names"):
+        mplog.setup(logging.NullHandler(), loggers="audit")
+    with pytest.raises(ValueError, match="logger 'nobody.here' has no handlers"):
+        mplog.setup(logging.NullHandler(), loggers=["nobody.here"])
+    with pytest.raises(ValueError, match="non-root loggers"):
+        mplog.setup(logging.NullHandler(), loggers=[""])
