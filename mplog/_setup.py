@@ -193,6 +193,24 @@ class Session:
         """Whether this session is running in this process."""
         return _active is self and self.pid == os.getpid()
 
+    def reclaim_loggers(self) -> List[logging.Handler]:
+        """Make mplog's handler the only one on each logger of this session again,
+        and return the handlers found there besides it (closed).
+
+        For after something reconfigured logging in this process while the
+        session runs, e.g. a server reloading its configuration: those new
+        handlers would write directly, beside the listener.
+        """
+        strays: List[logging.Handler] = []
+        for logger, handler in zip(self._loggers, self._handlers):
+            strays.extend(h for h in logger.handlers if h is not handler)
+            logger.handlers[:] = [handler]
+        owned = set(self.listener.all_handlers)
+        for stray in strays:
+            if stray not in owned:
+                stray.close()
+        return strays
+
     def stop(self) -> None:
         """Write every record sent so far, close the handlers and give each
         logger back its previous handlers (and the root its level). Idempotent;

@@ -132,9 +132,9 @@ class Queue:
             self._sock = None
 
     def _connect(self) -> _socket.socket:
-        # The C socket type, never a monkey-patched one: under gevent a
-        # cooperative sendall could yield while the handler's (real) lock is
-        # held, and the next greenlet to log would block the whole thread.
+        # The C socket type, whatever gevent or eventlet patched: a record is
+        # one plain blocking sendall that never waits on an event loop (which
+        # may be the very thing that is stuck when something needs logging).
         sock = _socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.connect(self.address)

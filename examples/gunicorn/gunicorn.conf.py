@@ -1,0 +1,9 @@
+# Every process of this server logs through one listener in the master:
+# gunicorn's error log, its access log and the app's own records.
+from mplog.gunicorn import on_exit, on_reload, on_starting, post_fork  # noqa: F401
+
+bind = "127.0.0.1:8000"
+workers = 4
+errorlog = "gunicorn-error.log"  # the app's records go here too
+accesslog = "gunicorn-access.log"
+loglevel = "info"

@@ -1,0 +1,97 @@
+"""Gunicorn with mplog's hooks, under load, reloads, recycling and worker timeouts:
+every answered request has exactly one app line and one access line, none torn."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.servers import Load, stop_server, wait_for_line
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "gunicorn"
+ERROR_LINE = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}\] \[\d+\] \[[A-Z]+\] ")
+APP_LINE = re.compile(r"^\[[^]]+\] \[(\d+)\] \[INFO\] app rid=(\d+) pid=(\d+)$")
+ACCESS_LINE = re.compile(
+    r'^127\.0\.0\.1 - - \[[^]]+\] "GET /\?rid=(\d+)(?:&sleep=[\d.]+)? HTTP/1\.1" \d{3} \d+ "-" "[^"]*"$'
+)
+
+
+def _start(tmp_path: Path, *args: str) -> subprocess.Popen:
+    for name in ("app.py", "gunicorn.conf.py"):
+        shutil.copy(EXAMPLE / name, tmp_path / name)
+    command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", "127.0.0.1:0", *args, "app:app"]
+    with open(tmp_path / "stdout.txt", "wb") as out:
+        return subprocess.Popen(command, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+
+
+def _check_logs(tmp_path: Path, answered) -> None:
+    error_lines = (tmp_path / "gunicorn-error.log").read_text().splitlines()
+    access_lines = (tmp_path / "gunicorn-access.log").read_text().splitlines()
+    app = Counter()
+    for line in error_lines:
+        if " app rid=" in line:
+            match = APP_LINE.match(line)
+            assert match, f"torn app line: {line[:300]!r}"
+            assert match[1] == match[3]
+            app[int(match[2])] += 1
+        elif line.startswith("["):
+            assert ERROR_LINE.match(line), f"torn error-log line: {line[:300]!r}"
+    access = Counter()
+    for line in access_lines:
+        match = ACCESS_LINE.match(line)
+        assert match, f"torn access line: {line[:300]!r}"
+        access[int(match[1])] += 1
+    assert [rid for rid, n in app.items() if n > 1] == []
+    assert [rid for rid, n in access.items() if n > 1] == []
+    missing_app = [rid for rid in answered if rid not in app]
+    missing_access = [rid for rid in answered if rid not in access]
+    assert not missing_app, f"{len(missing_app)} answered requests have no app line, e.g. {missing_app[:10]}"
+    assert not missing_access, f"{len(missing_access)} answered requests have no access line"
+
+
+@pytest.mark.parametrize(
+    "worker_class, extra, requests",
+    [
+        ("sync", [], 20000),
+        ("sync", ["--preload"], 5000),
+        ("gthread", ["--threads", "4"], 5000),
+        ("gevent", [], 5000),
+    ],
+)
+def test_gunicorn_under_load_reload_recycling_and_timeouts(tmp_path, worker_class, extra, requests):
+    """Load over 8 connections with HUP, TTIN, TTOU, max_requests recycling and
+    workers killed on timeout; the logs hold every answered request exactly once."""
+    server = _start(
+        tmp_path, "--worker-class", worker_class, "--workers", "3", "--timeout", "2",
+        "--max-requests", "400", "--max-requests-jitter", "100", "--graceful-timeout", "5", *extra,
+    )  # fmt: skip
+    try:
+        port = int(
+            wait_for_line(
+                str(tmp_path / "gunicorn-error.log"), r"Listening at: http://127\.0\.0\.1:(\d+)", process=server
+            )
+        )
+        signals = [signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU]
+        load = Load(port, requests)
+        # Every 997th request sleeps past the 2 s timeout: the master kills that
+        # (sync) worker while its siblings keep logging.
+        load.run(
+            during=[lambda s=s: server.send_signal(s) for s in signals],
+            extra_query=lambda rid: "&sleep=3" if rid % 997 == 0 else "",
+        )
+    finally:
+        stop_server(server)
+    assert server.returncode == 0, (tmp_path / "stdout.txt").read_text()[-3000:]
+    assert len(load.answered) > requests * 0.9, f"only {len(load.answered)} of {requests} answered"
+    _check_logs(tmp_path, load.answered)
+    errors = (tmp_path / "gunicorn-error.log").read_text()
+    assert "Hang up: Master" in errors and "Shutting down: Master" in errors
+    if worker_class == "sync":
+        assert "WORKER TIMEOUT" in errors

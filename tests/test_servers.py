@@ -1,0 +1,92 @@
+"""tornado fork_processes and uvicorn --workers, run as real servers under load."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from tests.servers import Load, descendants, stop_server, wait_for_line
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (\d+) (\S+) ([A-Z]+) (.*)$")
+
+
+def _tally(path: Path, access_logger: str, access_pattern: str):
+    app, access = Counter(), Counter()
+    for line in path.read_text().splitlines():
+        match = LINE.match(line)
+        assert match, f"torn or foreign line: {line[:300]!r}"
+        pid, name, _, message = match.groups()
+        if name == "app":
+            found = re.fullmatch(r"app rid=(\d+) pid=(\d+)", message)
+            assert found and found[2] == pid, f"torn app line: {line!r}"
+            app[int(found[1])] += 1
+        elif name == access_logger:
+            found = re.search(access_pattern, message)
+            if found:
+                access[int(found[1])] += 1
+    return app, access
+
+
+def _assert_each_once(answered, app, access) -> None:
+    assert [rid for rid, n in app.items() if n > 1] == []
+    assert [rid for rid, n in access.items() if n > 1] == []
+    assert not [rid for rid in answered if rid not in app], "answered requests without an app line"
+    assert not [rid for rid in answered if rid not in access], "answered requests without an access line"
+
+
+def test_tornado_fork_processes(tmp_path):
+    """Three forked children, one SIGKILLed and restarted by tornado mid-load,
+    then a SIGTERM shutdown: every answered request is logged exactly once."""
+    log = tmp_path / "tornado.log"
+    with open(tmp_path / "out.txt", "wb") as out:
+        server = subprocess.Popen(
+            [sys.executable, str(EXAMPLES / "tornado" / "server.py"), "0", str(log)], stdout=out, stderr=out
+        )
+    try:
+        port = int(wait_for_line(str(log), r"listening on port (\d+)", process=server))
+        time.sleep(0.5)
+
+        def kill_a_child() -> None:
+            children = descendants(server.pid)
+            assert children, "tornado started no children"
+            os.kill(children[0], signal.SIGKILL)
+
+        load = Load(port, 5000)
+        load.run(during=[kill_a_child])
+    finally:
+        stop_server(server)
+    assert server.returncode == 0, (tmp_path / "out.txt").read_text()[-3000:]
+    assert len(load.answered) > 4500
+    app, access = _tally(log, "tornado.access", r"^200 GET /\?rid=(\d+) ")
+    _assert_each_once(load.answered, app, access)
+    assert "killed by signal 9, restarting" in log.read_text()
+
+
+def test_uvicorn_workers(tmp_path):
+    """uvicorn's spawned workers join the parent's listener through the environment."""
+    for name in ("app.py", "serve.py"):
+        shutil.copy(EXAMPLES / "uvicorn" / name, tmp_path / name)
+    log = tmp_path / "uvicorn.log"
+    with open(tmp_path / "out.txt", "wb") as out:
+        server = subprocess.Popen([sys.executable, "serve.py", "0", str(log)], cwd=tmp_path, stdout=out, stderr=out)
+    try:
+        port = int(wait_for_line(str(log), r"Uvicorn running on http://127\.0\.0\.1:(\d+)", process=server))
+        wait_for_line(str(log), r"(Application startup complete)", process=server)
+        time.sleep(1.0)  # let every worker finish starting
+        load = Load(port, 3000)
+        load.run()
+    finally:
+        stop_server(server)
+    assert server.returncode == 0, (tmp_path / "out.txt").read_text()[-3000:]
+    assert len(load.answered) > 2900
+    app, access = _tally(log, "uvicorn.access", r'"GET /\?rid=(\d+) HTTP/1\.1" 200')
+    _assert_each_once(load.answered, app, access)
+    assert len({pid for pid in re.findall(r"app rid=\d+ pid=(\d+)", log.read_text())}) > 1
