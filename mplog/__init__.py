@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._files import FileHandler
+from ._json import JsonFormatter
 from ._listener import QueueListener
 from ._setup import Session, setup
 from ._transport import Queue
@@ -16,6 +18,8 @@ except Exception:  # running from a source tree that was never installed
     __version__ = "0+unknown"
 
 __all__ = [
+    "FileHandler",
+    "JsonFormatter",
     "Queue",
     "QueueHandler",
     "QueueListener",

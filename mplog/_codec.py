@@ -1,10 +1,12 @@
 """How a log record becomes one frame of bytes and back again, without pickle.
 
 A frame is a 4-byte little-endian payload length followed by a ``marshal``
-payload of ``(route, values, extras, texts)``:
+payload of ``(route, created, values, extras, texts)``:
 
 * ``route``: which group of listener handlers the record is for (0: the root
   logger's; others: named loggers given their own handlers);
+* ``created``: the record's creation time (time-based rotation files each line
+  by it, not by when it arrived);
 * ``values``: the standard LogRecord fields in the order of :data:`FIELDS`, or
   ``None`` when no listener handler needs the record itself;
 * ``extras``: the user's own attributes (``extra=``, custom record factories) or
@@ -59,11 +61,12 @@ _get_fields = operator.itemgetter(*FIELDS)
 
 # Attributes every LogRecord has, plus those logging adds while formatting:
 # anything else on a record came from the user and travels in ``extras``.
-_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+STANDARD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
     "message",
     "asctime",
     "taskName",
 }
+_STANDARD = STANDARD_ATTRIBUTES
 # A prepared record has the standard attributes plus ``message``; a record with
 # no more keys than that cannot carry extras, which skips a set difference.
 _PLAIN_RECORD_SIZE = len(vars(logging.LogRecord("", 0, "", 0, "", (), None))) + 1
@@ -74,12 +77,15 @@ _DECODED_DEFAULTS = {"args": None, "exc_info": None, "message": None, "taskName"
 Texts = Optional[Sequence[Optional[str]]]
 
 
-def encode(record: Optional[logging.LogRecord], texts: Texts = None, route: int = 0) -> bytes:
+def encode(record: Optional[logging.LogRecord], texts: Texts = None, route: int = 0, created: float = 0.0) -> bytes:
     """Return the frame for a prepared record (message rendered, no ``args``
-    or ``exc_info`` left to render) and/or the lines formatted for it."""
+    or ``exc_info`` left to render) and/or the lines formatted for it.
+
+    ``created`` is the record's time; taken from ``record`` when it is given."""
     values: Optional[Tuple[Any, ...]] = None
     extras = None
     if record is not None:
+        created = record.created
         state = record.__dict__
         try:
             values = _get_fields(state)
@@ -89,35 +95,35 @@ def encode(record: Optional[logging.LogRecord], texts: Texts = None, route: int 
     if texts is not None:
         texts = tuple(texts)
     try:
-        payload = marshal.dumps((route, values, extras, texts), _MARSHAL_VERSION)
+        payload = marshal.dumps((route, created, values, extras, texts), _MARSHAL_VERSION)
     except ValueError:  # an object marshal cannot carry: send its str()
         values = None if values is None else _plain(values)
-        payload = marshal.dumps((route, values, _plain_dict(extras), texts), _MARSHAL_VERSION)
+        payload = marshal.dumps((route, created, values, _plain_dict(extras), texts), _MARSHAL_VERSION)
     if len(payload) > MAX_PAYLOAD:
-        payload = _truncated(route, values, extras, texts, len(payload))
+        payload = _truncated(route, created, values, extras, texts, len(payload))
     return HEADER.pack(len(payload)) + payload
 
 
-Decoded = Tuple[int, Optional[logging.LogRecord], Optional[Tuple[Optional[str], ...]]]
+Decoded = Tuple[int, float, Optional[logging.LogRecord], Optional[Tuple[Optional[str], ...]]]
 
 
 def decode(payload: Union[bytes, bytearray]) -> Decoded:
-    """Rebuild a frame's route, record (``None`` if it carried none) and texts.
+    """Rebuild a frame's route, time, record (``None`` if it carried none) and texts.
 
     Raises:
         ValueError: the payload is not a frame this module wrote.
     """
     try:
-        route, values, extras, texts = marshal.loads(payload)
+        route, created, values, extras, texts = marshal.loads(payload)
         state = None if values is None else dict(zip(FIELDS, values))
     except (ValueError, EOFError, TypeError) as exc:
         raise ValueError(f"undecodable log frame ({len(payload)} bytes): {exc}") from None
-    if not isinstance(route, int):
-        raise ValueError(f"log frame route must be an int, got {type(route).__name__}")
+    if not isinstance(route, int) or not isinstance(created, float):
+        raise ValueError(f"log frame has a bad route or time: {route!r}, {created!r}")
     if texts is not None and not isinstance(texts, tuple):
         raise ValueError(f"log frame texts must be a tuple, got {type(texts).__name__}")
     if state is None:
-        return route, None, texts
+        return route, created, None, texts
     if len(state) != len(FIELDS):
         raise ValueError(f"log frame has {len(state)} fields, expected {len(FIELDS)}")
     record = logging.LogRecord.__new__(logging.LogRecord)
@@ -126,7 +132,7 @@ def decode(payload: Union[bytes, bytearray]) -> Decoded:
         record.__dict__.update(extras)
     record.__dict__.update(state)
     record.message = record.msg
-    return route, record, texts
+    return route, created, record, texts
 
 
 def _extras_of(state: Dict[str, Any]) -> Optional[Dict[str, Any]]:
@@ -162,7 +168,12 @@ def _safe_str(value: Any) -> str:
 
 
 def _truncated(
-    route: int, values: Optional[Tuple[Any, ...]], extras: Optional[Dict[str, Any]], texts: Texts, size: int
+    route: int,
+    created: float,
+    values: Optional[Tuple[Any, ...]],
+    extras: Optional[Dict[str, Any]],
+    texts: Texts,
+    size: int,
 ) -> bytes:
     """Shrink an oversized frame to fit MAX_PAYLOAD, saying so in the message."""
     budget = MAX_PAYLOAD // 8
@@ -178,4 +189,4 @@ def _truncated(
     small_extras = {k: _safe_str(v)[:1024] for k, v in (extras or {}).items()} or None
     if texts is not None:
         texts = tuple(None if t is None or len(t) <= budget else t[:budget] + note for t in texts)
-    return marshal.dumps((route, values, small_extras, texts), _MARSHAL_VERSION)
+    return marshal.dumps((route, created, values, small_extras, texts), _MARSHAL_VERSION)

@@ -9,6 +9,7 @@ process of its own forked from it.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import selectors
@@ -50,13 +51,13 @@ class _Connection:
         self.pending = bytearray()
 
 
-FrameHandler = Callable[[int, Optional[logging.LogRecord], Optional[Tuple[Optional[str], ...]]], None]
+FrameHandler = Callable[[int, float, Optional[logging.LogRecord], Optional[Tuple[Optional[str], ...]]], None]
 
 
 class _Server:
     """Accepts worker connections and turns their frames into records and texts.
 
-    ``on_frame(route, record, texts)`` is called for every frame, ``on_batch_end()``
+    ``on_frame(route, created, record, texts)`` is called for every frame, ``on_batch_end()``
     after everything one wake-up brought in (so writes can be batched),
     ``report(record)`` for mplog's own notices.
     """
@@ -183,12 +184,12 @@ class _Server:
 
     def _deliver(self, payload: "bytes | bytearray", conn: _Connection) -> None:
         try:
-            route, record, texts = _codec.decode(payload)
+            route, created, record, texts = _codec.decode(payload)
         except ValueError as exc:
             self._report(f"dropped a frame from pid {conn.pid}: {exc}")
             return
         try:
-            self._on_frame(route, record, texts)
+            self._on_frame(route, created, record, texts)
         except Exception:  # a handler or filter bug must not stop the listener
             sys.stderr.write("mplog: error while handling a record:\n" + traceback.format_exc())
 
@@ -245,10 +246,10 @@ class _Route:
         self.handlers = tuple(handlers)
         # Plain text handlers get lines the workers formatted; the listener
         # only writes them, once per wake-up. The rest get records.
-        self.text_handlers = [handler for handler, target in targets if target is not None]
         self.text_targets = tuple(target for _, target in targets if target is not None)
+        self.writers = [_writer_for(handler) for handler, target in targets if target is not None]
         self.record_handlers = tuple(handler for handler, target in targets if target is None)
-        self.pending: List[List[str]] = [[] for _ in self.text_handlers]
+        self.pending: List[List[Tuple[float, str]]] = [[] for _ in self.writers]
 
 
 class QueueListener:
@@ -360,7 +361,11 @@ class QueueListener:
         return self._routes[route].text_targets, bool(self._routes[route].record_handlers)
 
     def _on_frame(
-        self, route_number: int, record: Optional[logging.LogRecord], texts: Optional[Tuple[Optional[str], ...]]
+        self,
+        route_number: int,
+        created: float,
+        record: Optional[logging.LogRecord],
+        texts: Optional[Tuple[Optional[str], ...]],
     ) -> None:
         if not 0 <= route_number < len(self._routes):
             raise ValueError(f"a frame for route {route_number}; this listener has {len(self._routes)}")
@@ -371,15 +376,15 @@ class QueueListener:
             return
         for pending, text in zip(route.pending, texts):
             if text is not None:
-                pending.append(text)
+                pending.append((created, text))
         if record is not None:
             self._handle(self.prepare(record), route.record_handlers)
 
     def _write_pending(self) -> None:
         for route in self._routes:
-            for handler, pending in zip(route.text_handlers, route.pending):
+            for write, pending in zip(route.writers, route.pending):
                 if pending:
-                    _write_lines(handler, pending)  # type: ignore[arg-type]
+                    write(pending)
                     pending.clear()
 
     @property
@@ -527,14 +532,25 @@ class QueueListener:
         self._stop_r = self._stop_w = -1
 
 
-def _write_lines(handler: logging.StreamHandler, lines: List[str]) -> None:  # type: ignore[type-arg]
+Writer = Callable[[List[Tuple[float, str]]], None]
+
+
+def _writer_for(handler: logging.Handler) -> Writer:
+    """How the listener writes preformatted lines to a text handler."""
+    write_lines = getattr(handler, "write_lines", None)
+    if write_lines is not None:  # mplog.FileHandler files each line by its time
+        return write_lines  # type: ignore[no-any-return]
+    return functools.partial(_write_to_stream, handler)
+
+
+def _write_to_stream(handler: logging.StreamHandler, lines: List[Tuple[float, str]]) -> None:  # type: ignore[type-arg]
     """Write preformatted lines as ``StreamHandler.emit`` would, in one write."""
     terminator = handler.terminator
     with handler.lock:  # type: ignore[union-attr]
         try:
             if handler.stream is None:  # a FileHandler opened with delay=True
                 handler.stream = handler._open()  # type: ignore[attr-defined]
-            handler.stream.write(terminator.join(lines) + terminator)
+            handler.stream.write(terminator.join([text for _, text in lines]) + terminator)
             handler.stream.flush()
         except Exception:
             handler.handleError(_notice(f"mplog: writing {len(lines)} lines to {handler!r} failed"))

@@ -13,6 +13,7 @@ import time
 from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 from . import _codec
+from ._json import JsonFormatter
 from ._transport import Queue
 
 __all__ = [
@@ -49,9 +50,13 @@ class TextTarget(NamedTuple):
     def of(cls, handler: logging.Handler) -> Optional["TextTarget"]:
         """The target for ``handler``, or ``None`` if only the handler itself can
         format and write its records (a subclass, filters, a custom formatter)."""
-        if type(handler) not in (logging.StreamHandler, logging.FileHandler) or handler.filters:
+        from ._files import FileHandler  # late: _files needs nothing from here
+
+        if type(handler) not in (logging.StreamHandler, logging.FileHandler, FileHandler) or handler.filters:
             return None
         formatter = handler.formatter or logging.Formatter()
+        if type(formatter) is JsonFormatter:
+            return cls(handler.level, None, None, "json", False)
         if (
             type(formatter) is not logging.Formatter
             or formatter.converter not in (time.localtime, time.gmtime)
@@ -67,6 +72,8 @@ class TextTarget(NamedTuple):
 
     def formatter(self) -> logging.Formatter:
         """A formatter equal to the handler's."""
+        if self.style == "json":
+            return JsonFormatter()
         formatter = logging.Formatter(self.fmt, self.datefmt, self.style)  # type: ignore[arg-type]
         if self.utc:
             formatter.converter = time.gmtime
@@ -125,7 +132,7 @@ class QueueHandler(logging.handlers.QueueHandler):
                 prepared = prepared or self.prepare(record)
                 texts = self._format_texts(prepared)
             try:
-                self.queue.send(_codec.encode(prepared, texts, self.queue.route))
+                self.queue.send(_codec.encode(prepared, texts, self.queue.route, record.created))
             except OSError as exc:
                 self._fall_back(exc).handle(prepared or self.prepare(record))
         except RecursionError:

@@ -1,0 +1,510 @@
+"""A log file written only by the listener: rotation by size and by time,
+retention, compression, external rotation and write faults.
+
+Only the listener writes, so no lock spans processes. Lines arrive formatted
+(by the workers) with each record's time. Time rotation files every line under
+its own period, even when it arrives after the period ended.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime
+import gzip
+import logging
+import os
+import queue
+import re
+import shutil
+import sys
+import threading
+import time
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+__all__ = ["FileHandler"]
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.IGNORECASE)
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_STEP_UNITS = {"S": 1, "M": 60, "H": 3600}
+_STAMP = "%Y-%m-%d_%H-%M-%S"
+# A rotated time period stays uncompressed this long, so records that arrive
+# late (sent just before the boundary) still land in their own period's file.
+LATE_GRACE_SECONDS = 5.0
+_RETRY_SECONDS = 0.5
+
+
+def parse_size(value: Union[int, str], name: str) -> int:
+    """``1048576``, ``"64 KiB"``, ``"10MB"`` -> bytes.
+
+    Raises:
+        ValueError: not a positive size.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a size in bytes or a string like '10 MiB', got {value!r}")
+    if isinstance(value, int):
+        size = value
+    elif isinstance(value, str) and _SIZE.match(value):
+        number, unit = _SIZE.match(value).groups()  # type: ignore[union-attr]
+        unit = (unit or "").lower()
+        base = 1024 if "i" in unit else 1000
+        power = "bkmgt".index(unit[0]) if unit else 0
+        size = int(float(number) * (base**power if unit[:1] != "b" else 1))
+    else:
+        raise ValueError(f"{name} must be a size in bytes or a string like '10 MiB', got {value!r}")
+    if size <= 0:
+        raise ValueError(f"{name} must be positive, got {value!r}")
+    return size
+
+
+def parse_duration(value: Union[int, float, str], name: str) -> float:
+    """``3600``, ``"12h"``, ``"7d"``, ``"2w"`` -> seconds.
+
+    Raises:
+        ValueError: not a positive duration.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be seconds or a string like '7d', got {value!r}")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str) and _DURATION.match(value):
+        number, unit = _DURATION.match(value).groups()  # type: ignore[union-attr]
+        seconds = float(number) * _DURATION_UNITS[unit.lower()]
+    else:
+        raise ValueError(f"{name} must be seconds or a string like '7d', got {value!r}")
+    if seconds <= 0:
+        raise ValueError(f"{name} must be positive, got {value!r}")
+    return seconds
+
+
+class Periods:
+    """Time periods aligned to boundaries of the clock, not to when a process
+    started: ``when="M", interval=15`` starts periods at :00, :15, :30 and :45.
+
+    ``when``: ``"S"``, ``"M"``, ``"H"`` (aligned within each day), ``"D"``
+    (``"midnight"`` is ``"D"``), ``"W0"``-``"W6"`` (weeks starting at midnight
+    of that weekday, Monday is 0).
+    """
+
+    def __init__(self, when: str, interval: int = 1, utc: bool = False) -> None:
+        unit = when.upper() if isinstance(when, str) else when
+        if unit == "MIDNIGHT":
+            unit = "D"
+        valid = unit in ("S", "M", "H", "D") or (isinstance(unit, str) and re.fullmatch(r"W[0-6]", unit))
+        if not valid:
+            raise ValueError(f"when must be one of S, M, H, D, midnight, W0-W6; got {when!r}")
+        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+            raise ValueError(f"interval must be a positive int, got {interval!r}")
+        if unit in _STEP_UNITS and 86400 % (interval * _STEP_UNITS[unit]):
+            raise ValueError(f"interval {interval} with when={when!r} does not divide a day evenly")
+        self.unit, self.interval, self.utc = unit, interval, utc
+        self._to_struct = time.gmtime if utc else time.localtime
+
+    def _midnight(self, day: datetime.date) -> float:
+        fields = (day.year, day.month, day.day, 0, 0, 0, 0, 0, -1)
+        return float(calendar.timegm(fields)) if self.utc else time.mktime(fields)
+
+    def start(self, moment: float) -> float:
+        """The start of the period that holds ``moment``."""
+        tm = self._to_struct(moment)
+        day = datetime.date(tm.tm_year, tm.tm_mon, tm.tm_mday)
+        if self.unit in _STEP_UNITS:
+            step = self.interval * _STEP_UNITS[self.unit]
+            midnight = self._midnight(day)
+            return midnight + (int(moment - midnight) // step) * step
+        if self.unit == "D":
+            day = day - datetime.timedelta(days=day.toordinal() % self.interval)
+        else:
+            day = day - datetime.timedelta(days=(day.weekday() - int(self.unit[1])) % 7)
+        return self._midnight(day)
+
+    def end(self, start: float) -> float:
+        """The start of the period after the one starting at ``start``."""
+        tm = self._to_struct(start)
+        day = datetime.date(tm.tm_year, tm.tm_mon, tm.tm_mday)
+        if self.unit in _STEP_UNITS:
+            # Sub-day periods restart at each midnight (which DST may move).
+            tomorrow = self._midnight(day + datetime.timedelta(days=1))
+            return min(start + self.interval * _STEP_UNITS[self.unit], tomorrow)
+        days = self.interval if self.unit == "D" else 7 * self.interval
+        return self._midnight(day + datetime.timedelta(days=days))
+
+    def stamp(self, start: float) -> str:
+        """The suffix of the file for the period starting at ``start``."""
+        return time.strftime(_STAMP, self._to_struct(start))
+
+
+class _Compressor:
+    """Gzips rotated files in a background thread, so a rollover never stalls
+    writing; then applies retention."""
+
+    def __init__(self, apply_retention: Callable[[], None]) -> None:
+        self._jobs: "queue.Queue[Optional[Tuple[float, str]]]" = queue.Queue()
+        self._apply_retention = apply_retention
+        self._thread = threading.Thread(target=self._run, name="mplog-compressor", daemon=True)
+        self._thread.start()
+
+    def submit(self, path: str, due: float) -> None:
+        self._jobs.put((due, path))
+
+    def close(self) -> None:
+        """Compress everything submitted (now, without waiting), then stop."""
+        self._jobs.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        waiting: List[Tuple[float, str]] = []
+        closing = False
+        while waiting or not closing:
+            timeout = None if not waiting else max(0.0, min(due for due, _ in waiting) - time.time())
+            try:
+                job = self._jobs.get(timeout=None if closing else timeout)
+            except queue.Empty:
+                job = ()  # type: ignore[assignment]
+            if job is None:
+                closing = True
+            elif job:
+                waiting.append(job)
+            now = time.time()
+            ready = [item for item in waiting if closing or item[0] <= now]
+            waiting = [item for item in waiting if item not in ready]
+            for _, path in sorted(ready):
+                _gzip(path)
+            if ready:
+                self._apply_retention()
+
+
+def _gzip(path: str) -> None:
+    try:
+        with open(path, "rb") as source, gzip.open(path + ".gz.tmp", "wb") as target:
+            shutil.copyfileobj(source, target, 1 << 20)
+        os.replace(path + ".gz.tmp", path + ".gz")
+        os.unlink(path)
+    except OSError as exc:
+        sys.stderr.write(f"mplog: cannot compress {path}: {exc}\n")
+
+
+class FileHandler(logging.Handler):
+    """A log file for ``mplog.setup()``, with rotation, retention and compression.
+
+    Rotated files are named ``<file>.<period start or rotation time>`` (plus
+    ``.1``, ``.2`` for further size rotations in the same period, and ``.gz``
+    once compressed), so names never shift and sort in time order.
+
+    Args:
+        filename: the live log file.
+        max_bytes: rotate before the file would grow past this (``10485760``,
+            ``"10 MiB"``, ``"64KB"``).
+        when: rotate at period boundaries: ``"S"``, ``"M"``, ``"H"``, ``"D"``,
+            ``"midnight"``, ``"W0"``-``"W6"``; with ``max_bytes`` too, both apply.
+        interval: periods of this many units (e.g. ``when="M", interval=15``).
+        utc: periods in UTC instead of local time.
+        backup_count: keep at most this many rotated files.
+        max_age: delete rotated files older than this (seconds, ``"7d"``...).
+        compress: ``"gzip"`` to compress rotated files, in a background thread.
+        encoding: of the file.
+        max_buffer: while the file cannot be written (disk full, permissions,
+            directory gone), hold up to this much in memory, then drop records,
+            counting them; the count is written to the log once writing resumes.
+
+    Raises:
+        ValueError: an option that cannot be parsed, with what was expected.
+    """
+
+    terminator = "\n"
+
+    def __init__(
+        self,
+        filename: Union[str, "os.PathLike[str]"],
+        *,
+        max_bytes: Union[int, str, None] = None,
+        when: Optional[str] = None,
+        interval: int = 1,
+        utc: bool = False,
+        backup_count: Optional[int] = None,
+        max_age: Union[int, float, str, None] = None,
+        compress: Optional[str] = None,
+        encoding: str = "utf-8",
+        max_buffer: Union[int, str] = "16 MiB",
+        level: int = logging.NOTSET,
+    ) -> None:
+        super().__init__(level)
+        self.path = os.path.abspath(os.fspath(filename))
+        self.max_bytes = None if max_bytes is None else parse_size(max_bytes, "max_bytes")
+        self.periods = None if when is None else Periods(when, interval, utc)
+        if backup_count is not None and (
+            isinstance(backup_count, bool) or not isinstance(backup_count, int) or backup_count < 0
+        ):
+            raise ValueError(f"backup_count must be a non-negative int, got {backup_count!r}")
+        self.backup_count = backup_count
+        self.max_age = None if max_age is None else parse_duration(max_age, "max_age")
+        if compress not in (None, "gzip"):
+            raise ValueError(f"compress must be None or 'gzip', got {compress!r}")
+        "x".encode(encoding)  # LookupError for an unknown encoding, here and now
+        self.encoding = encoding
+        self.max_buffer = parse_size(max_buffer, "max_buffer")
+        self._fd = -1
+        self._identity: Optional[Tuple[int, int]] = None
+        self._size = 0
+        self._period_start = 0.0
+        self._period_end = 0.0
+        self._held = bytearray()  # formatted bytes that could not be written yet
+        self._dropped = 0
+        self._fault: Optional[OSError] = None
+        self._fault_since = 0.0
+        self._retry_at = 0.0
+        self._compressor = _Compressor(self._apply_retention) if compress else None
+        self._pattern = re.compile(re.escape(os.path.basename(self.path)) + r"\.(\d{4}-.+?)(?:\.(\d+))?(\.gz)?$")
+
+    def __repr__(self) -> str:
+        return f"<mplog.FileHandler {self.path!r}>"
+
+    # --- the two ways lines arrive --------------------------------------------
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Format and write one record (records logged in the listener's own process)."""
+        try:
+            self.write_lines([(record.created, self.format(record))])
+        except Exception:
+            self.handleError(record)
+
+    def write_lines(self, lines: Sequence[Tuple[float, str]]) -> None:
+        """Write formatted lines, each ``(record time, text)``, rotating as needed."""
+        with self.lock:  # type: ignore[union-attr]
+            self._write_lines(lines)
+
+    def _write_lines(self, lines: Sequence[Tuple[float, str]]) -> None:
+        if self._fault is not None and not self._recover():
+            self._hold([(text + self.terminator).encode(self.encoding, "backslashreplace") for _, text in lines])
+            return
+        self._check_identity()
+        out = bytearray()
+        late: Dict[float, List[bytes]] = {}
+        for created, text in lines:
+            data = (text + self.terminator).encode(self.encoding, "backslashreplace")
+            if self.periods is not None and not self._period_start <= created < self._period_end:
+                start = self.periods.start(created)
+                if start < self._period_start:  # sent before the boundary, arrived after it
+                    late.setdefault(start, []).append(data)
+                    continue
+                self._write(out)
+                self._rotate_to_period(start)
+            if self.max_bytes is not None and self._size + len(out) + len(data) > self.max_bytes > 0:
+                if self._size + len(out) > 0:
+                    self._write(out)
+                    self._rotate(self._period_stamp())
+            out += data
+        self._write(out)
+        for start, chunks in late.items():
+            self._append_late(start, b"".join(chunks))
+
+    # --- writing and faults -----------------------------------------------------
+
+    def _write(self, out: bytearray) -> None:
+        if not out:
+            return
+        if self._fault is not None:
+            self._hold([bytes(out)])
+        else:
+            try:
+                self._write_all(bytes(out))
+            except OSError as exc:
+                self._enter_fault(exc)
+        out.clear()
+
+    def _write_all(self, data: bytes) -> None:
+        if self._fd < 0:
+            self._open()
+        view = memoryview(data)
+        while view:
+            try:
+                written = os.write(self._fd, view)
+            except OSError:
+                self._held[:0] = view  # keep exactly what is left: the line resumes where it stopped
+                raise
+            self._size += written
+            view = view[written:]
+
+    def _hold(self, chunks: List[bytes]) -> None:
+        for chunk in chunks:
+            if len(self._held) + len(chunk) <= self.max_buffer:
+                self._held += chunk
+            else:
+                self._dropped += chunk.count(self.terminator.encode(self.encoding)) or 1
+
+    def _enter_fault(self, exc: OSError) -> None:
+        self._fault, self._fault_since = exc, time.time()
+        self._retry_at = time.monotonic() + _RETRY_SECONDS
+        sys.stderr.write(
+            f"mplog: cannot write {self.path} ({exc}); holding up to {self.max_buffer} bytes of records "
+            "in memory, then dropping them (counted); retrying every "
+            f"{_RETRY_SECONDS} s\n"
+        )
+
+    def _recover(self) -> bool:
+        """Try to write what was held; True once the file is writable again."""
+        if time.monotonic() < self._retry_at:
+            return False
+        self._retry_at = time.monotonic() + _RETRY_SECONDS
+        held, self._held = bytes(self._held), bytearray()
+        try:
+            self._close_fd()
+            self._write_all(held)
+        except OSError:
+            return False
+        fault, self._fault = self._fault, None
+        if self._dropped:
+            notice = logging.LogRecord(
+                "mplog", logging.WARNING, __file__, 0,
+                "%d records were dropped: %s could not be written from %s to %s (%s)",
+                (self._dropped, self.path, time.ctime(self._fault_since), time.ctime(), fault), None,
+            )  # fmt: skip
+            self._dropped = 0
+            try:
+                self._write_all((self.format(notice) + self.terminator).encode(self.encoding, "backslashreplace"))
+            except OSError as exc:
+                self._enter_fault(exc)
+                return False
+        sys.stderr.write(f"mplog: writing {self.path} again\n")
+        return True
+
+    # --- files ------------------------------------------------------------------
+
+    def _open(self) -> None:
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        stat = os.fstat(self._fd)
+        self._identity = (stat.st_dev, stat.st_ino)
+        self._size = stat.st_size
+        if self.periods is not None and not self._period_end:
+            # An existing file is taken to hold the current period.
+            self._period_start = self.periods.start(time.time())
+            self._period_end = self.periods.end(self._period_start)
+
+    def _close_fd(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def _check_identity(self) -> None:
+        """Follow logrotate and friends: a file moved away or deleted is
+        reopened by name; one truncated in place (copytruncate) is measured again."""
+        if self._fd < 0:
+            return
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            self._close_fd()
+            return
+        if (stat.st_dev, stat.st_ino) != self._identity:
+            self._close_fd()
+        elif stat.st_size < self._size:
+            self._size = stat.st_size
+
+    def reopen(self) -> None:
+        """Close and reopen the file by name (e.g. after an external rotation)."""
+        with self.lock:  # type: ignore[union-attr]
+            self._close_fd()
+
+    def _period_stamp(self) -> str:
+        """Name for a size rotation: the current period's, or else the time now."""
+        if self.periods is not None and self._period_end:
+            return self.periods.stamp(self._period_start)
+        return time.strftime(_STAMP, time.localtime())
+
+    def _rotate_to_period(self, start: float) -> None:
+        assert self.periods is not None
+        had_period = bool(self._period_end)
+        if had_period and (self._size > 0 or self._fd < 0 and os.path.exists(self.path)):
+            self._rotate(self.periods.stamp(self._period_start), late_appends=True)
+        self._period_start, self._period_end = start, self.periods.end(start)
+
+    def _rotate(self, stamp: str, late_appends: bool = False) -> None:
+        """Move the live file to its rotated name and start a new one."""
+        self._close_fd()
+        target = self._free_name(stamp)
+        try:
+            os.rename(self.path, target)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            self._enter_fault(exc)
+            return
+        self._size = 0
+        if self._compressor is not None:
+            grace = LATE_GRACE_SECONDS if late_appends else 0.0
+            self._compressor.submit(target, time.time() + grace)
+        else:
+            self._apply_retention()
+
+    def _free_name(self, stamp: str) -> str:
+        base = f"{self.path}.{stamp}"
+        if not os.path.exists(base) and not os.path.exists(base + ".gz"):
+            return base
+        index = 1
+        while os.path.exists(f"{base}.{index}") or os.path.exists(f"{base}.{index}.gz"):
+            index += 1
+        return f"{base}.{index}"
+
+    def _append_late(self, start: float, data: bytes) -> None:
+        """Add lines that arrived after their period ended to that period's file."""
+        assert self.periods is not None
+        base = f"{self.path}.{self.periods.stamp(start)}"
+        candidates = [name for name in (base, *(f"{base}.{i}" for i in range(1, 1000))) if os.path.exists(name)]
+        target = candidates[-1] if candidates else base
+        try:
+            fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            self._enter_fault(exc)
+            self._hold([data])
+
+    def rotated_files(self) -> List[str]:
+        """The rotated files of this log, oldest first."""
+        directory = os.path.dirname(self.path)
+        found = []
+        for name in os.listdir(directory):
+            match = self._pattern.match(name)
+            if match and not name.endswith(".tmp"):
+                found.append((match.group(1), int(match.group(2) or 0), os.path.join(directory, name)))
+        return [path for _, _, path in sorted(found)]
+
+    def _apply_retention(self) -> None:
+        if self.backup_count is None and self.max_age is None:
+            return
+        try:
+            files = self.rotated_files()
+            doomed = set()
+            if self.backup_count is not None and len(files) > self.backup_count:
+                doomed.update(files[: len(files) - self.backup_count])
+            if self.max_age is not None:
+                oldest = time.time() - self.max_age
+                doomed.update(path for path in files if os.path.getmtime(path) < oldest)
+            for path in doomed:
+                os.unlink(path)
+        except OSError as exc:
+            sys.stderr.write(f"mplog: retention for {self.path} failed: {exc}\n")
+
+    def flush(self) -> None:
+        """Lines are written straight to the file; nothing is buffered but
+        what a write fault holds back."""
+
+    def close(self) -> None:
+        """Write what can still be written, finish compressions, close the file."""
+        with self.lock:  # type: ignore[union-attr]
+            if self._fault is not None:
+                self._retry_at = 0.0
+                if not self._recover() and (self._held or self._dropped):
+                    lost = self._held.count(self.terminator.encode(self.encoding)) + self._dropped
+                    sys.stderr.write(f"mplog: {lost} records for {self.path} were lost: {self._fault}\n")
+                    self._held, self._dropped = bytearray(), 0
+            self._close_fd()
+            if self._compressor is not None:
+                self._compressor.close()
+                self._compressor = None
+        super().close()
