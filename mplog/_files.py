@@ -241,7 +241,10 @@ class FileHandler(logging.Handler):
         self.max_age = None if max_age is None else parse_duration(max_age, "max_age")
         if compress not in (None, "gzip"):
             raise ValueError(f"compress must be None or 'gzip', got {compress!r}")
-        "x".encode(encoding)  # LookupError for an unknown encoding, here and now
+        try:
+            "x".encode(encoding)
+        except LookupError:
+            raise ValueError(f"unknown encoding {encoding!r}") from None
         self.encoding = encoding
         self.max_buffer = parse_size(max_buffer, "max_buffer")
         self._fd = -1
@@ -314,8 +317,14 @@ class FileHandler(logging.Handler):
         out.clear()
 
     def _write_all(self, data: bytes) -> None:
+        """Write ``data``; on failure, what was not written goes back to the
+        front of the held bytes (so a line resumes exactly where it stopped)."""
         if self._fd < 0:
-            self._open()
+            try:
+                self._open()
+            except OSError:
+                self._held[:0] = data
+                raise
         view = memoryview(data)
         while view:
             try:

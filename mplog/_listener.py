@@ -23,6 +23,7 @@ import traceback
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import _codec, _fork
+from ._files import FileHandler
 from ._transport import Queue, remove_address
 from ._worker import TextTarget
 
@@ -537,9 +538,9 @@ Writer = Callable[[List[Tuple[float, str]]], None]
 
 def _writer_for(handler: logging.Handler) -> Writer:
     """How the listener writes preformatted lines to a text handler."""
-    write_lines = getattr(handler, "write_lines", None)
-    if write_lines is not None:  # mplog.FileHandler files each line by its time
-        return write_lines  # type: ignore[no-any-return]
+    if isinstance(handler, FileHandler):  # files each line by its time
+        return handler.write_lines
+    assert isinstance(handler, logging.StreamHandler)  # TextTarget.of admits nothing else
     return functools.partial(_write_to_stream, handler)
 
 

@@ -23,8 +23,8 @@ def _roundtrip(record: logging.LogRecord) -> logging.LogRecord:
     frame = _codec.encode(record)
     (size,) = _codec.HEADER.unpack_from(frame)
     assert size == len(frame) - _codec.HEADER.size
-    route, decoded, texts = _codec.decode(frame[_codec.HEADER.size :])
-    assert route == 0 and texts is None and decoded is not None
+    route, created, decoded, texts = _codec.decode(frame[_codec.HEADER.size :])
+    assert route == 0 and texts is None and decoded is not None and created == record.created
     return decoded
 
 
@@ -32,9 +32,10 @@ def test_texts_travel_with_or_without_the_record():
     """A frame can carry formatted lines (None where a handler's level says no),
     with the record or without it."""
     for record in (_prepared(), None):
-        frame = _codec.encode(record, ["line one ☃", None], route=2)
-        route, decoded, texts = _codec.decode(frame[_codec.HEADER.size :])
+        frame = _codec.encode(record, ["line one ☃", None], route=2, created=12.5)
+        route, created, decoded, texts = _codec.decode(frame[_codec.HEADER.size :])
         assert route == 2 and texts == ("line one ☃", None)
+        assert created == (12.5 if record is None else record.created)
         assert (decoded is None) == (record is None)
 
 
@@ -67,7 +68,7 @@ def test_oversized_record_is_truncated_with_a_note(monkeypatch):
     assert decoded.msg.startswith("x" * 1000)
     assert "record truncated" in decoded.msg and len(decoded.msg) < 10_000
     frame = _codec.encode(None, ["y" * 50_000])
-    _, _, texts = _codec.decode(frame[_codec.HEADER.size :])
+    _, _, _, texts = _codec.decode(frame[_codec.HEADER.size :])
     assert texts[0].startswith("y" * 1000) and "record truncated" in texts[0] and len(texts[0]) < 10_000
 
 

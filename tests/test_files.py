@@ -1,0 +1,326 @@
+"""mplog.FileHandler and rotation: nothing lost, duplicated, torn or filed under
+the wrong period, with rotation, compression, logrotate and a full disk."""
+
+from __future__ import annotations
+
+import calendar
+import glob
+import gzip
+import json
+import logging
+import multiprocessing
+import os
+import subprocess
+import time
+from collections import Counter
+from typing import Dict, List, Tuple
+
+import pytest
+
+import mplog
+from mplog._files import Periods, parse_duration, parse_size
+from tests import workload
+from tests.conftest import join_all
+
+WORKERS = 8
+
+
+def _log_for(worker: int, seconds: float, sizes=(100,), pause: float = 0.0) -> None:
+    """Log as fast as possible for ``seconds``; the count goes in the last record."""
+    logger = logging.getLogger("work")
+    end = time.time() + seconds
+    seq = 0
+    while time.time() < end:
+        logger.info("%s", workload.message(worker, seq, sizes[seq % len(sizes)]))
+        seq += 1
+        if pause:
+            time.sleep(pause)
+    logger.info("%s", workload.message(worker + 1000, 0, seq))  # "worker w sent seq records"
+
+
+def _read_lines(path: str) -> List[str]:
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8", newline="\n") as stream:  # type: ignore[operator]
+        return stream.read().splitlines()
+
+
+def _check(lines_by_file: Dict[str, List[str]], workers: int, periods: Periods = None) -> Tuple[int, int]:
+    """Every record once and whole; with ``periods``, each in its period's file.
+    Lines are ``<created> <message>``. Returns (records, files)."""
+    seen: Counter = Counter()
+    sent: Dict[int, int] = {}
+    for path, lines in lines_by_file.items():
+        suffix = os.path.basename(path).split("app.log.", 1)[1] if "app.log." in path else None
+        for line in lines:
+            created, _, message = line.partition(" ")
+            match = workload.LINE.match(message)
+            assert match and message == workload.message(int(match[1]), int(match[2]), int(match[3])), line[:200]
+            worker, seq = int(match[1]), int(match[2])
+            if worker >= 1000:
+                sent[worker - 1000] = int(match[3])
+                continue
+            seen[(worker, seq)] += 1
+            if periods is not None and suffix is not None:
+                stamp = periods.stamp(periods.start(float(created)))
+                assert suffix.startswith(stamp), f"record of {stamp} in {os.path.basename(path)}"
+    assert sorted(sent) == list(range(workers)), f"end markers from {sorted(sent)}"
+    duplicated = [key for key, n in seen.items() if n > 1]
+    assert not duplicated, f"duplicated: {duplicated[:5]}"
+    missing = [(w, s) for w, count in sent.items() for s in range(count) if (w, s) not in seen]
+    assert not missing, f"{len(missing)} records missing, e.g. {missing[:5]}"
+    return sum(seen.values()), len(lines_by_file)
+
+
+def _run_workers(seconds: float, sizes=(100,), pause: float = 0.0) -> None:
+    context = multiprocessing.get_context("fork")
+    processes = [context.Process(target=_log_for, args=(w, seconds, sizes, pause)) for w in range(WORKERS)]
+    for process in processes:
+        process.start()
+    join_all(processes, timeout=seconds + 120)
+
+
+def _handler(path: str, **options) -> mplog.FileHandler:
+    handler = mplog.FileHandler(path, **options)
+    handler.setFormatter(logging.Formatter("%(created)r %(message)s"))
+    return handler
+
+
+def _all_files(directory) -> Dict[str, List[str]]:
+    return {path: _read_lines(path) for path in glob.glob(os.path.join(str(directory), "app.log*"))}
+
+
+def test_per_second_rotation_files_every_record_in_its_period(tmp_path):
+    """8 workers, 5 s, rotation every second: 0 lost, 0 duplicated, 0 torn, and
+    every rotated record in the file of its own second."""
+    handler = _handler(tmp_path / "app.log", when="S")
+    with mplog.setup(handler, level="INFO"):
+        _run_workers(5.0)
+    records, files = _check(_all_files(tmp_path), WORKERS, handler.periods)
+    assert files >= 5 and records > 10_000
+
+
+def test_size_rotation_at_64_kib(tmp_path):
+    """8 workers, 5 s, mixed record sizes, rotation at 64 KiB: nothing lost, and
+    no file grows past the limit unless a single record is larger."""
+    handler = _handler(tmp_path / "app.log", max_bytes="64 KiB")
+    with mplog.setup(handler, level="INFO"):
+        _run_workers(5.0, sizes=(100, 100, 100, 3000, 70000))
+    files = _all_files(tmp_path)
+    records, count = _check(files, WORKERS)
+    assert count > 50
+    for path in files:
+        size = os.path.getsize(path)
+        assert size <= 64 * 1024 or max(len(line) for line in _read_lines(path)) > 60_000, (path, size)
+
+
+def test_compression_and_retention(tmp_path):
+    """Rotated files are valid gzip (compressed in the background); with the
+    live file they add up to every record; backup_count keeps the newest."""
+    handler = _handler(tmp_path / "app.log", max_bytes="16 KiB", compress="gzip")
+    with mplog.setup(handler, level="INFO"):
+        _run_workers(1.0, pause=0.0005)
+    files = _all_files(tmp_path)
+    rotated = [path for path in files if path != str(tmp_path / "app.log")]
+    assert rotated and all(path.endswith(".gz") for path in rotated), sorted(files)[:5]
+    _check(files, WORKERS)
+
+    kept = _handler(tmp_path / "kept" / "app.log", max_bytes="4 KiB", backup_count=3)
+    os.makedirs(tmp_path / "kept")
+    stale = tmp_path / "kept" / "app.log.2000-01-01_00-00-00"
+    stale.write_text("old\n")
+    aged = _handler(tmp_path / "kept" / "app.log", max_age="1d")
+    assert aged.max_age == 86400
+    with mplog.setup(kept, level="INFO"):
+        workload.log_records(0, 2000)
+    assert len(kept.rotated_files()) == 3
+    assert not stale.exists()  # the oldest went first
+
+
+@pytest.mark.parametrize("mode", ["create", "copytruncate"])
+def test_external_rotation_by_logrotate(tmp_path, mode):
+    """logrotate moves (create) or copies and truncates (copytruncate) the file
+    under load, five times. create: nothing lost. copytruncate: lines written
+    between its copy and its truncate are lost by design; measured, never torn."""
+    path = tmp_path / "app.log"
+    config = tmp_path / "logrotate.conf"
+    config.write_text(f"{path} {{\n  rotate 100\n  {mode}\n  missingok\n}}\n")
+    handler = _handler(path)
+    with mplog.setup(handler, level="INFO"):
+        context = multiprocessing.get_context("fork")
+        processes = [context.Process(target=_log_for, args=(w, 3.0, (100,), 0.0002)) for w in range(4)]
+        for process in processes:
+            process.start()
+        for _ in range(5):
+            time.sleep(0.5)
+            subprocess.run(["logrotate", "-f", "-s", str(tmp_path / "state"), str(config)], check=True, timeout=60)
+        join_all(processes, timeout=120)
+    files = _all_files(tmp_path)
+    assert len(files) >= 5
+    if mode == "create":
+        _check(files, 4)
+        return
+    tally: Counter = Counter()
+    sent: Dict[int, int] = {}
+    for line in (line for chunk in files.values() for line in chunk):
+        message = line.partition(" ")[2]
+        match = workload.LINE.match(message)
+        assert match and message == workload.message(int(match[1]), int(match[2]), int(match[3])), line[:200]
+        if int(match[1]) >= 1000:
+            sent[int(match[1]) - 1000] = int(match[3])
+        else:
+            tally[(int(match[1]), int(match[2]))] += 1
+    assert max(tally.values()) == 1, "copytruncate duplicated a record"
+    total = sum(sent.values())
+    kept = sum(1 for (worker, _) in tally if worker in sent)
+    # The inherent copytruncate window: what is written between logrotate's
+    # copy and its truncate is gone. Measured here, stated in the README.
+    print(f"\ncopytruncate: {total - kept} of {total} records lost over 5 rotations")
+    assert kept > total * 0.5
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 512 KiB tmpfs, so the disk really fills up (needs root, as in CI)."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount_point)], check=True)
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_disk_full_holds_then_drops_and_counts_exactly(small_disk, capfd):
+    """ENOSPC: no crash and no hang; records are held up to max_buffer, then
+    dropped and counted; when space returns, writing resumes and the log says how
+    many were dropped. Lines in the file + the dropped count = records sent."""
+    filler = small_disk / "filler"
+    filler.write_bytes(b"x" * (440 * 1024))
+    handler = _handler(small_disk / "app.log", max_buffer="32 KiB")
+    with mplog.setup(handler, level="INFO"):
+        for seq in range(3000):
+            logging.getLogger("work").info("%s", workload.message(0, seq, 100))
+        assert handler._fault is not None, "the disk never filled up"
+        filler.unlink()
+        time.sleep(0.6)  # past the retry interval
+        for seq in range(3000, 3100):
+            logging.getLogger("work").info("%s", workload.message(0, seq, 100))
+    lines = _read_lines(str(small_disk / "app.log"))
+    notices = [line for line in lines if "records were dropped" in line]
+    assert len(notices) == 1, notices
+    dropped = int(notices[0].split(" ", 2)[1])
+    kept = [line for line in lines if "w=0 seq=" in line]
+    for line in kept:
+        message = line.partition(" ")[2]
+        match = workload.LINE.match(message)
+        assert match and message == workload.message(0, int(match[2]), 100), f"torn: {line[:200]!r}"
+    assert len(kept) + dropped == 3100
+    assert dropped > 0
+    err = capfd.readouterr().err
+    assert err.count("No space left on device") == 1 and "writing" in err and "again" in err
+
+
+def test_directory_removed_then_restored(tmp_path):
+    """The log directory disappears under the listener: records are held (within
+    the bound), then written once the directory is back; none is lost."""
+    directory = tmp_path / "logs"
+    directory.mkdir()
+    handler = _handler(directory / "app.log")
+    with mplog.setup(handler, level="INFO"):
+        workload.log_records(0, 100)
+        for name in os.listdir(directory):
+            os.unlink(directory / name)
+        directory.rmdir()
+        workload.log_records(0, 100, start=100)
+        assert handler._fault is not None
+        directory.mkdir()
+        time.sleep(0.6)
+        workload.log_records(0, 100, start=200)
+    seqs = [int(workload.LINE.match(line.partition(" ")[2])[2]) for line in _read_lines(str(directory / "app.log"))]
+    assert sorted(seqs) == list(range(100, 300))  # the first 100 went with the removed file
+
+
+def test_json_lines(tmp_path):
+    """JsonFormatter: one object per line, from workers (formatted there) and the parent."""
+    handler = mplog.FileHandler(tmp_path / "app.log")
+    handler.setFormatter(mplog.JsonFormatter())
+    with mplog.setup(handler, level="INFO") as session:
+        assert session.listener.route_targets(0)[0][0].style == "json"
+        process = multiprocessing.get_context("spawn").Process(target=_log_json, args=(mplog.initializer,))
+        process.start()
+        join_all([process])
+        _log_json(None)
+    objects = [json.loads(line) for line in _read_lines(str(tmp_path / "app.log"))]
+    assert len(objects) == 4
+    for document in objects:
+        assert {"time", "level", "logger", "process", "thread", "message"} <= set(document)
+    plain, failed = objects[0], objects[1]
+    assert plain["message"] == "héllo 3 ☃" and plain["user"] == "ada" and plain["level"] == "INFO"
+    assert "ValueError: bad" in failed["exception"] and failed["level"] == "ERROR"
+
+
+def _log_json(initializer) -> None:
+    if initializer is not None:
+        initializer()
+    logging.getLogger("json").info("héllo %d ☃", 3, extra={"user": "ada"})
+    try:
+        raise ValueError("bad")
+    except ValueError:
+        logging.getLogger("json").exception("failed")
+
+
+@pytest.mark.parametrize("kind", ["size", "time"])
+def test_stdlib_rotating_handlers_lose_nothing_under_mplog(tmp_path, kind):
+    """The stdlib's RotatingFileHandler / TimedRotatingFileHandler, given to
+    setup(): only the listener rotates, so nothing is lost (per-process they
+    lost 1-9% and 70-79%, FACTS.md)."""
+    from logging.handlers import RotatingFileHandler, TimedRotatingFileHandler
+
+    path = str(tmp_path / "app.log")
+    if kind == "size":
+        handler = RotatingFileHandler(path, maxBytes=64 * 1024, backupCount=100000)
+    else:
+        handler = TimedRotatingFileHandler(path, when="S", backupCount=100000)
+    handler.setFormatter(logging.Formatter("%(created)r %(message)s"))
+    with mplog.setup(handler, level="INFO"):
+        _run_workers(3.0)
+    records, files = _check(_all_files(tmp_path), WORKERS)
+    assert files > 2
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"max_bytes": "ten"}, "max_bytes must be a size"),
+        ({"max_bytes": -1}, "max_bytes must be positive"),
+        ({"when": "X"}, "when must be one of"),
+        ({"when": "M", "interval": 7}, "does not divide a day"),
+        ({"when": "H", "interval": 0}, "interval must be a positive int"),
+        ({"backup_count": -1}, "backup_count must be a non-negative int"),
+        ({"max_age": "forever"}, "max_age must be seconds"),
+        ({"compress": "zip"}, "compress must be None or 'gzip'"),
+        ({"max_buffer": "lots"}, "max_buffer must be a size"),
+        ({"encoding": "klingon"}, "unknown encoding"),
+    ],
+)
+def test_bad_options_raise_value_error(tmp_path, options, message):
+    """Options are parsed once, at construction, with a message naming the problem."""
+    with pytest.raises(ValueError, match=message):
+        mplog.FileHandler(tmp_path / "app.log", **options)
+
+
+def test_sizes_durations_and_aligned_periods():
+    """Units parse as documented; periods align to the clock, not to start time."""
+    assert parse_size("64 KiB", "x") == 65536 and parse_size("10MB", "x") == 10_000_000
+    assert parse_size(512, "x") == 512 and parse_size("1 GiB", "x") == 1 << 30
+    assert parse_duration("7d", "x") == 7 * 86400 and parse_duration(90, "x") == 90
+    moment = calendar.timegm((2026, 11, 25, 10, 37, 12, 0, 0, 0))  # a Wednesday
+    at = lambda *fields: calendar.timegm((2026, 11, *fields, 0, 0, 0))  # noqa: E731
+    assert Periods("M", 15, utc=True).start(moment) == at(25, 10, 30, 0)
+    assert Periods("M", 15, utc=True).end(at(25, 10, 30, 0)) == at(25, 10, 45, 0)
+    assert Periods("S", 5, utc=True).start(moment) == at(25, 10, 37, 10)
+    assert Periods("H", 6, utc=True).start(moment) == at(25, 6, 0, 0)
+    assert Periods("midnight", utc=True).start(moment) == at(25, 0, 0, 0)
+    assert Periods("midnight", utc=True).end(at(25, 0, 0, 0)) == at(26, 0, 0, 0)
+    assert Periods("W0", utc=True).start(moment) == at(23, 0, 0, 0)  # Monday
+    assert Periods("H", 1, utc=True).end(at(25, 23, 0, 0)) == at(26, 0, 0, 0)
