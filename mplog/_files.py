@@ -257,7 +257,11 @@ class FileHandler(logging.Handler):
         self._fault: Optional[OSError] = None
         self._fault_since = 0.0
         self._retry_at = 0.0
-        self._compressor = _Compressor(self._apply_retention) if compress else None
+        self.compress = compress
+        # Started by the process that rotates (the listener may be a process
+        # forked after this handler was made).
+        self._compressor: Optional[_Compressor] = None
+        self._compressor_pid = 0
         self._pattern = re.compile(re.escape(os.path.basename(self.path)) + r"\.(\d{4}-.+?)(?:\.(\d+))?(\.gz)?$")
 
     def __repr__(self) -> str:
@@ -440,11 +444,16 @@ class FileHandler(logging.Handler):
             self._enter_fault(exc)
             return
         self._size = 0
-        if self._compressor is not None:
+        if self.compress:
             grace = LATE_GRACE_SECONDS if late_appends else 0.0
-            self._compressor.submit(target, time.time() + grace)
+            self._compressor_here().submit(target, time.time() + grace)
         else:
             self._apply_retention()
+
+    def _compressor_here(self) -> _Compressor:
+        if self._compressor is None or self._compressor_pid != os.getpid():
+            self._compressor, self._compressor_pid = _Compressor(self._apply_retention), os.getpid()
+        return self._compressor
 
     def _free_name(self, stamp: str) -> str:
         base = f"{self.path}.{stamp}"
@@ -513,7 +522,7 @@ class FileHandler(logging.Handler):
                     sys.stderr.write(f"mplog: {lost} records for {self.path} were lost: {self._fault}\n")
                     self._held, self._dropped = bytearray(), 0
             self._close_fd()
-            if self._compressor is not None:
+            if self._compressor is not None and self._compressor_pid == os.getpid():
                 self._compressor.close()
-                self._compressor = None
+            self._compressor = None
         super().close()

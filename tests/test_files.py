@@ -113,11 +113,13 @@ def test_size_rotation_at_64_kib(tmp_path):
         assert size <= 64 * 1024 or max(len(line) for line in _read_lines(path)) > 60_000, (path, size)
 
 
-def test_compression_and_retention(tmp_path):
-    """Rotated files are valid gzip (compressed in the background); with the
-    live file they add up to every record; backup_count keeps the newest."""
+@pytest.mark.parametrize("listener", ["thread", "process"])
+def test_compression_and_retention(tmp_path, listener):
+    """Rotated files are valid gzip (compressed in the background, in whichever
+    process the listener runs); with the live file they add up to every record;
+    backup_count keeps the newest."""
     handler = _handler(tmp_path / "app.log", max_bytes="16 KiB", compress="gzip")
-    with mplog.setup(handler, level="INFO"):
+    with mplog.setup(handler, level="INFO", listener=listener):
         _run_workers(1.0, pause=0.0005)
     files = _all_files(tmp_path)
     rotated = [path for path in files if path != str(tmp_path / "app.log")]
