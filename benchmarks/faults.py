@@ -23,10 +23,14 @@ Scenarios (``--scenarios``):
   records); one of them is SIGKILLed at a random moment, ``--trials`` times.
   A trial *froze* if the other workers had not exited ``--timeout`` seconds after
   the kill, or if the parent's stop/drain did not return within
-  ``--stop-timeout`` seconds. The random moment is uniform over the first three
-  quarters of the time the victim needs to log its records and exit, measured
-  by one calibration run without a kill per method and size (so the kill
-  usually lands while the victim, or its feeder thread, is still writing).
+  ``--stop-timeout`` seconds. The random moment (``--kill-at``): by default a
+  delay drawn uniformly from the first 70 % of the time the victim needs to log
+  all its records and exit (measured by one run without a kill per method and
+  size; a trial whose victim finished first is run again with a narrower
+  window, so every counted trial is a real kill). ``--kill-at records`` kills
+  it instead once it has logged a random number (up to 70 %) of its records:
+  while every worker is writing flat out, which is the worst case for the
+  queue-based methods, whose feeder threads then all compete for the pipe.
 * ``exit``: a child logs 1,000 records, then calls ``os._exit(0)``.
 * ``terminate``: ``Pool(4)`` tasks log 1,000 records each; ``pool.terminate()``
   as soon as the results are back.
@@ -60,7 +64,6 @@ import random
 import re
 import shutil
 import signal
-import statistics
 import struct
 import sys
 import tempfile
@@ -79,16 +82,26 @@ LOG_NAME = "faults.log"
 SMALL = 200  # bytes per record line (without the newline)
 LARGE = 64 * 1024
 # Records per worker in the kill scenario: enough for the victim to be busy
-# when it is killed, few enough to keep a 64 KiB trial's file near 25 MB.
-KILL_RECORDS = {SMALL: 2000, LARGE: 100}
+# when it is killed, few enough to keep a 64 KiB trial's file near 40 MB.
+KILL_RECORDS = {SMALL: 2000, LARGE: 150}
+# The kill comes within the first KILL_SHARE % of the victim's records (or
+# time): the parent polls, and on 2 busy cores it may see the victim's
+# progress late; the margin keeps the victim from finishing first.
+KILL_SHARE = 70
+RETRIES = 8  # --kill-at time: new tries for a trial whose victim finished first
 EXIT_RECORDS = 1000
 TERMINATE_RECORDS = 1000
 FORK_RECORDS = 100
 SPAWN_RECORDS = 100
 PARENT_WID = 100  # records the parent itself logs; never counted as expected
-# A stop that has not returned after this long is waited for in the background
-# while the next trial runs (multiprocessing-logging's close() alone waits 5 s).
-SYNC_STOP_WAIT = 1.0
+# Scheduling only (what is measured is decided by the timeouts): a trial whose
+# workers have not finished after FOREGROUND_WORKERS seconds, or whose stop has
+# not returned after FOREGROUND_STOP seconds, is watched in the background while
+# the next trial runs. A healthy trial is done well within both; a frozen one
+# would otherwise keep the machine idle for its whole timeout (and
+# multiprocessing-logging's close() waits 5 s whenever a record went missing).
+FOREGROUND_WORKERS = 2.5
+FOREGROUND_STOP = 0.3
 MAX_PENDING = 12
 # Generous allowance for a runner's own setup (imports, forks) before its
 # worker timeout starts; only a runner stuck outside any timeout hits it.
@@ -382,14 +395,14 @@ def _stop(method: Method, report: Report) -> None:
 
 def run_kill(method: Method, params: Dict[str, Any], directory: str, report: Report) -> None:
     size, count, timeout = params["size"], params["count"], params["timeout"]
-    victim, delay = params["victim"], params["delay"]  # delay None: calibration run
+    victim = params["victim"]
+    kill_at, delay = params.get("kill_at"), params.get("delay")  # neither: calibration
     method.start(os.path.join(directory, LOG_NAME), "fork")
     progress = mmap.mmap(-1, WORKERS * _PROGRESS.size)
     ctx = mp.get_context("fork")
     workers = [ctx.Process(target=_kill_worker, args=(method, wid, count, size, progress)) for wid in range(WORKERS)]
     for worker in workers:
         worker.start()
-    report({"pids": [worker.pid for worker in workers]})
 
     def victim_progress() -> int:
         return _PROGRESS.unpack_from(progress, victim * _PROGRESS.size)[0]
@@ -399,18 +412,34 @@ def run_kill(method: Method, params: Dict[str, Any], directory: str, report: Rep
     while victim_progress() == 0 and target.exitcode is None and time.monotonic() < deadline:
         time.sleep(0.0005)
     started = time.monotonic()
-    info: Dict[str, Any] = {"phase": "workers", "victim": victim}
-    if delay is None:
-        target.join(timeout)
-        info["victim_seconds"] = time.monotonic() - started
+    # Polling, not a signal from the victim: the kill must come from outside,
+    # at a moment the victim does not choose.
+    if kill_at is not None:
+        until = deadline
+        while victim_progress() < kill_at and target.exitcode is None and time.monotonic() < until:
+            time.sleep(0.0005)
     else:
-        time.sleep(delay)
-        info["progress_at_kill"] = victim_progress()
-        # Not reaped yet, so the pid is still the victim's even if it exited.
+        until = started + delay if delay is not None else deadline
+        while target.exitcode is None and time.monotonic() < until:
+            time.sleep(0.0005)
+    victim_seconds = time.monotonic() - started  # its whole run, if it is over
+    progress_at_kill = victim_progress()
+    # exitcode reaps a finished victim, so only a live one is killed: from
+    # here on its pid stays reserved (as a zombie at worst) and cannot be reused.
+    if (kill_at is not None or delay is not None) and target.exitcode is None:
         _kill_pid(target.pid)
-    info["hung"] = _join_all(workers, timeout)
-    info["exitcodes"] = [worker.exitcode for worker in workers]
-    report(info)
+    hung = _join_all(workers, timeout)
+    report(
+        {
+            "phase": "workers",
+            "at": time.monotonic(),
+            "victim": victim,
+            "victim_seconds": victim_seconds,
+            "progress_at_kill": progress_at_kill,
+            "hung": hung,
+            "exitcodes": [worker.exitcode for worker in workers],
+        }
+    )
     _stop(method, report)
 
 
@@ -418,22 +447,20 @@ def run_exit(method: Method, params: Dict[str, Any], directory: str, report: Rep
     method.start(os.path.join(directory, LOG_NAME), "fork")
     child = mp.get_context("fork").Process(target=_exit_child, args=(method, EXIT_RECORDS))
     child.start()
-    report({"pids": [child.pid]})
-    report({"phase": "workers", "hung": _join_all([child], params["timeout"])})
+    report({"phase": "workers", "at": time.monotonic(), "hung": _join_all([child], params["timeout"])})
     _stop(method, report)
 
 
 def run_terminate(method: Method, params: Dict[str, Any], directory: str, report: Report) -> None:
     method.start(os.path.join(directory, LOG_NAME), "fork")
     pool = mp.get_context("fork").Pool(WORKERS, initializer=_pool_init, initargs=(method,))
-    report({"pids": [process.pid for process in pool._pool]})  # type: ignore[attr-defined]
     hung: List[int] = []
     try:
         pool.map_async(_pool_task, range(WORKERS), chunksize=1).get(params["timeout"])
     except mp.TimeoutError:
         hung = [-1]
     pool.terminate()  # what `with Pool(...)` does on leaving the block
-    report({"phase": "workers", "hung": hung})
+    report({"phase": "workers", "at": time.monotonic(), "hung": hung})
     _stop(method, report)
 
 
@@ -447,9 +474,8 @@ def run_raw_fork(method: Method, params: Dict[str, Any], directory: str, report:
                 method.log(make_line(0, seq, SMALL))
         finally:
             os._exit(0)
-    report({"pids": [pid]})
     status = _wait_pid(pid, params["timeout"])
-    report({"phase": "workers", "hung": [0] if status is None else []})
+    report({"phase": "workers", "at": time.monotonic(), "hung": [0] if status is None else []})
     _stop(method, report)
 
 
@@ -460,10 +486,9 @@ def run_spawn(method: Method, params: Dict[str, Any], directory: str, report: Re
         target=_spawn_child, args=(method.name, method.spawn_payload(), SPAWN_RECORDS, error_path)
     )
     child.start()
-    report({"pids": [child.pid]})
     # A spawn child re-imports this script first: allow for that.
     hung = _join_all([child], params["timeout"] + 10)
-    info: Dict[str, Any] = {"phase": "workers", "hung": hung, "exitcodes": [child.exitcode]}
+    info: Dict[str, Any] = {"phase": "workers", "at": time.monotonic(), "hung": hung, "exitcodes": [child.exitcode]}
     if os.path.exists(error_path):
         with open(error_path) as text:
             info["child_error"] = text.read()
@@ -501,6 +526,10 @@ def _runner_main(conn: Any, scenario: str, method_name: str, params: Dict[str, A
             traceback.print_exc()
             conn.send({"error": f"{type(exc).__name__}: {exc}"})
     finally:
+        # Normally every child is reaped by now; after an error, workers may
+        # still run, and once this process is gone nobody could find them.
+        for child in _children_of(os.getpid()):
+            _kill_tree(child)
         os._exit(status)
 
 
@@ -564,29 +593,31 @@ def scan_log(path: str, size: int) -> Scan:
     except FileNotFoundError:
         return scan
     for line in data.split(b"\n"):
-        if not line:
-            continue
-        whole = len(line) == size and _RECORD.fullmatch(line)
-        if not whole:
-            if b"<<" in line or b">>" in line or b"~~" in line:
-                scan.torn += 1
-                if len(scan.torn_examples) < 3:
-                    scan.torn_examples.append(_shorten(line))
-            else:
-                scan.notices += 1
-                if len(scan.notice_examples) < 3:
-                    scan.notice_examples.append(_shorten(line))
-        # A torn line may still hold whole records glued to it: count those as
-        # delivered, so a tear is not reported as a loss as well.
-        for match in _RECORD.finditer(line):
-            if match.end() - match.start() != size:
-                continue
-            wid, seq = int(match.group(1)), int(match.group(2))
-            seen = scan.seqs.setdefault(wid, set())
-            if seq in seen:
-                scan.duplicated += 1
-            seen.add(seq)
+        if line:
+            _scan_line(scan, line, size)
     return scan
+
+
+def _scan_line(scan: Scan, line: bytes, size: int) -> None:
+    if not (len(line) == size and _RECORD.fullmatch(line)):
+        if b"<<" in line or b">>" in line or b"~~" in line:
+            scan.torn += 1
+            examples = scan.torn_examples
+        else:
+            scan.notices += 1
+            examples = scan.notice_examples
+        if len(examples) < 3:
+            examples.append(_shorten(line))
+    # A torn line may still hold whole records glued to it: count those as
+    # delivered, so a tear is not reported as a loss as well.
+    for match in _RECORD.finditer(line):
+        if match.end() - match.start() != size:
+            continue
+        wid, seq = int(match.group(1)), int(match.group(2))
+        seen = scan.seqs.setdefault(wid, set())
+        if seq in seen:
+            scan.duplicated += 1
+        seen.add(seq)
 
 
 def _shorten(line: bytes, keep: int = 60) -> str:
@@ -612,12 +643,12 @@ class Trial:
     directory: str
     process: Any
     conn: Any
-    pids: List[int] = field(default_factory=list)
     info: Dict[str, Any] = field(default_factory=dict)
     error: Optional[str] = None
     runner_hung: bool = False  # stuck outside any of its own timeouts
     parent_hung: bool = False  # the method's stop did not return in time
     stop_seconds: Optional[float] = None
+    workers_deadline: float = 0.0
     stop_deadline: float = 0.0
     done: bool = False
     eof: bool = False
@@ -625,10 +656,11 @@ class Trial:
     stderr: str = ""
 
     def handle(self, message: Dict[str, Any]) -> None:
-        if "pids" in message:
-            self.pids.extend(message["pids"])
         if message.get("phase") == "workers":
             self.info = message
+            # CLOCK_MONOTONIC is shared by all processes: the stop's timeout
+            # runs from when the runner began it, however late we look.
+            self.stop_deadline = message["at"] + self.params["stop_timeout"]
         if message.get("phase") == "stopped":
             self.stop_seconds = message["seconds"]
         if "error" in message:
@@ -663,6 +695,7 @@ class Driver:
         self.pending: List[Trial] = []
         self.root = tempfile.mkdtemp(prefix="mplog-faults-")
         self.kept: List[str] = []
+        self.began = time.monotonic()
 
     def close(self) -> None:
         for trial in self.pending:
@@ -672,8 +705,8 @@ class Driver:
         shutil.rmtree(self.root, ignore_errors=True)
 
     def run(self, scenario: str, method: str, index: int, params: Dict[str, Any]) -> Trial:
-        """Run a trial up to the end of its workers; its stop may still be going
-        on when this returns (see :meth:`finish`)."""
+        """Start a trial and follow it for a while; if it is not over by then,
+        it goes on in the background (see :meth:`finish`)."""
         directory = tempfile.mkdtemp(prefix=f"{index}-", dir=self.root)
         reader, writer = self.ctx.Pipe(duplex=False)
         sys.stdout.flush()
@@ -681,41 +714,57 @@ class Driver:
         process = self.ctx.Process(
             # Not a daemon: a daemon may not start children. Every runner is
             # joined or killed by pid before this script exits anyway.
-            target=_runner_main, args=(writer, scenario, method, params, directory)
+            target=_runner_main,
+            args=(writer, scenario, method, params, directory),
         )
         process.start()
         writer.close()
         trial = Trial(scenario, method, index, params, directory, process, reader)
-        until = time.monotonic() + SETUP_ALLOWANCE + 2 * params["timeout"]
-        if not trial.receive(until, lambda t: bool(t.info) or t.error is not None):
-            if trial.error is None and not trial.info:
-                trial.runner_hung = True
-                trial.error = "the runner overran its deadline before its workers finished"
-            self._end(trial, kill=True)
-            return trial
-        trial.stop_deadline = time.monotonic() + self.args.stop_timeout
-        # Most stops return at once; a slow or hung one is waited for in the
-        # background so that its timeout does not add to the run time.
-        self._poll(trial, min(trial.stop_deadline, time.monotonic() + SYNC_STOP_WAIT))
+        trial.workers_deadline = time.monotonic() + SETUP_ALLOWANCE + 2 * params["timeout"]
+        now = time.monotonic()
+        self._advance(trial, now + FOREGROUND_WORKERS, FOREGROUND_STOP)
         if not trial.done:
             self.pending.append(trial)
             self._poll_pending(block=len(self.pending) > MAX_PENDING)
         return trial
 
+    def complete(self, trial: Trial) -> None:
+        """Wait for one trial, up to its deadlines."""
+        while not trial.done:
+            self._advance(trial, trial.workers_deadline, self.args.stop_timeout)
+        self.pending = [t for t in self.pending if not t.done]
+
     def finish(self) -> None:
-        """Wait for every stop still running, up to its deadline."""
+        """Wait for every trial still going on, each up to its deadlines."""
         while self.pending:
             self._poll_pending(block=True)
 
     def _poll_pending(self, block: bool) -> None:
         for trial in list(self.pending):
-            self._poll(trial, time.monotonic())
+            self._advance(trial, time.monotonic(), 0.0)
         if block and self.pending:
             oldest = self.pending[0]
-            self._poll(oldest, oldest.stop_deadline)
+            self._advance(oldest, oldest.workers_deadline, self.args.stop_timeout)
         self.pending = [trial for trial in self.pending if not trial.done]
 
-    def _poll(self, trial: Trial, until: float) -> None:
+    def _advance(self, trial: Trial, workers_until: float, stop_wait: float) -> None:
+        """Follow ``trial`` until its workers are done (at most until
+        ``workers_until``), then its stop for at most ``stop_wait`` seconds;
+        end it when it is over or past a deadline."""
+        if not trial.info and trial.error is None:
+            until = min(workers_until, trial.workers_deadline)
+            if not trial.receive(until, lambda t: bool(t.info) or t.error is not None):
+                if time.monotonic() >= trial.workers_deadline:
+                    trial.runner_hung = True
+                    trial.error = "the runner overran its deadline before its workers finished"
+                    self._end(trial, kill=True)
+                elif not trial.process.is_alive():
+                    self._end(trial, kill=False)
+                return
+            if trial.error is not None and not trial.info:
+                self._end(trial, kill=False)
+                return
+        until = min(trial.stop_deadline, time.monotonic() + stop_wait)
         stopped = trial.receive(until, lambda t: t.stop_seconds is not None or t.error is not None)
         if stopped or not trial.process.is_alive():
             self._end(trial, kill=False)
@@ -738,7 +787,15 @@ class Driver:
         except OSError:
             pass
         trial.done = True
-        if self.args.keep and trial.method == "mplog" and anomalies(trial):
+        if self.args.verbose:
+            found = anomalies(trial)
+            stop = "" if trial.stop_seconds is None else f", stop took {trial.stop_seconds:.1f} s"
+            print(
+                f"    {trial.scenario} {trial.method} #{trial.index}{stop}: {'; '.join(found) or 'ok'}",
+                file=sys.stderr,
+                flush=True,
+            )
+        if self.args.keep and anomalies(trial):
             kept = tempfile.mkdtemp(prefix="mplog-faults-kept-")
             shutil.move(trial.directory, kept)
             self.kept.append(kept)
@@ -763,7 +820,7 @@ def lost_records(trial: Trial) -> Tuple[int, int]:
         count, victim = trial.params["count"], trial.info.get("victim", -1)
         lost = total = 0
         for wid in range(WORKERS):
-            if wid == victim and trial.params["delay"] is not None:
+            if wid == victim:
                 # What the victim sent before it died is unknowable; what is
                 # missing before its last delivered record was lost.
                 seen = scan.seqs.get(wid, set())
@@ -831,10 +888,11 @@ def loss_cell(trials: List[Trial]) -> str:
     numbers = [100.0 * lost / total for lost, total in shares]
     low, high = percent(min(numbers), 100), percent(max(numbers), 100)
     cell = low if low == high else f"{low[:-1]}–{high}"
-    hangs = sum(1 for t in trials if hung(t))
-    if hangs:
-        cell += f" ({hangs}/{len(trials)} hung)"
-    return cell
+    # Say which side hung: it is a different failure for a user.
+    children = sum(1 for t in trials if t.info.get("hung") or t.runner_hung)
+    stops = sum(1 for t in trials if t.parent_hung)
+    said = [f"{what} hung {n}/{len(trials)}" for what, n in (("child", children), ("stop", stops)) if n]
+    return f"{cell} ({', '.join(said)})" if said else cell
 
 
 def spawn_cell(trials: List[Trial]) -> str:
@@ -883,40 +941,118 @@ def trial_seed(args: argparse.Namespace, *parts: Any) -> random.Random:
     return random.Random(":".join(str(part) for part in (args.seed,) + parts))
 
 
-def run_kill_cell(driver: Driver, method: str, size: int, args: argparse.Namespace) -> Tuple[List[Trial], List[str]]:
-    """Calibrate, then run ``--trials`` kills; returns the trials and notes."""
-    notes: List[str] = []
-    base = {"size": size, "count": KILL_RECORDS[size], "timeout": args.timeout, "stop_timeout": args.stop_timeout}
-    calibration = driver.run("kill", method, -1, dict(base, victim=0, delay=None))
-    driver.finish()
-    duration = calibration.info.get("victim_seconds")
-    problems = anomalies(calibration)
-    if problems:
-        notes.append(f"{method}, {size_label(size)}: the calibration run without a kill: {'; '.join(problems)}")
-    if not duration or hung(calibration):
-        duration = 0.5
-    trials = []
+@dataclass
+class Cell:
+    """The trials of one method in one row group (a scenario, or a kill size)."""
+
+    group: str
+    method: str
+    trials: List[Trial] = field(default_factory=list)
+    calibration: Optional[Trial] = None  # --kill-at time only
+    retried: int = 0  # trials run again because the victim finished first
+
+
+def victim_missed(trial: Trial) -> bool:
+    """Whether the victim had finished (exit code 0) before the kill came."""
+    codes = trial.info.get("exitcodes")
+    return bool(codes) and codes[trial.info["victim"]] == 0
+
+
+def run_kill_trials(driver: Driver, cell: Cell, size: int, args: argparse.Namespace) -> None:
+    """``--trials`` kills of one method at one record size.
+
+    With ``--kill-at time`` (the default) the victim dies after a random delay
+    within the time it needs for all its records (measured by a run without a
+    kill); a trial whose victim finished first is run again with the window
+    narrowed to what that run took, so every counted trial is a real kill.
+    With ``--kill-at records`` it dies once it has logged a random number of
+    its records.
+    """
+    count = KILL_RECORDS[size]
+    base = {"size": size, "count": count, "timeout": args.timeout, "stop_timeout": args.stop_timeout}
+    window = 0.0
+    if args.kill_at == "time":
+        calibration = driver.run("kill", cell.method, -1, dict(base, victim=0))
+        driver.complete(calibration)
+        window = calibration.info.get("victim_seconds", 0.0) if not hung(calibration) else 0.0
+        cell.calibration = calibration
     for index in range(args.trials):
-        rng = trial_seed(args, "kill", size, method, index)
-        params = dict(base, victim=rng.randrange(WORKERS), delay=rng.uniform(0.0, 0.75 * duration))
-        trials.append(driver.run("kill", method, index, params))
-        if args.verbose:
-            print(f"    trial {index}: {anomalies(trials[-1]) if trials[-1].done else 'stopping…'}", file=sys.stderr)
-    driver.finish()
-    missed = sum(1 for t in trials if t.info.get("exitcodes") and t.info["exitcodes"][t.info["victim"]] == 0)
-    if missed:
-        notes.append(f"{method}, {size_label(size)}: in {missed} trial(s) the victim had finished before the kill")
-    errors = {t.error for t in trials if t.error and not t.runner_hung}
-    if errors:
-        notes.append(f"{method}, {size_label(size)}: errors: {sorted(errors)}")
-    return trials, notes
+        rng = trial_seed(args, "kill", size, cell.method, index)
+        victim = rng.randrange(WORKERS)
+        for attempt in range(1 + RETRIES):
+            if args.kill_at == "records":
+                params = dict(base, victim=victim, kill_at=rng.randint(1, count * KILL_SHARE // 100))
+            else:
+                params = dict(base, victim=victim, delay=rng.uniform(0.0, window * KILL_SHARE / 100))
+            trial = driver.run("kill", cell.method, index, params)
+            if not (trial.done and victim_missed(trial)) or args.kill_at == "records" or attempt == RETRIES:
+                break
+            window = min(window, trial.info["victim_seconds"])  # it can be this fast
+            cell.retried += 1
+        cell.trials.append(trial)
 
 
-def run_repeats(driver: Driver, scenario: str, method: str, repeats: int, args: argparse.Namespace) -> List[Trial]:
+def run_loss_trials(driver: Driver, cell: Cell, scenario: str, args: argparse.Namespace) -> None:
     params = {"size": SMALL, "timeout": args.timeout, "stop_timeout": args.stop_timeout}
-    trials = [driver.run(scenario, method, index, params) for index in range(repeats)]
-    driver.finish()
-    return trials
+    repeats = 1 if scenario == "spawn" else args.repeats
+    for index in range(repeats):
+        cell.trials.append(driver.run(scenario, cell.method, index, params))
+
+
+def kill_notes(cell: Cell) -> List[str]:
+    """What a reader of the kill rows should know beyond the numbers."""
+    notes = []
+    where = f"{cell.method}, {cell.group}"
+    missed = sum(1 for t in cell.trials if victim_missed(t))
+    if missed:
+        notes.append(f"{where}: in {missed} trial(s) the victim had finished before the kill")
+    if cell.retried:
+        notes.append(f"{where}: {cell.retried} trial(s) run again because the victim finished before the kill")
+    notes += notice_notes(cell, where)
+    if cell.calibration is not None:
+        problems = anomalies(cell.calibration)
+        if problems:
+            notes.append(f"{where}: the calibration run, without a kill: {'; '.join(problems)}")
+    errors = sorted({t.error for t in cell.trials if t.error and not t.runner_hung})
+    if errors:
+        notes.append(f"{where}: errors: {errors}")
+    slow = [t.stop_seconds for t in cell.trials if t.stop_seconds is not None and t.stop_seconds >= 1.0]
+    if slow:
+        took = f"{min(slow):.1f}" if f"{min(slow):.1f}" == f"{max(slow):.1f}" else f"{min(slow):.1f}–{max(slow):.1f}"
+        notes.append(f"{where}: the parent's stop took {took} s in {len(slow)} trial(s)")
+    return notes
+
+
+def notice_notes(cell: Cell, where: str) -> List[str]:
+    """Lines a library wrote into the log itself (mplog says so when it discards
+    a killed worker's cut-off record): neither records nor torn lines."""
+    scans = [t.scan for t in cell.trials if t.scan.notices]
+    if not scans:
+        return []
+    total = sum(scan.notices for scan in scans)
+    example = scans[0].notice_examples[0]
+    return [f"{where}: {total} line(s) written by the library itself in {len(scans)} trial(s), e.g. {example!r}"]
+
+
+def table_rows(cells: List[Cell], methods: List[str], installed: Dict[str, bool]) -> List[List[str]]:
+    """One row per kill measure and size, then one per loss scenario."""
+    by_group: Dict[str, Dict[str, Cell]] = {}
+    for cell in cells:
+        by_group.setdefault(cell.group, {})[cell.method] = cell
+    rows = []
+    for group, members in by_group.items():
+        if group in SCENARIO_TITLES:
+            render_cell = spawn_cell if group == "spawn" else loss_cell
+            row = [SCENARIO_TITLES[group]]
+            for method in methods:
+                row.append(render_cell(members[method].trials) if installed[method] else "not installed")
+            rows.append(row)
+            continue
+        measures = {m: kill_cells(members[m].trials) for m in methods if installed[m]}
+        for key, title in ROW_TITLES.items():
+            row = [f"SIGKILL 1 of {WORKERS} workers, {group} records: {title}"]
+            rows.append(row + [measures[m][key] if installed[m] else "not installed" for m in methods])
+    return rows
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -927,9 +1063,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--scenarios", nargs="+", choices=list(SCENARIO_RUNNERS), default=list(SCENARIO_RUNNERS))
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds workers get to finish (default 10)")
     parser.add_argument("--stop-timeout", type=float, default=15.0, help="seconds the parent's stop gets (default 15)")
+    parser.add_argument(
+        "--kill-at",
+        choices=("records", "time"),
+        default="time",
+        help="kill the victim after a random delay (default) or a random number of its records",
+    )
     parser.add_argument("--seed", default="mplog", help="seed of the random victims and kill moments")
     parser.add_argument("--rst", action="store_true", help="print a reStructuredText simple table")
-    parser.add_argument("--keep", action="store_true", help="keep the directories of mplog trials that went wrong")
+    parser.add_argument("--keep", action="store_true", help="keep the directories of trials that went wrong")
     parser.add_argument("-v", "--verbose", action="store_true", help="say what each trial found")
     args = parser.parse_args(argv)
     if args.trials < 1 or args.repeats < 1:
@@ -937,80 +1079,79 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
+def run_all(driver: Driver, args: argparse.Namespace, methods: List[str], installed: Dict[str, bool]) -> List[Cell]:
+    """Run every trial asked for; return them by cell, all finished."""
+    cells: List[Cell] = []
+    for scenario in [s for s in SCENARIO_RUNNERS if s in args.scenarios]:
+        sizes = {size_label(size): size for size in (SMALL, LARGE)} if scenario == "kill" else {scenario: SMALL}
+        for group, size in sizes.items():
+            for method in methods:
+                cell = Cell(group, method)
+                cells.append(cell)
+                if not installed[method]:
+                    continue
+                started = time.monotonic()
+                if scenario == "kill":
+                    run_kill_trials(driver, cell, size, args)
+                else:
+                    run_loss_trials(driver, cell, scenario, args)
+                label = f"kill {group}" if scenario == "kill" else scenario
+                print(
+                    f"[{time.monotonic() - driver.began:6.1f} s] {label} {method}: {len(cell.trials)} trial(s) in "
+                    f"{time.monotonic() - started:.1f} s ({len(driver.pending)} still finishing in the background)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    # Trials left in the background are all frozen or slow to stop: wait for
+    # each up to its own deadline before counting anything.
+    driver.finish()
+    return cells
+
+
+def report(cells: List[Cell], methods: List[str], installed: Dict[str, bool], args: argparse.Namespace) -> None:
+    """Print the table, then what a reader should know about it."""
+    print(render(["scenario"] + methods, table_rows(cells, methods, installed), args.rst))
+    print()
+    print(
+        f"{args.trials} SIGKILL trials per cell (kill moment: random {args.kill_at}); "
+        f"loss scenarios: {args.repeats} run(s) each (min–max shown); "
+        f"workers' timeout {args.timeout:.0f} s, parent stop timeout {args.stop_timeout:.0f} s; "
+        f"Python {sys.version.split()[0]}."
+    )
+    for cell in cells:
+        if cell.group not in SCENARIO_TITLES:
+            for note in kill_notes(cell):
+                print(f"note: {note}")
+    # Any loss, tear or hang of mplog's is a bug: show everything about it.
+    for trial in [t for cell in cells if cell.method == "mplog" for t in cell.trials]:
+        problems = anomalies(trial)
+        if problems:
+            print(f"mplog anomaly: {trial.scenario} #{trial.index} params={trial.params}: {'; '.join(problems)}")
+            if trial.stderr.strip():
+                print("  its stderr: " + trial.stderr.strip().replace("\n", "\n  "))
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     methods = [name for name in METHODS if name in args.methods]
     installed = {name: METHODS[name]().available() for name in methods}
-    rows: List[List[str]] = []
-    notes: List[str] = []
-    mplog_trials: List[Trial] = []
     driver = Driver(args)
-    began = time.monotonic()
-
-    def progress(what: str, method: str, started: float) -> None:
-        print(f"[{time.monotonic() - began:6.1f} s] {what}: {method} done in {time.monotonic() - started:.1f} s",
-              file=sys.stderr, flush=True)
-
-    def absent(count: int) -> List[str]:
-        return ["not installed"] * count
-
     try:
-        for scenario in [s for s in SCENARIO_RUNNERS if s in args.scenarios]:
-            if scenario == "kill":
-                for size in (SMALL, LARGE):
-                    cells: Dict[str, Dict[str, str]] = {}
-                    for method in methods:
-                        if not installed[method]:
-                            cells[method] = dict.fromkeys(ROW_TITLES, "not installed")
-                            continue
-                        started = time.monotonic()
-                        trials, cell_notes = run_kill_cell(driver, method, size, args)
-                        cells[method], notes = kill_cells(trials), notes + cell_notes
-                        if method == "mplog":
-                            mplog_trials += trials
-                        progress(f"kill {size_label(size)}", method, started)
-                    for key, title in ROW_TITLES.items():
-                        label = f"SIGKILL 1 of {WORKERS} workers, {size_label(size)}: {title}"
-                        rows.append([label] + [cells[m][key] for m in methods])
-                continue
-            row = []
-            for method in methods:
-                if not installed[method]:
-                    row += absent(1)
-                    continue
-                started = time.monotonic()
-                trials = run_repeats(driver, scenario, method, 1 if scenario == "spawn" else args.repeats, args)
-                row.append(spawn_cell(trials) if scenario == "spawn" else loss_cell(trials))
-                if method == "mplog":
-                    mplog_trials += trials
-                progress(scenario, method, started)
-            rows.append([SCENARIO_TITLES[scenario](args)] + row)
+        cells = run_all(driver, args, methods, installed)
     finally:
         driver.close()
-
-    print(render(["scenario"] + methods, rows, args.rst))
-    print()
-    print(f"{args.trials} SIGKILL trials per cell; loss scenarios run {args.repeats} times (min–max shown); "
-          f"workers' timeout {args.timeout:.0f} s, parent stop timeout {args.stop_timeout:.0f} s; "
-          f"Python {sys.version.split()[0]}; {time.monotonic() - began:.0f} s in all.")
-    for note in notes:
-        print(f"note: {note}")
-    for trial in mplog_trials:
-        problems = anomalies(trial)
-        if problems:
-            print(f"mplog anomaly: {trial.scenario} trial {trial.index} params={trial.params}: {'; '.join(problems)}")
-            if trial.stderr.strip():
-                print("  its stderr: " + trial.stderr.strip().replace("\n", "\n  "))
+    report(cells, methods, installed, args)
+    print(f"{time.monotonic() - driver.began:.0f} s in all.")
     if driver.kept:
         print("kept for inspection: " + ", ".join(driver.kept))
     return 0
 
 
-SCENARIO_TITLES: Dict[str, Callable[[argparse.Namespace], str]] = {
-    "exit": lambda args: f"os._exit(0) after {EXIT_RECORDS:,} records: lost",
-    "terminate": lambda args: f"Pool({WORKERS}).terminate() after {TERMINATE_RECORDS:,} records a task: lost",
-    "raw-fork": lambda args: f"raw os.fork() child after the parent logged, {FORK_RECORDS} records: lost",
-    "spawn": lambda args: "spawn start method works",
+SCENARIO_TITLES: Dict[str, str] = {
+    "exit": f"os._exit(0) after {EXIT_RECORDS:,} records: lost",
+    "terminate": f"Pool({WORKERS}).terminate() after {TERMINATE_RECORDS:,} records a task: lost",
+    "raw-fork": f"raw os.fork() child after the parent logged, {FORK_RECORDS} records: lost",
+    "spawn": "spawn start method works",
 }
 
 

@@ -19,7 +19,7 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "gunicorn"
 ERROR_LINE = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}\] \[\d+\] \[[A-Z]+\] ")
 APP_LINE = re.compile(r"^\[[^]]+\] \[(\d+)\] \[INFO\] app rid=(\d+) pid=(\d+)$")
 ACCESS_LINE = re.compile(
-    r'^127\.0\.0\.1 - - \[[^]]+\] "GET /\?rid=(\d+)(?:&sleep=[\d.]+)? HTTP/1\.1" \d{3} \d+ "-" "[^"]*"$'
+    r'^127\.0\.0\.1 - - \[[^]]+\] "GET /\?rid=(\d+)(?:&sleep=[\d.]+)? HTTP/1\.1" (\d{3}) \d+ "-" "[^"]*"$'
 )
 
 
@@ -47,13 +47,16 @@ def _check_logs(tmp_path: Path, answered) -> None:
     for line in access_lines:
         match = ACCESS_LINE.match(line)
         assert match, f"torn access line: {line[:300]!r}"
-        access[int(match[1])] += 1
+        if match[2] == "200":
+            access[int(match[1])] += 1
+    # A record delivered twice would be the same line twice. (For a request it
+    # kills on timeout, gunicorn may itself log a 200 and then a 500 line.)
+    repeated = [line for line, n in Counter(error_lines + access_lines).items() if n > 1 and "rid=" in line]
+    assert not repeated, f"lines written twice: {repeated[:3]}"
     assert [rid for rid, n in app.items() if n > 1] == []
-    assert [rid for rid, n in access.items() if n > 1] == []
+    assert [rid for rid in answered if access[rid] != 1] == []
     missing_app = [rid for rid in answered if rid not in app]
-    missing_access = [rid for rid in answered if rid not in access]
     assert not missing_app, f"{len(missing_app)} answered requests have no app line, e.g. {missing_app[:10]}"
-    assert not missing_access, f"{len(missing_access)} answered requests have no access line"
 
 
 @pytest.mark.parametrize(
