@@ -35,6 +35,7 @@ _PEERCRED = struct.Struct("3i")  # pid, uid, gid
 _QUIESCE_SECONDS = 2.0
 _READY_SECONDS = 30.0
 _STOP = object()
+REOPEN = b"r"
 RUNNERS = ("thread", "process")
 
 
@@ -88,9 +89,13 @@ class _Server:
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._listening, selectors.EVENT_READ, None)
 
-    def serve(self, stop_fd: int, busy: threading.RLock) -> None:
-        """Handle frames until ``stop_fd`` is readable (or at EOF), then drain."""
-        self._selector.register(stop_fd, selectors.EVENT_READ, _STOP)
+    def serve(self, control_fd: int, busy: threading.RLock, reopen: Callable[[], None]) -> None:
+        """Handle frames until ``control_fd`` says stop (or is at EOF), then drain.
+
+        The control pipe carries one byte per command: ``REOPEN`` to reopen the
+        log files, anything else to stop.
+        """
+        self._selector.register(control_fd, selectors.EVENT_READ, _STOP)
         while True:
             events = self._selector.select()
             with busy:
@@ -99,11 +104,15 @@ class _Server:
                     if key.data is None:
                         self._accept_pending()
                     elif key.data is _STOP:
-                        stopping = True
+                        command = os.read(control_fd, 1)
+                        if command == REOPEN:
+                            reopen()
+                        else:
+                            stopping = True
                     else:
                         self._read(key.data)
                 if stopping:
-                    self._selector.unregister(stop_fd)
+                    self._selector.unregister(control_fd)
                     self._drain()
                 self._on_batch_end()
                 if stopping:
@@ -343,6 +352,24 @@ class QueueListener:
         else:
             self._reap_process()
 
+    def reopen_files(self) -> None:
+        """Close and reopen every file handler by name, e.g. after logrotate
+        moved the files away (``mplog.FileHandler`` also notices that by itself).
+
+        With a listener process, the request is sent to it and done there.
+        """
+        if self._process_pid and self._owner_pid == os.getpid():
+            os.write(self._stop_w, REOPEN)
+            return
+        for handler in self.all_handlers:
+            if isinstance(handler, FileHandler):
+                handler.reopen()
+            elif isinstance(handler, logging.FileHandler):
+                with handler.lock:  # type: ignore[union-attr]
+                    if handler.stream is not None:
+                        handler.stream.close()
+                        handler.stream = handler._open()
+
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         """Return the record to pass to the handlers; override to change it."""
         return record
@@ -415,7 +442,7 @@ class QueueListener:
     def _run_thread(self) -> None:
         assert self._server is not None
         try:
-            self._server.serve(self._stop_r, self._busy)
+            self._server.serve(self._stop_r, self._busy, self.reopen_files)
         except BaseException:
             sys.stderr.write("mplog: the listener thread failed; workers now log to stderr:\n" + traceback.format_exc())
         finally:
@@ -459,7 +486,7 @@ class QueueListener:
             os.write(ready_w, b"ready")
             os.close(ready_w)
             try:
-                server.serve(stop_r, self._busy)
+                server.serve(stop_r, self._busy, self.reopen_files)
             finally:
                 server.close()
             status = 0

@@ -193,6 +193,11 @@ class Session:
         """Whether this session is running in this process."""
         return _active is self and self.pid == os.getpid()
 
+    def reopen_files(self) -> None:
+        """Reopen the listener's log files by name (after an external rotation)."""
+        if self.active:
+            self.listener.reopen_files()
+
     def reclaim_loggers(self) -> List[logging.Handler]:
         """Make mplog's handler the only one on each logger of this session again,
         and return the handlers found there besides it (closed).

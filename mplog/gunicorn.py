@@ -17,7 +17,13 @@ Add one line to the config and nothing to the app::
   only drops handlers a reload left behind in the master, without closing them.
 * ``on_exit``: drain everything and close the files.
 
-Nothing here imports gunicorn.
+For logrotate's ``postrotate`` with ``kill -USR1``, also set::
+
+    logger_class = "mplog.gunicorn.Logger"
+
+so that gunicorn's "reopen the log files" reaches the listener's files.
+
+Nothing here imports gunicorn until ``Logger`` is used.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from typing import Any
 from ._setup import active_session, setup
 from ._worker import QueueHandler
 
+# Logger is made on first use (see __getattr__), so it cannot be listed here.
 __all__ = ["GUNICORN_LOGGERS", "on_exit", "on_reload", "on_starting", "post_fork"]
 
 #: gunicorn's own loggers; neither propagates to the root logger.
@@ -70,3 +77,29 @@ def on_exit(server: Any) -> None:
     session = active_session()
     if session is not None:
         session.stop()
+
+
+def __getattr__(name: str) -> Any:
+    # Logger subclasses gunicorn's own, so it is made on first use: importing
+    # this module for the hooks must not import gunicorn.
+    if name == "Logger":
+        logger_class = globals()["Logger"] = _make_logger_class()
+        return logger_class
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _make_logger_class() -> type:
+    from gunicorn.glogging import Logger as GunicornLogger  # type: ignore[import-untyped,import-not-found,unused-ignore]
+
+    class Logger(GunicornLogger):  # type: ignore[misc]
+        """gunicorn's logger, whose "reopen log files" (SIGUSR1) also reopens
+        the files mplog's listener writes."""
+
+        def reopen_files(self) -> None:
+            super().reopen_files()
+            session = active_session()
+            if session is not None:
+                session.reopen_files()
+
+    Logger.__module__, Logger.__qualname__ = __name__, "Logger"
+    return Logger

@@ -68,14 +68,16 @@ def wait_for_line(path: str, pattern: str, timeout: float = 30.0, process: Optio
 
 
 class Load:
-    """Sends ``total`` requests ``GET /?rid=N`` from ``concurrency`` threads,
-    bounded by ``deadline`` seconds, and records which ones were answered."""
+    """Sends ``total`` requests ``GET /?rid=N`` (N from ``first + 1``) from
+    ``concurrency`` threads, bounded by ``deadline`` seconds, and records which
+    ones were answered."""
 
-    def __init__(self, port: int, total: int, concurrency: int = 8, deadline: float = 120.0) -> None:
-        self.port, self.total, self.concurrency, self.deadline = port, total, concurrency, deadline
+    def __init__(self, port: int, total: int, concurrency: int = 8, deadline: float = 120.0, first: int = 0) -> None:
+        self.port, self.concurrency, self.deadline = port, concurrency, deadline
+        self.total = first + total
         self.answered: Dict[int, str] = {}
         self.failed: List[int] = []
-        self._next = 0
+        self._next = first
         self._lock = threading.Lock()
         self.sent = 0
 
@@ -117,8 +119,9 @@ class Load:
         ]
         for thread in threads:
             thread.start()
+        first = self._next
         for index, action in enumerate(during, 1):
-            mark = self.total * index // (len(during) + 1)
+            mark = first + (self.total - first) * index // (len(during) + 1)
             while self._next < mark and any(t.is_alive() for t in threads):
                 time.sleep(0.01)
             action()

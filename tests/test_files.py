@@ -326,3 +326,29 @@ def test_sizes_durations_and_aligned_periods():
     assert Periods("midnight", utc=True).end(at(25, 0, 0, 0)) == at(26, 0, 0, 0)
     assert Periods("W0", utc=True).start(moment) == at(23, 0, 0, 0)  # Monday
     assert Periods("H", 1, utc=True).end(at(25, 23, 0, 0)) == at(26, 0, 0, 0)
+
+
+@pytest.mark.parametrize("listener", ["thread", "process"])
+def test_reopen_files_after_the_file_was_moved(tmp_path, listener):
+    """Session.reopen_files() (what gunicorn's SIGUSR1 calls with mplog.gunicorn.Logger)
+    makes a stdlib FileHandler write to a new file after logrotate moved the old one."""
+    path = tmp_path / "app.log"
+    with mplog.setup(_stdlib_handler(path), level="INFO") as session:
+        workload.log_records(0, 10)
+        time.sleep(0.2)
+        os.rename(path, tmp_path / "app.log.1")
+        session.reopen_files()
+        time.sleep(0.2)  # a listener process reopens at its next wake-up
+        workload.log_records(0, 10, start=10)
+    assert _seqs(tmp_path / "app.log.1") == list(range(10))
+    assert _seqs(path) == list(range(10, 20))
+
+
+def _stdlib_handler(path) -> logging.FileHandler:
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(created)r %(message)s"))
+    return handler
+
+
+def _seqs(path) -> List[int]:
+    return [int(workload.LINE.match(line.partition(" ")[2])[2]) for line in _read_lines(str(path))]

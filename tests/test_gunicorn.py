@@ -3,11 +3,13 @@ every answered request has exactly one app line and one access line, none torn."
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -98,3 +100,31 @@ def test_gunicorn_under_load_reload_recycling_and_timeouts(tmp_path, worker_clas
     assert "Hang up: Master" in errors and "Shutting down: Master" in errors
     if worker_class == "sync":
         assert "WORKER TIMEOUT" in errors
+
+
+def test_sigusr1_reopens_the_listeners_files(tmp_path):
+    """With logger_class mplog.gunicorn.Logger, logrotate's move + SIGUSR1 works:
+    lines before go to the moved files, lines after to new ones."""
+    server = _start(tmp_path, "--workers", "2", "--logger-class", "mplog.gunicorn.Logger")
+    try:
+        error_log, access_log = tmp_path / "gunicorn-error.log", tmp_path / "gunicorn-access.log"
+        port = int(wait_for_line(str(error_log), r"Listening at: http://127\.0\.0\.1:(\d+)", process=server))
+        before = Load(port, 100)
+        before.run()
+        time.sleep(0.3)
+        for path in (error_log, access_log):
+            os.rename(path, f"{path}.1")
+        server.send_signal(signal.SIGUSR1)
+        # gunicorn logs this just before it reopens (so into the moved file).
+        wait_for_line(f"{error_log}.1", r"(Handling signal: usr1)", process=server)
+        time.sleep(0.3)
+        after = Load(port, 100, first=1000)
+        after.run()
+    finally:
+        stop_server(server)
+    old_access = Path(f"{access_log}.1").read_text()
+    new_access = access_log.read_text()
+    assert len(before.answered) == 100 and len(after.answered) == 100
+    assert all(f"rid={rid} " in old_access for rid in before.answered)
+    assert all(f"rid={rid} " in new_access for rid in after.answered)
+    assert "rid=1 " not in new_access and "rid=1001 " not in old_access

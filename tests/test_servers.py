@@ -54,10 +54,13 @@ def test_tornado_fork_processes(tmp_path):
         port = int(wait_for_line(str(log), r"listening on port (\d+)", process=server))
         time.sleep(0.5)
 
+        killed = []
+
         def kill_a_child() -> None:
             children = descendants(server.pid)
             assert children, "tornado started no children"
             os.kill(children[0], signal.SIGKILL)
+            killed.append(children[0])
 
         load = Load(port, 5000)
         load.run(during=[kill_a_child])
@@ -66,7 +69,12 @@ def test_tornado_fork_processes(tmp_path):
     assert server.returncode == 0, (tmp_path / "out.txt").read_text()[-3000:]
     assert len(load.answered) > 4500
     app, access = _tally(log, "tornado.access", r"^200 GET /\?rid=(\d+) ")
-    _assert_each_once(load.answered, app, access)
+    # tornado writes the access line after sending the response: the child we
+    # killed may have answered its last request and died before logging it.
+    handled_by = {int(rid): int(pid) for rid, pid in re.findall(r"app rid=(\d+) pid=(\d+)", log.read_text())}
+    unlogged = [rid for rid in load.answered if rid not in access]
+    assert len(unlogged) <= 1 and all(handled_by.get(rid) in killed for rid in unlogged), unlogged
+    _assert_each_once([rid for rid in load.answered if rid not in unlogged], app, access)
     assert "killed by signal 9, restarting" in log.read_text()
 
 
