@@ -72,4 +72,12 @@ def wait_pid(pid: int, timeout: float = 60.0) -> int:
         time.sleep(0.005)
 
 
-__all__ = ["START_METHODS", "file_handler", "join_all", "mplog", "wait_pid"]
+def wait_for_path(path, timeout: float = 60.0) -> None:
+    """Wait until ``path`` exists (a file another process creates as a signal)."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        assert time.monotonic() < deadline, f"{path} never appeared within {timeout} s"
+        time.sleep(0.005)
+
+
+__all__ = ["START_METHODS", "file_handler", "join_all", "mplog", "wait_for_path", "wait_pid"]

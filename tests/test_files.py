@@ -11,6 +11,7 @@ import logging
 import multiprocessing
 import os
 import subprocess
+import sys
 import time
 from collections import Counter
 from typing import Dict, List, Tuple
@@ -20,7 +21,7 @@ import pytest
 import mplog
 from mplog._files import Periods, parse_duration, parse_size
 from tests import workload
-from tests.conftest import join_all
+from tests.conftest import join_all, wait_for_path
 
 WORKERS = 8
 
@@ -352,3 +353,87 @@ def _stdlib_handler(path) -> logging.FileHandler:
 
 def _seqs(path) -> List[int]:
     return [int(workload.LINE.match(line.partition(" ")[2])[2]) for line in _read_lines(str(path))]
+
+
+AS_NOBODY = """
+import logging, os, sys, time
+sys.path.insert(0, {root!r})
+import mplog
+from tests import workload
+# Everything is imported first: the interpreter's files may be out of reach
+# for uid nobody (e.g. under /root).
+os.setgid(65534)
+os.setuid(65534)
+
+directory, signals = {directory!r}, {signals!r}
+
+def signal(name):
+    open(os.path.join(signals, name), "w").close()
+
+def wait(name):
+    while not os.path.exists(os.path.join(signals, name)):
+        time.sleep(0.01)
+
+handler = mplog.FileHandler(os.path.join(directory, "app.log"), max_buffer=4000)
+handler.setFormatter(logging.Formatter("%(created)r %(message)s"))
+with mplog.setup(handler, level="INFO"):
+    workload.log_records(0, 100)
+    signal("logged")
+    wait("locked")  # the file is gone and the directory is not ours any more
+    workload.log_records(0, 100, start=100)
+    assert isinstance(handler._fault, PermissionError), handler._fault
+    signal("faulted")
+    wait("writable")
+    time.sleep(0.6)
+    workload.log_records(0, 100, start=200)
+"""
+
+
+@pytest.fixture
+def world_readable_dir():
+    """A directory uid nobody can reach (pytest's tmp_path is inside a 0700 one)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    path = Path(tempfile.mkdtemp(prefix="mplog-test-", dir="/tmp"))
+    os.chmod(path, 0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="dropping to another uid needs root (CI runs as root)")
+def test_permission_denied_holds_drops_and_resumes(world_readable_dir):
+    """EACCES (the file removed, the directory no longer writable for the
+    listener's user): held up to the bound, the rest dropped and counted, and
+    written again once the directory is writable."""
+    directory, signals = world_readable_dir / "logs", world_readable_dir / "signals"
+    for path in (directory, signals):
+        path.mkdir()
+        os.chown(path, 65534, 65534)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = AS_NOBODY.format(root=root, directory=str(directory), signals=str(signals))
+    child = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE)
+    try:
+        wait_for_path(signals / "logged")
+        os.unlink(directory / "app.log")
+        os.chown(directory, 0, 0)  # 0755 root: closed to nobody
+        (signals / "locked").touch()
+        wait_for_path(signals / "faulted")
+        os.chown(directory, 65534, 65534)
+        (signals / "writable").touch()
+        assert child.wait(60) == 0, child.stderr.read().decode()[-2000:]
+    finally:
+        if child.poll() is None:
+            child.kill()
+    lines = _read_lines(str(directory / "app.log"))
+    notices = [line for line in lines if "records were dropped" in line]
+    dropped = int(notices[0].split(" ", 2)[1]) if notices else 0
+    seqs = [int(workload.LINE.match(line.partition(" ")[2])[2]) for line in lines if "w=0 seq=" in line]
+    # The first 100 went with the removed file; of the next 100, what fit in
+    # max_buffer was held and written, the rest dropped and counted.
+    assert seqs[-100:] == list(range(200, 300))
+    assert len([s for s in seqs if 100 <= s < 200]) + dropped == 100 and dropped > 0
+    assert child.stderr.read().decode().count("Permission denied") == 1

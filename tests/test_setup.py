@@ -9,13 +9,12 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
 import mplog
 from tests import workload
-from tests.conftest import file_handler, join_all
+from tests.conftest import file_handler, join_all, wait_for_path
 
 
 def test_leaving_setup_drains_records_of_live_workers(tmp_path, log_path, capfd):
@@ -26,7 +25,7 @@ def test_leaving_setup_drains_records_of_live_workers(tmp_path, log_path, capfd)
     with mplog.setup(file_handler(log_path), level="INFO"):
         process = multiprocessing.get_context("fork").Process(target=_log_wait_log, args=(done, resume))
         process.start()
-        _wait_for(done)
+        wait_for_path(done)
     open(resume, "w").close()
     join_all([process])
     workload.tally(log_path).assert_complete({0: 5000})
@@ -38,15 +37,8 @@ def test_leaving_setup_drains_records_of_live_workers(tmp_path, log_path, capfd)
 def _log_wait_log(done: str, resume: str) -> None:
     workload.log_records(0, 5000)
     open(done, "w").close()
-    _wait_for(resume)
+    wait_for_path(resume)
     workload.log_records(1, 1)
-
-
-def _wait_for(path: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.005)
 
 
 def test_stop_is_idempotent_and_restores_the_root_logger(log_path):
