@@ -415,18 +415,6 @@ class QueueListener:
                     write(pending)
                     pending.clear()
 
-    @property
-    def is_alive(self) -> bool:
-        """Whether the listener is running (for a process: has not exited)."""
-        if self._thread is not None:
-            return self._thread.is_alive()
-        if not self._process_pid:
-            return False
-        try:
-            return os.waitpid(self._process_pid, os.WNOHANG) == (0, 0)
-        except ChildProcessError:
-            return False
-
     # --- thread runner ---------------------------------------------------
 
     def _start_thread(self) -> None:

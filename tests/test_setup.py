@@ -200,3 +200,15 @@ def test_bad_logger_names_are_refused():
         mplog.setup(logging.NullHandler(), loggers=["nobody.here"])
     with pytest.raises(ValueError, match="non-root loggers"):
         mplog.setup(logging.NullHandler(), loggers=[""])
+
+
+def test_queue_close_reconnects_on_next_record(log_path):
+    """Queue.close() drops this process's connection; the next record opens a new one."""
+    with mplog.setup(file_handler(log_path), level="INFO", listener="process") as session:
+        workload.log_records(0, 10)
+        first = session.queue._sock
+        session.queue.close()
+        assert session.queue._sock is None
+        workload.log_records(0, 10, start=10)
+        assert session.queue._sock is not None and session.queue._sock is not first
+    workload.tally(log_path).assert_complete({0: 20})
