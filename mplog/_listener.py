@@ -493,7 +493,9 @@ class QueueListener:
         try:
             _, status = os.waitpid(self._process_pid, 0)
         except ChildProcessError:  # someone else reaped it (a SIGCHLD handler)
-            return
+            status = 0
+        # A listener process that was killed could not remove its socket.
+        remove_address(self.queue.address)
         if os.WIFSIGNALED(status):
             sys.stderr.write(
                 f"mplog: the listener process {self._process_pid} had been killed by signal "

@@ -14,6 +14,17 @@ import mplog
 from mplog import _setup
 
 START_METHODS = ["fork", "spawn", "forkserver"]
+IN_CI = os.environ.get("CI") == "true"
+
+
+def requires(available: bool, reason: str) -> pytest.MarkDecorator:
+    """Skip a test on a machine that lacks what it needs (a laptop without root,
+    say), but never in CI: .ci/run provides everything, and a missing piece there
+    must fail, not skip."""
+    return pytest.mark.skipif(not available and not IN_CI, reason=reason)
+
+
+NEEDS_ROOT = requires(os.getuid() == 0, "needs root (mounts a tmpfs or switches uid); CI runs as root")
 
 
 @pytest.fixture(autouse=True)
@@ -80,4 +91,14 @@ def wait_for_path(path, timeout: float = 60.0) -> None:
         time.sleep(0.005)
 
 
-__all__ = ["START_METHODS", "file_handler", "join_all", "mplog", "wait_for_path", "wait_pid"]
+__all__ = [
+    "IN_CI",
+    "NEEDS_ROOT",
+    "START_METHODS",
+    "file_handler",
+    "join_all",
+    "mplog",
+    "requires",
+    "wait_for_path",
+    "wait_pid",
+]

@@ -7,6 +7,7 @@ import logging
 import multiprocessing
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -166,7 +167,7 @@ PARENT_DIES = textwrap.dedent(
     sys.path.insert(0, {root!r})
     import mplog
     handler = logging.FileHandler({path!r})
-    mplog.setup(handler, level="INFO")
+    session = mplog.setup(handler, level="INFO")
     pids = []
     for worker in range(3):
         pid = os.fork()
@@ -177,6 +178,7 @@ PARENT_DIES = textwrap.dedent(
             os._exit(0)
         pids.append(pid)
     print(" ".join(map(str, pids)), flush=True)
+    print(session.queue.address, flush=True)
     time.sleep(60)
     """
 )
@@ -193,6 +195,7 @@ def test_parent_with_listener_thread_killed(tmp_path):
     workers = []
     try:
         workers = [int(pid) for pid in parent.stdout.readline().split()]
+        address = parent.stdout.readline().decode().strip()
         assert len(workers) == 3
         time.sleep(0.3)
         parent.kill()
@@ -209,6 +212,8 @@ def test_parent_with_listener_thread_killed(tmp_path):
             workload.kill_quietly(pid)
         if parent.poll() is None:
             parent.kill()
+        if workers:  # the killed parent could not remove its socket directory
+            shutil.rmtree(os.path.dirname(address), ignore_errors=True)
 
 
 def _running(pid: int) -> bool:

@@ -10,6 +10,7 @@ import json
 import logging
 import multiprocessing
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ import pytest
 import mplog
 from mplog._files import Periods, parse_duration, parse_size
 from tests import workload
-from tests.conftest import join_all, wait_for_path
+from tests.conftest import IN_CI, NEEDS_ROOT, join_all, requires, wait_for_path
 
 WORKERS = 8
 
@@ -139,6 +140,7 @@ def test_compression_and_retention(tmp_path, listener):
     assert not stale.exists()  # the oldest went first
 
 
+@requires(shutil.which("logrotate", path=os.environ.get("PATH", "") + ":/usr/sbin") is not None, "needs logrotate")
 @pytest.mark.parametrize("mode", ["create", "copytruncate"])
 def test_external_rotation_by_logrotate(tmp_path, mode):
     """logrotate moves (create) or copies and truncates (copytruncate) the file
@@ -184,6 +186,8 @@ def test_external_rotation_by_logrotate(tmp_path, mode):
 @pytest.fixture
 def small_disk(tmp_path):
     """A 512 KiB tmpfs, so the disk really fills up (needs root, as in CI)."""
+    if os.getuid() != 0 and not IN_CI:
+        pytest.skip("needs root to mount a tmpfs; CI runs as root")
     mount_point = tmp_path / "disk"
     mount_point.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount_point)], check=True)
@@ -404,7 +408,7 @@ def world_readable_dir():
         shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.mark.skipif(os.getuid() != 0, reason="dropping to another uid needs root (CI runs as root)")
+@NEEDS_ROOT
 def test_permission_denied_holds_drops_and_resumes(world_readable_dir):
     """EACCES (the file removed, the directory no longer writable for the
     listener's user): held up to the bound, the rest dropped and counted, and

@@ -9,15 +9,12 @@ import pickle
 import socket
 import stat
 
-import pytest
-
 import mplog
 from mplog import _codec
-from tests.conftest import wait_pid
+from tests.conftest import NEEDS_ROOT, wait_pid
 from tests.test_records import Collect
 
 NOBODY = 65534
-needs_root = pytest.mark.skipif(os.getuid() != 0, reason="switching to another uid needs root (CI runs as root)")
 
 
 def test_socket_is_private():
@@ -54,7 +51,7 @@ def _frame(text: str) -> bytes:
     return _codec.encode(logging.LogRecord("intruder", logging.ERROR, __file__, 1, text, None, None))
 
 
-@needs_root
+@NEEDS_ROOT
 def test_other_user_cannot_connect():
     """Another uid cannot even reach the socket: the directory is closed to it."""
     collect = Collect()
@@ -63,7 +60,7 @@ def test_other_user_cannot_connect():
     assert not [r for r in collect.records if r.name == "intruder"]
 
 
-@needs_root
+@NEEDS_ROOT
 def test_other_user_is_refused_even_if_the_path_is_opened_up():
     """With the permissions loosened by mistake, the peer-credential check still
     refuses another uid, and says so in the log."""

@@ -16,7 +16,7 @@ import pytest
 
 import mplog
 from tests import workload
-from tests.conftest import file_handler
+from tests.conftest import file_handler, requires
 
 ROOT = str(Path(__file__).resolve().parents[1])
 
@@ -32,19 +32,18 @@ CHILD = textwrap.dedent(
 )
 
 
-def _other_python() -> str:
-    """An interpreter of another minor version than this one (CI has 3.8 and 3.13)."""
-    wanted = "3.8" if sys.version_info[:2] != (3, 8) else "3.13"
-    found = sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{wanted}.*/bin/python")))
-    assert found, f"no Python {wanted} under ~/.pyenv/versions"
-    return found[-1]
+_OTHER_VERSION = "3.8" if sys.version_info[:2] != (3, 8) else "3.13"
+_OTHER_PYTHONS = sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{_OTHER_VERSION}.*/bin/python")))
 
 
-@pytest.mark.parametrize("python", ["same", "other"])
+@pytest.mark.parametrize(
+    "python",
+    ["same", pytest.param("other", marks=requires(bool(_OTHER_PYTHONS), f"needs Python {_OTHER_VERSION} in pyenv"))],
+)
 def test_subprocess_joins_with_one_call(log_path, python):
     """A child started with subprocess, on this or another Python version, logs
     through the listener after calling mplog.initializer()."""
-    executable = sys.executable if python == "same" else _other_python()
+    executable = sys.executable if python == "same" else _OTHER_PYTHONS[-1]
     with mplog.setup(file_handler(log_path), level="INFO"):
         children = [subprocess.Popen([executable, "-c", CHILD.format(root=ROOT, worker=w)]) for w in range(3)]
         for child in children:
