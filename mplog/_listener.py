@@ -34,7 +34,7 @@ _PEERCRED = struct.Struct("3i")  # pid, uid, gid
 # How long a fork waits for the listener thread and handlers to go idle.
 _QUIESCE_SECONDS = 2.0
 _READY_SECONDS = 30.0
-_STOP = object()
+_CONTROL = object()
 REOPEN = b"r"
 RUNNERS = ("thread", "process")
 
@@ -95,7 +95,7 @@ class _Server:
         The control pipe carries one byte per command: ``REOPEN`` to reopen the
         log files, anything else to stop.
         """
-        self._selector.register(control_fd, selectors.EVENT_READ, _STOP)
+        self._selector.register(control_fd, selectors.EVENT_READ, _CONTROL)
         while True:
             events = self._selector.select()
             with busy:
@@ -103,7 +103,7 @@ class _Server:
                 for key, _ in events:
                     if key.data is None:
                         self._accept_pending()
-                    elif key.data is _STOP:
+                    elif key.data is _CONTROL:
                         command = os.read(control_fd, 1)
                         if command == REOPEN:
                             reopen()
@@ -311,8 +311,8 @@ class QueueListener:
         self._server: Optional[_Server] = None
         self._thread: Optional[threading.Thread] = None
         self._process_pid = 0
-        self._stop_r = -1
-        self._stop_w = -1
+        self._control_r = -1
+        self._control_w = -1
         self._busy = threading.RLock()
         self._held: List[threading.RLock] = []
         _fork.register(self)
@@ -342,10 +342,10 @@ class QueueListener:
             return
         self._owner_pid = 0
         try:
-            os.write(self._stop_w, b"x")
+            os.write(self._control_w, b"x")
         except OSError:  # the listener process is already gone
             pass
-        os.close(self._stop_w)
+        os.close(self._control_w)
         if self._thread is not None:
             self._thread.join()
             self.queue._local = None
@@ -359,7 +359,7 @@ class QueueListener:
         With a listener process, the request is sent to it and done there.
         """
         if self._process_pid and self._owner_pid == os.getpid():
-            os.write(self._stop_w, REOPEN)
+            os.write(self._control_w, REOPEN)
             return
         for handler in self.all_handlers:
             if isinstance(handler, FileHandler):
@@ -419,7 +419,7 @@ class QueueListener:
 
     def _start_thread(self) -> None:
         self._server = self._new_server()
-        self._stop_r, self._stop_w = os.pipe()
+        self._control_r, self._control_w = os.pipe()
         self.queue._local = (os.getpid(), self.handle)
         self._thread = threading.Thread(target=self._run_thread, name="mplog-listener", daemon=True)
         self._thread.start()
@@ -430,35 +430,35 @@ class QueueListener:
     def _run_thread(self) -> None:
         assert self._server is not None
         try:
-            self._server.serve(self._stop_r, self._busy, self.reopen_files)
+            self._server.serve(self._control_r, self._busy, self.reopen_files)
         except BaseException:
             sys.stderr.write("mplog: the listener thread failed; workers now log to stderr:\n" + traceback.format_exc())
         finally:
             self._server.close()
-            os.close(self._stop_r)
+            os.close(self._control_r)
 
     # --- process runner --------------------------------------------------
 
     def _start_process(self) -> None:
         ready_r, ready_w = os.pipe()
-        stop_r, stop_w = os.pipe()
+        control_r, control_w = os.pipe()
         pid = os.fork()
         if pid == 0:  # the listener process; it never returns from here
             os.close(ready_r)
-            os.close(stop_w)
-            self._serve_as_process(ready_w, stop_r)
+            os.close(control_w)
+            self._serve_as_process(ready_w, control_r)
         os.close(ready_w)
-        os.close(stop_r)
-        self._process_pid, self._stop_w = pid, stop_w
+        os.close(control_r)
+        self._process_pid, self._control_w = pid, control_w
         answer = _read_all(ready_r, _READY_SECONDS)
         if answer != b"ready":
-            self._stop_w = -1
-            os.close(stop_w)
+            self._control_w = -1
+            os.close(control_w)
             self._reap_process()
             detail = answer.decode(errors="replace") or f"no answer in {_READY_SECONDS:.0f} s"
             raise OSError(f"the mplog listener process failed to start: {detail}")
 
-    def _serve_as_process(self, ready_w: int, stop_r: int) -> None:
+    def _serve_as_process(self, ready_w: int, control_r: int) -> None:
         status = 1
         try:
             # The parent decides when we stop; a Ctrl-C or a SIGTERM sent to the
@@ -474,7 +474,7 @@ class QueueListener:
             os.write(ready_w, b"ready")
             os.close(ready_w)
             try:
-                server.serve(stop_r, self._busy, self.reopen_files)
+                server.serve(control_r, self._busy, self.reopen_files)
             finally:
                 server.close()
             status = 0
@@ -534,7 +534,7 @@ class QueueListener:
         # is seen as EOF/EPIPE) and never flush or close the handlers here.
         if self._server is not None:
             self._server.close_in_child()
-        for fd in (self._stop_r, self._stop_w):
+        for fd in (self._control_r, self._control_w):
             if fd >= 0:
                 try:
                     os.close(fd)
@@ -547,7 +547,7 @@ class QueueListener:
         self._server = None
         self._thread = None
         self._process_pid = 0
-        self._stop_r = self._stop_w = -1
+        self._control_r = self._control_w = -1
 
 
 Writer = Callable[[List[Tuple[float, str]]], None]
