@@ -105,31 +105,33 @@ def mplog_worker(initializer: Callable[[], None], worker: int, count: int) -> No
     _log_records(worker, count)
 
 
-def filehandler_worker(path: str, worker: int, count: int) -> None:
-    """Log through this process's own FileHandler appending to the shared file."""
-    handler = logging.FileHandler(path, mode="a")
-    handler.setFormatter(logging.Formatter(FORMAT))
+def _log_through(handler: logging.Handler, worker: int, count: int) -> None:
+    """Log ``count`` records with ``handler`` as the root logger's only addition."""
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     try:
         _log_records(worker, count)
     finally:
-        # Fork children leave through os._exit(), which skips logging.shutdown().
         root.removeHandler(handler)
+
+
+def filehandler_worker(path: str, worker: int, count: int) -> None:
+    """Log through this process's own FileHandler appending to the shared file."""
+    handler = logging.FileHandler(path, mode="a")
+    handler.setFormatter(logging.Formatter(FORMAT))
+    try:
+        _log_through(handler, worker, count)
+    finally:
+        # Fork children leave through os._exit(), which skips logging.shutdown().
         handler.close()
 
 
 def queue_worker(queue: Any, worker: int, count: int) -> None:
     """Log through the cookbook QueueHandler onto a multiprocessing.Queue."""
-    handler = logging.handlers.QueueHandler(queue)
-    root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
     try:
-        _log_records(worker, count)
+        _log_through(logging.handlers.QueueHandler(queue), worker, count)
     finally:
-        root.removeHandler(handler)
         # The cookbook's orderly exit: wait until the queue's feeder thread has
         # written every buffered record to the pipe, so none is lost with us.
         queue.close()
