@@ -33,15 +33,15 @@ the file, listeners drained), intact records per second (a method is not
 credited for time saved by losing records), microseconds per logging call
 inside the worker's loop (mean over workers), CPU seconds of the whole trial
 (the trial process with its listener threads, plus every worker, from
-``os.times()``), and mplog's rate divided by the method's (``mplog /``: > 1
+``getrusage``), and mplog's rate divided by the method's (``mplog /``: > 1
 means mplog is faster), also for mplog+rotation (``mplog+rot /``).
 
 Each trial runs in a fresh Python process (so no method inherits another's
 threads, at-fork hooks or imports), in its own temporary directory that is
 removed afterwards. Workers are joined with a deadline and killed by pid when
 they overrun; a trial process that does not finish is killed with its process
-group and its cell says "hung". mplog is copied from this checkout at start
-(someone may be editing it), so every trial runs the same mplog.
+group and its cell says "hung". mplog and this script are copied at start
+(someone may be editing them), so every trial runs the same code.
 
 Usage::
 
@@ -373,7 +373,7 @@ SESSIONS: Dict[str, Callable[[Any, str], "contextlib.AbstractContextManager[Targ
 
 
 def run_workers(
-    ctx: Any, target: Target, loads: Sequence[Load], timeout: float, clock: Clock, pid_file: Path
+    ctx: Any, target: Target, loads: Sequence[Load], timeout: float, clock: Clock
 ) -> Tuple[List[int], List[str]]:
     """Start one process per load, join them all, kill any that overrun.
 
@@ -384,8 +384,6 @@ def run_workers(
     clock.start()
     for proc in procs:
         proc.start()
-        with pid_file.open("a") as file:
-            file.write(f"{proc.pid}\n")
     # One deadline for the batch: a slow first worker must not extend the others'.
     deadline = time.monotonic() + timeout
     problems: List[str] = []
@@ -526,7 +524,7 @@ def run_trial(spec: Dict[str, Any]) -> Dict[str, Any]:
         started_cpu = cpu_seconds()
         clock = Clock()
         with SESSIONS[name](ctx, path) as target:
-            pids, problems = run_workers(ctx, target, loads, spec["timeout"], clock, directory / "pids")
+            pids, problems = run_workers(ctx, target, loads, spec["timeout"], clock)
         wall = clock.elapsed()
         cpu = cpu_seconds() - started_cpu
         loops = [t for t in read_loop_times(timing, spec["workers"]) if t is not None]
@@ -589,21 +587,21 @@ def _failure(status: str, note: str) -> Dict[str, Any]:
     return {"status": status, "problems": [note] if note else []}
 
 
-def run_in_subprocess(spec: Dict[str, Any], env: Dict[str, str]) -> Dict[str, Any]:
+def run_in_subprocess(script: Path, spec: Dict[str, Any], env: Dict[str, str]) -> Dict[str, Any]:
     """Run one trial in a fresh interpreter, in a temporary directory removed afterwards."""
     directory = Path(tempfile.mkdtemp(prefix="mplog-matrix-"))
     try:
-        return _run_and_collect(dict(spec, dir=str(directory)), env, directory)
+        return _run_and_collect(script, dict(spec, dir=str(directory)), env, directory)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def _run_and_collect(spec: Dict[str, Any], env: Dict[str, str], directory: Path) -> Dict[str, Any]:
+def _run_and_collect(script: Path, spec: Dict[str, Any], env: Dict[str, str], directory: Path) -> Dict[str, Any]:
     err = directory / "stderr"
     limit = spec["timeout"] + 120
     with (directory / "stdout").open("wb") as stdout, err.open("wb") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--run-trial", json.dumps(spec)],
+            [sys.executable, str(script), "--run-trial", json.dumps(spec)],
             stdout=stdout,
             stderr=stderr,
             env=env,
@@ -1129,7 +1127,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 # --- main ------------------------------------------------------------------------------------------------
 
 
-def run_matrix(args: argparse.Namespace, env: Dict[str, str]) -> Dict[Cell, List[Dict[str, Any]]]:
+def run_matrix(args: argparse.Namespace, script: Path, env: Dict[str, str]) -> Dict[Cell, List[Dict[str, Any]]]:
     """Run every cell --repeat times, interleaved, so a noisy spell on the
     machine hits all methods rather than one method's whole series."""
     planned = cells(args)
@@ -1151,7 +1149,7 @@ def run_matrix(args: argparse.Namespace, env: Dict[str, str]) -> Dict[Cell, List
                 "size": cell.size,
                 "timeout": args.timeout,
             }
-            trial = run_in_subprocess(spec, env)
+            trial = run_in_subprocess(script, spec, env)
             results[cell].append(trial)
             progress(done, total, run, cell, spec, trial)
     return results
@@ -1249,8 +1247,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="mplog-matrix-snapshot-") as snapshot_dir:
         snapshot = snapshot_mplog(Path(snapshot_dir))
+        # Trials run a copy of this script too: editing it mid-run changes nothing.
+        script = Path(snapshot_dir, "matrix.py")
+        shutil.copyfile(__file__, script)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([snapshot_dir, os.environ.get("PYTHONPATH", "")]))
-        results = run_matrix(args, env)
+        results = run_matrix(args, script, env)
     return report(args, snapshot, results, time.monotonic() - started)
 
 
