@@ -33,6 +33,7 @@ _STAMP = "%Y-%m-%d_%H-%M-%S"
 # late (sent just before the boundary) still land in their own period's file.
 LATE_GRACE_SECONDS = 5.0
 _RETRY_SECONDS = 0.5
+_WRITE_CHUNK = 256 * 1024
 
 
 def parse_size(value: Union[int, str], name: str) -> int:
@@ -302,6 +303,8 @@ class FileHandler(logging.Handler):
                     self._write(out)
                     self._rotate(self._period_stamp())
             out += data
+            if len(out) >= _WRITE_CHUNK:  # large lines: several moderate writes beat one huge one
+                self._write(out)
         self._write(out)
         for start, chunks in late.items():
             self._append_late(start, b"".join(chunks))

@@ -30,6 +30,8 @@ from ._worker import TextTarget
 __all__ = ["QueueListener"]
 
 _RECV_SIZE = 256 * 1024
+#: Lines arriving in one wake-up are written in pieces of about this many characters.
+WRITE_CHUNK = 256 * 1024
 _PEERCRED = struct.Struct("3i")  # pid, uid, gid
 # How long a fork waits for the listener thread and handlers to go idle.
 _QUIESCE_SECONDS = 2.0
@@ -562,13 +564,29 @@ def _writer_for(handler: logging.Handler) -> Writer:
 
 
 def _write_to_stream(handler: logging.StreamHandler, lines: List[Tuple[float, str]]) -> None:  # type: ignore[type-arg]
-    """Write preformatted lines as ``StreamHandler.emit`` would, in one write."""
+    """Write preformatted lines as ``StreamHandler.emit`` would: in one write, or
+    in pieces of about WRITE_CHUNK characters when they are many and large (a
+    text stream encodes one huge string several times slower than a few
+    smaller ones: 64 KiB lines, 256 at a time, measured 5x slower)."""
     terminator = handler.terminator
+    texts = [text for _, text in lines]
     with handler.lock:  # type: ignore[union-attr]
         try:
             if handler.stream is None:  # a FileHandler opened with delay=True
                 handler.stream = handler._open()  # type: ignore[attr-defined]
-            handler.stream.write(terminator.join([text for _, text in lines]) + terminator)
+            if sum(map(len, texts)) <= WRITE_CHUNK:
+                handler.stream.write(terminator.join(texts) + terminator)
+            else:
+                group: List[str] = []
+                size = 0
+                for text in texts:
+                    group.append(text)
+                    size += len(text)
+                    if size >= WRITE_CHUNK:
+                        handler.stream.write(terminator.join(group) + terminator)
+                        group, size = [], 0
+                if group:
+                    handler.stream.write(terminator.join(group) + terminator)
             handler.stream.flush()
         except Exception:
             handler.handleError(_notice(f"mplog: writing {len(lines)} lines to {handler!r} failed"))

@@ -157,7 +157,13 @@ def test_external_rotation_by_logrotate(tmp_path, mode):
             process.start()
         for _ in range(5):
             time.sleep(0.5)
-            subprocess.run(["logrotate", "-f", "-s", str(tmp_path / "state"), str(config)], check=True, timeout=60)
+            done = subprocess.run(
+                ["logrotate", "-f", "-s", str(tmp_path / "state"), str(config)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert done.returncode == 0, f"logrotate failed: {done.stdout}{done.stderr}"
         join_all(processes, timeout=120)
     files = _all_files(tmp_path)
     assert len(files) >= 5
