@@ -215,16 +215,23 @@ def _log_through_root(load: Load) -> float:
     return log_loop(logging.getLogger(LOGGER_NAME).info, MESSAGE, load)
 
 
-def own_handler_worker(make_handler: Callable[[str], logging.Handler], path: str, load: Load) -> None:
-    """Log through this process's own handler on the shared file."""
-    handler = make_handler(path)
+def _log_with(handler: logging.Handler, load: Load) -> float:
+    """Log ``load`` with ``handler`` added to the root logger; return the loop's seconds."""
     root = logging.getLogger()
     root.addHandler(handler)
     try:
-        seconds = _log_through_root(load)
+        return _log_through_root(load)
+    finally:
+        root.removeHandler(handler)
+
+
+def own_handler_worker(make_handler: Callable[[str], logging.Handler], path: str, load: Load) -> None:
+    """Log through this process's own handler on the shared file."""
+    handler = make_handler(path)
+    try:
+        seconds = _log_with(handler, load)
     finally:
         # Fork children leave through os._exit(), which skips logging.shutdown().
-        root.removeHandler(handler)
         handler.close()
     report_loop(load, seconds)
 
@@ -237,13 +244,9 @@ def mplog_worker(initializer: Callable[[], None], load: Load) -> None:
 
 def queue_worker(queue: Any, load: Load) -> None:
     """Log through the cookbook QueueHandler onto a multiprocessing.Queue."""
-    handler = logging.handlers.QueueHandler(queue)
-    root = logging.getLogger()
-    root.addHandler(handler)
     try:
-        seconds = _log_through_root(load)
+        seconds = _log_with(logging.handlers.QueueHandler(queue), load)
     finally:
-        root.removeHandler(handler)
         # The cookbook's orderly exit: wait until the feeder thread has written
         # every buffered record to the pipe, so none is lost with us.
         queue.close()

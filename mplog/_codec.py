@@ -66,7 +66,6 @@ STANDARD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), Non
     "asctime",
     "taskName",
 }
-_STANDARD = STANDARD_ATTRIBUTES
 # A prepared record has the standard attributes plus ``message``; a record with
 # no more keys than that cannot carry extras, which skips a set difference.
 _PLAIN_RECORD_SIZE = len(vars(logging.LogRecord("", 0, "", 0, "", (), None))) + 1
@@ -136,7 +135,7 @@ def decode(payload: Union[bytes, bytearray]) -> Decoded:
 
 
 def _extras_of(state: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-    extras = {key: state[key] for key in state.keys() - _STANDARD}
+    extras = {key: state[key] for key in state.keys() - STANDARD_ATTRIBUTES}
     if state.get("taskName") is not None:
         extras["taskName"] = state["taskName"]
     return extras or None

@@ -431,7 +431,7 @@ class FileHandler(logging.Handler):
     def _rotate_to_period(self, start: float) -> None:
         assert self.periods is not None
         had_period = bool(self._period_end)
-        if had_period and (self._size > 0 or self._fd < 0 and os.path.exists(self.path)):
+        if had_period and (self._size > 0 or (self._fd < 0 and os.path.exists(self.path))):
             self._rotate(self.periods.stamp(self._period_start), late_appends=True)
         self._period_start, self._period_end = start, self.periods.end(start)
 

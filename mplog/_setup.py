@@ -138,7 +138,6 @@ class Session:
         self._saved_level = self._loggers[0].level
         root_handlers = handlers or tuple(self._saved[0]) or (_default_handler(),)
         groups = [root_handlers] + [tuple(saved) for saved in self._saved[1:]]
-        self.handlers = root_handlers
         self.queue = Queue()
         self.listener = QueueListener(self.queue, *root_handlers, runner=runner, routes=groups[1:])
         try:
@@ -187,6 +186,11 @@ class Session:
         traceback: Optional[TracebackType],
     ) -> None:
         self.stop()
+
+    @property
+    def handlers(self) -> Tuple[logging.Handler, ...]:
+        """The handlers the root logger's records go to (owned by the listener)."""
+        return self.listener.handlers
 
     @property
     def active(self) -> bool:

@@ -155,3 +155,6 @@ class Queue:
         self._sock = None
         self._sock_pid = os.getpid()
         self._lock = threading.Lock()
+        # Records from this child always cross the socket (a listener process
+        # sets its own marker after the fork).
+        self._local = None
