@@ -1,18 +1,28 @@
-"""How a log record becomes one frame of bytes and back again, without pickle.
+"""How a log record becomes frames of bytes and back again, without pickle.
 
-A frame is a 4-byte little-endian payload length followed by a ``marshal``
-payload of ``(route, created, values, extras, texts)``:
+A connection's stream starts with a :func:`hello` naming the route its
+records are for (which group of listener handlers), then carries two kinds of
+frame, told apart by their first byte:
 
-* ``route``: which group of listener handlers the record is for (0: the root
-  logger's; others: named loggers given their own handlers);
-* ``created``: the record's creation time (time-based rotation files each line
-  by it, not by when it arrived);
-* ``values``: the standard LogRecord fields in the order of :data:`FIELDS`, or
-  ``None`` when no listener handler needs the record itself;
-* ``extras``: the user's own attributes (``extra=``, custom record factories) or
-  ``None``;
-* ``texts``: lines the worker already formatted, one per text handler of the
-  listener (``None`` where that handler's level rejects the record), or ``None``.
+* a **text frame**: one line the worker formatted, with its terminator,
+  encoded as UTF-8, then :data:`TEXT_END`. UTF-8 never contains the bytes
+  0xF5-0xFF, so the listener finds where complete lines end with one ``rfind``
+  and writes them without looking at each one; a worker killed mid-line leaves
+  an unterminated tail, which is discarded. Used when the route's only handler
+  writes text and needs nothing but the line (see ``TextTarget.raw_errors``).
+* a **record frame**: :data:`RECORD_START`, a 4-byte little-endian payload
+  length, then a ``marshal`` payload of ``(route, created, values, extras, texts)``:
+
+  * ``route``: which group of listener handlers the record is for (0: the root
+    logger's; others: named loggers given their own handlers);
+  * ``created``: the record's creation time (time-based rotation files each
+    line by it, not by when it arrived);
+  * ``values``: the standard LogRecord fields in the order of :data:`FIELDS`,
+    or ``None`` when no listener handler needs the record itself;
+  * ``extras``: the user's own attributes (``extra=``, custom record
+    factories) or ``None``;
+  * ``texts``: lines the worker already formatted, one per text handler of the
+    listener (``None`` where that handler's level rejects the record), or ``None``.
 
 marshal only builds plain data (str, int, float, bytes, tuples, lists, dicts,
 None), so decoding can never run code, and it is several times faster than
@@ -27,7 +37,15 @@ import operator
 import struct
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
-HEADER = struct.Struct("<I")
+#: Starts a record frame; never part of a text frame.
+RECORD_START = 0xFE
+#: Ends a text frame; never part of its UTF-8 text.
+TEXT_END = b"\xff"
+_HELLO_START = 0xFD
+#: A record frame's header: RECORD_START and the payload's length.
+HEADER = struct.Struct("<BI")
+#: A connection's first bytes: 0xFD and the route of everything it sends.
+HELLO = struct.Struct("<BH")
 
 #: Frames above this size are refused by the listener; the worker truncates
 #: records that would exceed it (with a note) instead of sending them.
@@ -100,7 +118,30 @@ def encode(record: Optional[logging.LogRecord], texts: Texts = None, route: int 
         payload = marshal.dumps((route, created, values, _plain_dict(extras), texts), _MARSHAL_VERSION)
     if len(payload) > MAX_PAYLOAD:
         payload = _truncated(route, created, values, extras, texts, len(payload))
-    return HEADER.pack(len(payload)) + payload
+    return HEADER.pack(RECORD_START, len(payload)) + payload
+
+
+def hello(route: int) -> bytes:
+    """The bytes that open a connection whose frames are for ``route``."""
+    return HELLO.pack(_HELLO_START, route)
+
+
+def parse_hello(data: Union[bytes, bytearray]) -> int:
+    """The route named by a connection's first :data:`HELLO.size` bytes.
+
+    Raises:
+        ValueError: they are not a hello.
+    """
+    start, route = HELLO.unpack_from(data)
+    if start != _HELLO_START:
+        raise ValueError(f"a connection did not start with a hello: {bytes(data[: HELLO.size])!r}")
+    return int(route)
+
+
+def text_frames(lines: Sequence[str], errors: str) -> bytes:
+    """Text frames for lines a worker could not send as such (e.g. a truncated
+    record for a route that takes text frames); ``errors`` as for ``str.encode``."""
+    return b"".join(line.encode("utf-8", errors) + TEXT_END for line in lines)
 
 
 Decoded = Tuple[int, float, Optional[logging.LogRecord], Optional[Tuple[Optional[str], ...]]]

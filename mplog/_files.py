@@ -21,6 +21,8 @@ import threading
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+from ._codec import TEXT_END
+
 __all__ = ["FileHandler"]
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
@@ -279,51 +281,67 @@ class FileHandler(logging.Handler):
 
     def write_lines(self, lines: Sequence[Tuple[float, str]]) -> None:
         """Write formatted lines, each ``(record time, text)``, rotating as needed."""
+        encoding, terminator = self.encoding, self.terminator
+        encoded = [(created, (text + terminator).encode(encoding, "backslashreplace")) for created, text in lines]
         with self.lock:  # type: ignore[union-attr]
-            self._write_lines(lines)
+            self._write_encoded(encoded)
 
-    def _write_lines(self, lines: Sequence[Tuple[float, str]]) -> None:
+    def write_frames(self, frames: bytes) -> None:
+        """Write text frames: lines the workers formatted and encoded, each
+        followed by ``TEXT_END`` (only when ``encoding`` is UTF-8 and there is no
+        time rotation: frames carry no record time)."""
+        with self.lock:  # type: ignore[union-attr]
+            if self.max_bytes is not None and self._size + len(frames) > self.max_bytes:
+                self._write_encoded([(0.0, line) for line in frames.split(TEXT_END)[:-1]])
+            elif self._fault is not None and not self._recover():
+                self._hold([frames.replace(TEXT_END, b"")])
+            else:
+                self._check_identity()
+                self._write(frames.replace(TEXT_END, b""))
+
+    def _write_encoded(self, lines: Sequence[Tuple[float, bytes]]) -> None:
         if self._fault is not None and not self._recover():
-            self._hold([(text + self.terminator).encode(self.encoding, "backslashreplace") for _, text in lines])
+            self._hold([data for _, data in lines])
             return
         self._check_identity()
         out = bytearray()
         late: Dict[float, List[bytes]] = {}
-        for created, text in lines:
-            data = (text + self.terminator).encode(self.encoding, "backslashreplace")
+        for created, data in lines:
             if self.periods is not None and not self._period_start <= created < self._period_end:
                 start = self.periods.start(created)
                 if start < self._period_start:  # sent before the boundary, arrived after it
                     late.setdefault(start, []).append(data)
                     continue
                 self._write(out)
+                out.clear()
                 self._rotate_to_period(start)
             if self.max_bytes is not None and self._size + len(out) + len(data) > self.max_bytes > 0:
                 if self._size + len(out) > 0:
                     self._write(out)
+                    out.clear()
                     self._rotate(self._period_stamp())
             out += data
             if len(out) >= _WRITE_CHUNK:  # large lines: several moderate writes beat one huge one
                 self._write(out)
+                out.clear()
         self._write(out)
         for start, chunks in late.items():
             self._append_late(start, b"".join(chunks))
 
     # --- writing and faults -----------------------------------------------------
 
-    def _write(self, out: bytearray) -> None:
-        if not out:
+    def _write(self, data: Union[bytes, bytearray]) -> None:
+        if not data:
             return
         if self._fault is not None:
-            self._hold([bytes(out)])
+            self._hold([bytes(data)])
         else:
             try:
-                self._write_all(bytes(out))
+                self._write_all(data)
             except OSError as exc:
                 self._enter_fault(exc)
-        out.clear()
 
-    def _write_all(self, data: bytes) -> None:
+    def _write_all(self, data: Union[bytes, bytearray]) -> None:
         """Write ``data``; on failure, what was not written goes back to the
         front of the held bytes (so a line resumes exactly where it stopped)."""
         if self._fd < 0:
@@ -332,15 +350,17 @@ class FileHandler(logging.Handler):
             except OSError:
                 self._held[:0] = data
                 raise
-        view = memoryview(data)
-        while view:
-            try:
-                written = os.write(self._fd, view)
-            except OSError:
-                self._held[:0] = view  # keep exactly what is left: the line resumes where it stopped
-                raise
-            self._size += written
-            view = view[written:]
+        with memoryview(data) as whole:  # released at once, so a bytearray can be cleared after
+            view = whole
+            while view:
+                try:
+                    written = os.write(self._fd, view)
+                except OSError:
+                    self._held[:0] = view  # keep exactly what is left: the line resumes where it stopped
+                    view.release()  # the traceback keeps this frame alive; the buffer must not stay exported
+                    raise
+                self._size += written
+                view = view[written:]
 
     def _hold(self, chunks: List[bytes]) -> None:
         for chunk in chunks:

@@ -8,8 +8,10 @@ process of its own forked from it.
 
 from __future__ import annotations
 
+import codecs
 import errno
 import functools
+import io
 import logging
 import os
 import selectors
@@ -33,6 +35,11 @@ _RECV_SIZE = 256 * 1024
 #: Lines arriving in one wake-up are written in pieces of about this many characters.
 WRITE_CHUNK = 256 * 1024
 _PEERCRED = struct.Struct("3i")  # pid, uid, gid
+# After a wake-up that read less than _COALESCE_BELOW bytes, the listener
+# sleeps _COALESCE_SECONDS (bounded added latency; a worker's socket buffer
+# holds far more than it can log in that time, so no sender blocks on it).
+_COALESCE_BELOW = 64 * 1024
+_COALESCE_SECONDS = 0.0005
 # How long a fork waits for the listener thread and handlers to go idle.
 _QUIESCE_SECONDS = 2.0
 _READY_SECONDS = 30.0
@@ -47,37 +54,45 @@ def _notice(message: str) -> logging.LogRecord:
 
 
 class _Connection:
-    __slots__ = ("sock", "pid", "pending")
+    __slots__ = ("sock", "pid", "route", "pending")
 
     def __init__(self, sock: socket.socket, pid: int) -> None:
         self.sock = sock
         self.pid = pid
+        self.route = -1  # until the connection's hello names it
         self.pending = bytearray()
 
 
 FrameHandler = Callable[[int, float, Optional[logging.LogRecord], Optional[Tuple[Optional[str], ...]]], None]
+TextHandler = Callable[[int, "bytes | bytearray"], None]
+_TEXT_FRAME_LIMIT = _codec.MAX_PAYLOAD + 1024  # a longer unterminated line is not from a worker
+_RECORD_START_BYTE = bytes([_codec.RECORD_START])
 
 
 class _Server:
     """Accepts worker connections and turns their frames into records and texts.
 
-    ``on_frame(route, created, record, texts)`` is called for every frame, ``on_batch_end()``
-    after everything one wake-up brought in (so writes can be batched),
-    ``report(record)`` for mplog's own notices.
+    ``on_frame(route, created, record, texts)`` is called for every record
+    frame, ``on_text(route, frames)`` for each run of complete text frames,
+    ``on_batch_end()`` after everything one wake-up brought in (so writes can
+    be batched), ``report(record)`` for mplog's own notices.
     """
 
     def __init__(
         self,
         address: str,
         on_frame: FrameHandler,
+        on_text: TextHandler,
         on_batch_end: Callable[[], None],
         report: Callable[[logging.LogRecord], None],
     ) -> None:
         self.address = address
         self._on_frame = on_frame
+        self._on_text = on_text
         self._on_batch_end = on_batch_end
         self._report_record = report
         self._uid = os.getuid()
+        self._received = 0  # bytes read in the current wake-up
         self._connections: Dict[int, _Connection] = {}
         self._listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -100,6 +115,7 @@ class _Server:
         self._selector.register(control_fd, selectors.EVENT_READ, _CONTROL)
         while True:
             events = self._selector.select()
+            self._received = 0
             with busy:
                 stopping = False
                 for key, _ in events:
@@ -119,6 +135,11 @@ class _Server:
                 self._on_batch_end()
                 if stopping:
                     return
+            if self._received < _COALESCE_BELOW:
+                # A trickle: let more arrive before the next wake-up, so a
+                # wake-up's fixed cost (select, recv, write) is shared by many
+                # records, and senders skip waking the listener meanwhile.
+                time.sleep(_COALESCE_SECONDS)
 
     def close(self) -> None:
         """Close every socket and remove the address."""
@@ -167,32 +188,109 @@ class _Server:
         if not data:
             self._disconnect(conn, stopping)
             return False
+        self._received += len(data)
         return self._consume(conn, data)
 
     def _consume(self, conn: _Connection, data: bytes) -> bool:
-        if conn.pending:
-            conn.pending += data
-            buf: "bytes | bytearray" = conn.pending
+        pending = conn.pending
+        if pending:
+            pending += data
+            if pending[0] != _codec.RECORD_START and _codec.TEXT_END not in data and conn.route >= 0:
+                return self._check_unterminated(conn)  # still inside one long line: nothing to parse
+            buf: "bytes | bytearray" = pending
         else:
             buf = data
-        pos, size_all = 0, len(buf)
-        while size_all - pos >= _codec.HEADER.size:
-            (size,) = _codec.HEADER.unpack_from(buf, pos)
-            if size > _codec.MAX_PAYLOAD:
-                self._report(f"pid {conn.pid} sent a {size}-byte frame (limit {_codec.MAX_PAYLOAD}); connection closed")
-                conn.pending = bytearray()
-                self._disconnect(conn)
-                return False
-            end = pos + _codec.HEADER.size + size
-            if end > size_all:
-                break
-            self._deliver(buf[pos + _codec.HEADER.size : end], conn)
-            pos = end
-        if buf is conn.pending:
-            del conn.pending[:pos]
-        elif pos < size_all:
+        pos = 0
+        if conn.route < 0:
+            pos = self._take_hello(conn, buf)
+            if pos <= 0:
+                return pos == 0
+        pos = self._take_frames(buf, pos, conn, fresh=buf is data)
+        if pos < 0:
+            return False
+        if buf is pending:
+            del pending[:pos]
+        elif pos < len(buf):
             conn.pending = bytearray(buf[pos:])
+        return self._check_unterminated(conn)
+
+    def _take_frames(self, buf: "bytes | bytearray", pos: int, conn: _Connection, fresh: bool) -> int:
+        """Deliver every complete frame from ``pos``; return where the first
+        incomplete one starts, or -1 if the connection was refused."""
+        while pos < len(buf):
+            if buf[pos] == _codec.RECORD_START:
+                end = self._take_record(buf, pos, conn)
+            else:
+                end = self._take_texts(buf, pos, conn, whole=fresh and not pos)
+            if end <= pos:
+                return end if end < 0 else pos
+            pos = end
+        return pos
+
+    def _take_hello(self, conn: _Connection, buf: "bytes | bytearray") -> int:
+        """Read the connection's hello: its size once read, 0 while incomplete,
+        -1 if the connection was refused."""
+        if len(buf) < _codec.HELLO.size:
+            conn.pending = bytearray(buf)
+            return 0
+        try:
+            conn.route = _codec.parse_hello(buf)
+        except ValueError as exc:
+            self._refuse(conn, str(exc))
+            return -1
+        return _codec.HELLO.size
+
+    def _take_record(self, buf: "bytes | bytearray", pos: int, conn: _Connection) -> int:
+        """Deliver the record frame at ``pos``; return where it ends, ``pos`` if
+        it is incomplete, -1 if the connection was refused."""
+        if len(buf) - pos < _codec.HEADER.size:
+            return pos
+        _, size = _codec.HEADER.unpack_from(buf, pos)
+        if size > _codec.MAX_PAYLOAD:
+            self._refuse(conn, f"pid {conn.pid} sent a {size}-byte frame (limit {_codec.MAX_PAYLOAD})")
+            return -1
+        end: int = pos + _codec.HEADER.size + size
+        if end > len(buf):
+            return pos
+        self._deliver(buf[pos + _codec.HEADER.size : end], conn)
+        return end
+
+    def _take_texts(self, buf: "bytes | bytearray", pos: int, conn: _Connection, whole: bool) -> int:
+        """Deliver the complete text frames from ``pos`` (up to the next record
+        frame); return where they end, ``pos`` if there are none, -1 if the
+        connection was refused. ``whole``: ``buf`` is a fresh read, which can be
+        passed on without a copy if it is all text frames."""
+        record_at = buf.find(_RECORD_START_BYTE, pos)
+        if record_at < 0:
+            end = buf.rfind(_codec.TEXT_END, pos) + 1
+            if end <= pos:
+                return pos
+        elif buf[record_at - 1 : record_at] == _codec.TEXT_END:
+            end = record_at
+        else:
+            self._refuse(conn, f"pid {conn.pid} sent a text frame cut short by a record frame")
+            return -1
+        self._deliver_text(buf if whole and end == len(buf) else buf[pos:end], conn)
+        return end
+
+    def _check_unterminated(self, conn: _Connection) -> bool:
+        pending = conn.pending
+        if len(pending) > _TEXT_FRAME_LIMIT and pending[0] != _codec.RECORD_START:
+            return self._refuse(conn, f"pid {conn.pid} sent a line of over {_codec.MAX_PAYLOAD} bytes")
         return True
+
+    def _refuse(self, conn: _Connection, why: str) -> bool:
+        """Close a connection whose stream is not mplog's; return False."""
+        self._report(f"{why}; connection closed")
+        conn.pending = bytearray()
+        self._disconnect(conn)
+        return False
+
+    def _deliver_text(self, frames: "bytes | bytearray", conn: _Connection) -> None:
+        try:
+            self._on_text(conn.route, frames)
+        except Exception:  # a handler bug must not stop the listener
+            sys.stderr.write("mplog: error while handling log lines:\n" + traceback.format_exc())
 
     def _deliver(self, payload: "bytes | bytearray", conn: _Connection) -> None:
         try:
@@ -262,6 +360,13 @@ class _Route:
         self.writers = [_writer_for(handler) for handler, target in targets if target is not None]
         self.record_handlers = tuple(handler for handler, target in targets if target is None)
         self.pending: List[List[Tuple[float, str]]] = [[] for _ in self.writers]
+        # A lone text handler that takes UTF-8 bytes gets text frames, written as they came.
+        self.raw_errors: Optional[str] = None
+        self.raw_pending: List["bytes | bytearray"] = []
+        self.write_frames: Callable[[bytes], None] = _no_frames
+        if len(handlers) == 1 and self.text_targets and self.text_targets[0].raw_errors:
+            self.raw_errors = self.text_targets[0].raw_errors
+            self.write_frames = _frame_writer_for(handlers[0])
 
 
 class QueueListener:
@@ -404,14 +509,35 @@ class QueueListener:
             if record is not None:
                 self._handle(self.prepare(record), route.handlers)
             return
+        if route.raw_errors is not None:  # keep the order of the text frames around it
+            lines = [text + "\n" for text in texts if text is not None]
+            route.raw_pending.append(_codec.text_frames(lines, route.raw_errors))
+            return
         for pending, text in zip(route.pending, texts):
             if text is not None:
                 pending.append((created, text))
         if record is not None:
             self._handle(self.prepare(record), route.record_handlers)
 
+    def _on_text(self, route_number: int, frames: "bytes | bytearray") -> None:
+        if not 0 <= route_number < len(self._routes):
+            raise ValueError(f"text frames for route {route_number}; this listener has {len(self._routes)}")
+        route = self._routes[route_number]
+        if route.raw_errors is not None:
+            route.raw_pending.append(frames)
+            return
+        # Not expected (a worker decides by the same config), but not to be lost either.
+        for line in bytes(frames).split(_codec.TEXT_END)[:-1]:
+            text = line.decode("utf-8", "backslashreplace").rstrip("\n")
+            for pending in route.pending:
+                pending.append((time.time(), text))
+
     def _write_pending(self) -> None:
         for route in self._routes:
+            if route.raw_pending:
+                frames = b"".join(route.raw_pending)
+                route.raw_pending.clear()
+                route.write_frames(frames)
             for write, pending in zip(route.writers, route.pending):
                 if pending:
                     write(pending)
@@ -427,7 +553,7 @@ class QueueListener:
         self._thread.start()
 
     def _new_server(self) -> _Server:
-        return _Server(self.queue.address, self._on_frame, self._write_pending, self.handle)
+        return _Server(self.queue.address, self._on_frame, self._on_text, self._write_pending, self.handle)
 
     def _run_thread(self) -> None:
         assert self._server is not None
@@ -561,6 +687,38 @@ def _writer_for(handler: logging.Handler) -> Writer:
         return handler.write_lines
     assert isinstance(handler, logging.StreamHandler)  # TextTarget.of admits nothing else
     return functools.partial(_write_to_stream, handler)
+
+
+def _no_frames(frames: bytes) -> None:
+    raise AssertionError("text frames for a route that does not take them")  # _on_text routes them elsewhere
+
+
+def _frame_writer_for(handler: logging.Handler) -> Callable[[bytes], None]:
+    """How the listener writes text frames to a handler whose target has ``raw_errors``."""
+    if isinstance(handler, FileHandler):
+        return handler.write_frames
+    assert isinstance(handler, logging.StreamHandler)
+    return functools.partial(_write_frames_to_stream, handler)
+
+
+def _write_frames_to_stream(handler: logging.StreamHandler, frames: bytes) -> None:  # type: ignore[type-arg]
+    """Write text frames to a handler's stream as bytes, under its lock."""
+    data = frames.replace(_codec.TEXT_END, b"")
+    with handler.lock:  # type: ignore[union-attr]
+        try:
+            if handler.stream is None:  # a FileHandler opened with delay=True
+                handler.stream = handler._open()  # type: ignore[attr-defined]
+            stream = handler.stream
+            stream.flush()  # whatever the listener's own process wrote as text goes first
+            if type(stream) is io.TextIOWrapper and codecs.lookup(stream.encoding).name == "utf-8":
+                stream.buffer.write(data)
+                stream.buffer.flush()
+            else:  # the stream was replaced since setup(): hand it text
+                stream.write(data.decode("utf-8", "backslashreplace"))
+                stream.flush()
+        except Exception:
+            lines = data.count(b"\n")
+            handler.handleError(_notice(f"mplog: writing {lines} lines to {handler!r} failed"))
 
 
 def _write_to_stream(handler: logging.StreamHandler, lines: List[Tuple[float, str]]) -> None:  # type: ignore[type-arg]

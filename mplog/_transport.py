@@ -138,6 +138,7 @@ class Queue:
         sock = _socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.connect(self.address)
+            sock.sendall(_codec.hello(self.route))
         except OSError:
             sock.close()
             raise

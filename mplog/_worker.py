@@ -3,7 +3,10 @@ initializer that installs it in processes that did not inherit it by fork."""
 
 from __future__ import annotations
 
+import codecs
+import io
 import json
+import locale
 import logging
 import logging.handlers
 import os
@@ -40,17 +43,34 @@ class _SecondCachingFormatter(logging.Formatter):
     ``strftime`` only sees whole seconds, and it is the costliest part of a
     format (about 40% of it). Output is identical."""
 
-    _second: Optional[int] = None
-    _text = ""
+    # (second, text) in one attribute, so threads never pair one's second with another's text
+    _cached: Tuple[Optional[int], str] = (None, "")
 
     def formatTime(self, record: logging.LogRecord, datefmt: Optional[str] = None) -> str:  # noqa: N802
         second = int(record.created)
-        if second != self._second:
-            self._text = time.strftime(datefmt or self.default_time_format, self.converter(record.created))
-            self._second = second
+        cached = self._cached
+        if cached[0] != second:
+            cached = self._cached = (second, time.strftime(datefmt or self.default_time_format, self.converter(second)))
         if datefmt or not self.default_msec_format:
-            return self._text
-        return self.default_msec_format % (self._text, record.msecs)
+            return cached[1]
+        return self.default_msec_format % (cached[1], record.msecs)
+
+
+class _PercentFormatter(_SecondCachingFormatter):
+    """The same for a ``%``-style format, with the stock ``format`` unrolled for
+    records without a traceback or stack (0.3-0.5 us of a 1.7 us format)."""
+
+    def __init__(self, fmt: Optional[str], datefmt: Optional[str]) -> None:
+        super().__init__(fmt, datefmt, "%")
+        self._uses_time = self.usesTime()
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.exc_info or record.exc_text or record.stack_info:
+            return super().format(record)
+        record.message = record.getMessage()
+        if self._uses_time:
+            record.asctime = self.formatTime(record, self.datefmt)
+        return self._fmt % record.__dict__  # type: ignore[operator]
 
 
 class TextTarget(NamedTuple):
@@ -63,6 +83,9 @@ class TextTarget(NamedTuple):
     datefmt: Optional[str]
     style: str
     utc: bool
+    #: When the handler can take text frames (UTF-8 bytes, newline-terminated,
+    #: written as they are): how the worker encodes them, as in ``str.encode``.
+    raw_errors: Optional[str] = None
 
     @classmethod
     def of(cls, handler: logging.Handler) -> Optional["TextTarget"]:
@@ -73,8 +96,9 @@ class TextTarget(NamedTuple):
         if type(handler) not in (logging.StreamHandler, logging.FileHandler, FileHandler) or handler.filters:
             return None
         formatter = handler.formatter or logging.Formatter()
+        raw_errors = _raw_errors(handler)
         if type(formatter) is JsonFormatter:
-            return cls(handler.level, None, None, "json", False)
+            return cls(handler.level, None, None, "json", False, raw_errors)
         if (
             type(formatter) is not logging.Formatter
             or formatter.converter not in (time.localtime, time.gmtime)
@@ -86,16 +110,56 @@ class TextTarget(NamedTuple):
         style = next((char for char, kind in _STYLES.items() if type(formatter._style) is kind), None)
         if style is None:
             return None
-        return cls(handler.level, formatter._fmt, formatter.datefmt, style, formatter.converter is time.gmtime)
+        utc = formatter.converter is time.gmtime
+        return cls(handler.level, formatter._fmt, formatter.datefmt, style, utc, raw_errors)
 
     def formatter(self) -> logging.Formatter:
         """A formatter equal to the handler's."""
         if self.style == "json":
             return JsonFormatter()
-        formatter = _SecondCachingFormatter(self.fmt, self.datefmt, self.style)  # type: ignore[arg-type]
+        if self.style == "%":
+            formatter: logging.Formatter = _PercentFormatter(self.fmt, self.datefmt)
+        else:
+            formatter = _SecondCachingFormatter(self.fmt, self.datefmt, self.style)  # type: ignore[arg-type]
         if self.utc:
             formatter.converter = time.gmtime
         return formatter
+
+
+# Error handlers under which UTF-8 output never holds bytes 0xF5-0xFF (so text
+# frames stay unambiguous); the surrogate ones can produce any byte.
+_SAFE_ERRORS = ("strict", "replace", "ignore", "backslashreplace", "xmlcharrefreplace", "namereplace")
+
+
+def _raw_errors(handler: logging.Handler) -> Optional[str]:
+    """``TextTarget.raw_errors`` for a handler ``TextTarget.of`` accepts: set when
+    the listener can write UTF-8 bytes to it directly, else ``None``.
+
+    Where the handler would fail on an unencodable character (``errors`` strict)
+    the worker escapes it instead, keeping the line."""
+    from ._files import FileHandler
+
+    if handler.terminator != "\n":  # type: ignore[attr-defined]
+        return None
+    if isinstance(handler, FileHandler):
+        encoding, errors = handler.encoding, "backslashreplace"
+        if handler.periods is not None:  # time rotation files each line by its record's time
+            return None
+    else:
+        stream = getattr(handler, "stream", None)
+        if stream is None and isinstance(handler, logging.FileHandler):  # delay=True: not opened yet
+            encoding = handler.encoding or locale.getpreferredencoding(False)
+            errors = getattr(handler, "errors", None) or "strict"
+        elif type(stream) is io.TextIOWrapper and isinstance(getattr(stream, "buffer", None), io.BufferedWriter):
+            encoding, errors = stream.encoding, stream.errors or "strict"
+        else:
+            return None
+    try:
+        if codecs.lookup(encoding).name != "utf-8" or errors not in _SAFE_ERRORS:
+            return None
+    except LookupError:
+        return None
+    return "backslashreplace" if errors == "strict" else errors
 
 
 class QueueHandler(logging.handlers.QueueHandler):
@@ -135,10 +199,27 @@ class QueueHandler(logging.handlers.QueueHandler):
         self._fallback: Optional[logging.Handler] = None
         self._send_record = send_record or not text_targets
         self._texts: List[Tuple[int, logging.Formatter]] = [(t.level, t.formatter()) for t in text_targets]
+        # The route's only handler takes text frames: (its level, formatter, encode errors).
+        self._raw: Optional[Tuple[int, logging.Formatter, str]] = None
+        if len(text_targets) == 1 and not self._send_record and text_targets[0].raw_errors:
+            self._raw = (text_targets[0].level, self._texts[0][1], text_targets[0].raw_errors)
+
+    def handle(self, record: logging.LogRecord) -> Any:
+        """Filter and emit ``record`` without taking the handler's lock: the
+        queue serialises sends itself, and a call is cheaper without it."""
+        result = self.filter(record)
+        if isinstance(result, logging.LogRecord):  # Python 3.12+: a filter may replace the record
+            record = result
+        if result:
+            self.emit(record)
+        return result
 
     def emit(self, record: logging.LogRecord) -> None:
         """Send ``record``: formatted for the listener's text handlers, and
         prepared for its other handlers."""
+        if self._raw is not None and self.queue._local is None and self._fallback is None:
+            if self._send_text_frame(record, *self._raw):
+                return
         try:
             if not self._texts or self._fallback is not None or self.queue.delivers_locally():
                 self.enqueue(self.prepare(record))
@@ -157,6 +238,25 @@ class QueueHandler(logging.handlers.QueueHandler):
             raise
         except Exception:
             self.handleError(record)
+
+    def _send_text_frame(
+        self, record: logging.LogRecord, level: int, formatter: logging.Formatter, errors: str
+    ) -> bool:
+        """Send ``record`` as one text frame; False if it needs the general path
+        (its message cannot be rendered, or the line is too long for a frame)."""
+        if record.levelno < level:
+            return True
+        try:
+            frame = (formatter.format(record) + "\n").encode("utf-8", errors) + _codec.TEXT_END
+        except Exception:  # the general path sends it with a note saying why
+            return False
+        if len(frame) > _codec.MAX_PAYLOAD:
+            return False
+        try:
+            self.queue.send(frame)
+        except OSError as exc:
+            self._fall_back(exc).handle(self.prepare(record))
+        return True
 
     def _format_texts(self, record: logging.LogRecord) -> List[Optional[str]]:
         levelno = record.levelno

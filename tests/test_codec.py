@@ -21,8 +21,8 @@ def _prepared(msg="hello %s", args=("world",), **extra) -> logging.LogRecord:
 
 def _roundtrip(record: logging.LogRecord) -> logging.LogRecord:
     frame = _codec.encode(record)
-    (size,) = _codec.HEADER.unpack_from(frame)
-    assert size == len(frame) - _codec.HEADER.size
+    start, size = _codec.HEADER.unpack_from(frame)
+    assert start == _codec.RECORD_START and size == len(frame) - _codec.HEADER.size
     route, created, decoded, texts = _codec.decode(frame[_codec.HEADER.size :])
     assert route == 0 and texts is None and decoded is not None and created == record.created
     return decoded

@@ -48,7 +48,8 @@ def _as_nobody_send(address: str, frame: bytes) -> int:
 
 
 def _frame(text: str) -> bytes:
-    return _codec.encode(logging.LogRecord("intruder", logging.ERROR, __file__, 1, text, None, None))
+    """A connection's first bytes: its hello, then one record frame."""
+    return _codec.hello(0) + _codec.encode(logging.LogRecord("intruder", logging.ERROR, __file__, 1, text, None, None))
 
 
 @NEEDS_ROOT
@@ -91,8 +92,9 @@ def test_a_pickle_payload_is_never_unpickled(tmp_path):
     with mplog.setup(collect) as session:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.connect(session.queue.address)
-        sock.sendall(_codec.HEADER.pack(len(payload)) + payload)
-        sock.sendall(_frame("after the garbage"))
+        sock.sendall(_codec.hello(0) + _codec.HEADER.pack(_codec.RECORD_START, len(payload)) + payload)
+        after = logging.LogRecord("intruder", logging.ERROR, __file__, 1, "after the garbage", None, None)
+        sock.sendall(_codec.encode(after))
         sock.close()
     assert not os.path.exists(marker)
     messages = [r.getMessage() for r in collect.records]

@@ -1,0 +1,125 @@
+"""Text frames (lines formatted and encoded by the worker, written by the
+listener as they came) and record frames, on one connection: order, encodings,
+and streams that are not mplog's."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+import pytest
+
+import mplog
+from mplog import _codec
+
+from .conftest import file_handler, wait_pid
+
+
+class Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def _in_forked_child(body) -> None:
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            body()
+            code = 0
+        finally:
+            os._exit(code)
+    assert wait_pid(pid) == 0
+
+
+def test_a_lone_file_handler_gets_text_frames(log_path):
+    """The common case takes the text-frame path; non-UTF-8 handlers do not."""
+    with mplog.setup(file_handler(log_path)) as session:
+        assert session.listener._routes[0].raw_errors == "backslashreplace"
+    latin = logging.FileHandler(log_path, encoding="latin-1")
+    with mplog.setup(latin) as session:
+        assert session.listener._routes[0].raw_errors is None
+    with mplog.setup(file_handler(log_path), Collect()) as session:
+        assert session.listener._routes[0].raw_errors is None
+
+
+def test_record_frames_between_text_frames_keep_their_order(log_path, monkeypatch):
+    """A line too long for a frame travels as a (truncated) record frame between
+    text frames; the file still has the lines in the order they were logged."""
+    monkeypatch.setattr(_codec, "MAX_PAYLOAD", 10_000)
+
+    def child():
+        log = logging.getLogger("order")
+        for i in range(50):
+            log.warning("line %d %s", i, "x" * (20_000 if i % 10 == 5 else 10))
+
+    with mplog.setup(file_handler(log_path), level="INFO"):
+        _in_forked_child(child)
+    lines = open(log_path, encoding="utf-8").read().splitlines()
+    assert [int(line.split()[1]) for line in lines] == list(range(50))
+    long_lines = [line for line in lines if "record truncated" in line]
+    assert len(long_lines) == 5 and all(len(line) < 10_000 for line in long_lines)
+
+
+@pytest.mark.parametrize("handler_kind", ["stdlib", "mplog"])
+def test_unencodable_text_is_escaped_not_lost(log_path, handler_kind):
+    """A lone surrogate cannot be UTF-8: the line arrives with it escaped (the
+    stdlib handler alone would drop the line with a traceback)."""
+    if handler_kind == "stdlib":
+        handler = file_handler(log_path)
+    else:
+        handler = mplog.FileHandler(log_path)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+
+    def child():
+        logging.getLogger("enc").warning("before \udcff after ☃")
+        logging.getLogger("enc").warning("next")
+
+    with mplog.setup(handler, level="INFO"):
+        _in_forked_child(child)
+    assert open(log_path, encoding="utf-8").read() == "before \\udcff after ☃\nnext\n"
+
+
+def test_non_utf8_handler_still_gets_every_line(log_path):
+    """A latin-1 file is written by the listener from record frames."""
+
+    def child():
+        logging.getLogger("enc").warning("café %d", 1)
+
+    with mplog.setup(logging.FileHandler(log_path, encoding="latin-1"), level="INFO"):
+        _in_forked_child(child)
+    assert open(log_path, "rb").read() == "café 1\n".encode("latin-1")
+
+
+def _raw_connection(address: str, data: bytes) -> None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(address)
+    sock.sendall(data)
+    sock.close()
+
+
+def test_streams_that_are_not_mplogs_are_refused_and_reported(log_path):
+    """No hello, a text frame cut short by a record frame, an unterminated
+    line at disconnect: each is reported in the log, and nothing else is lost."""
+    record = logging.LogRecord("intruder", logging.ERROR, __file__, 1, "never shown", None, None)
+    with mplog.setup(file_handler(log_path)) as session:
+        address = session.queue.address
+        _raw_connection(address, b"GET / HTTP/1.0\r\n\r\n")
+        _raw_connection(address, _codec.hello(0) + b"cut short" + _codec.encode(record))
+        _raw_connection(address, _codec.hello(0) + b"complete\n" + _codec.TEXT_END + b"unterminated")
+
+        def child():
+            logging.getLogger("ok").warning("still logging")
+
+        _in_forked_child(child)
+    text = open(log_path, encoding="utf-8").read()
+    assert "did not start with a hello" in text
+    assert "text frame cut short by a record frame" in text
+    assert "complete\n" in text and "unterminated" not in text
+    assert "ended early" in text
+    assert "never shown" not in text and "still logging\n" in text
