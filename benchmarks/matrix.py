@@ -5,8 +5,10 @@ log N INFO records into one log file (format
 ``%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s``, a message with
 four arguments), through each of these methods:
 
-``mplog``            ``mplog.setup(FileHandler)``: the listener thread owns the file.
-``mplog-rotating``   ``mplog.setup(RotatingFileHandler)`` (the listener rebuilds records).
+``mplog-rotating``   the headline: ``mplog.setup(mplog.FileHandler(max_bytes=...))``,
+                     mplog's own rotating file, owned by the listener thread.
+``mplog-buffered``   the same with ``mplog.setup(..., buffered=True)``.
+``mplog``            ``mplog.setup(logging.FileHandler)``: no rotation.
 ``filehandler``      every worker has its own ``logging.FileHandler`` on the file.
 ``rotating``         every worker has its own ``RotatingFileHandler`` on the file
                      (not process-safe: it loses records when it rotates).
@@ -21,8 +23,11 @@ four arguments), through each of these methods:
                      ``FileHandler`` itself (no workers).
 ``raw``              ceiling: this one process ``os.write``-s W*N preformatted lines.
 
-Every rotating method uses maxBytes=50 MiB, backupCount=20, and every rotated
-file is read back. Each line is verified: each record names its worker and
+Every rotating method rotates at 50 MiB. The stdlib's and
+concurrent-log-handler's keep backupCount=20 rotated files (``bench.log.1``...);
+mplog's keep every one (``backup_count=None``: ``bench.log.<time>[.N]``), so
+mplog must show zero loss with rotation on. Every log file left (the live file
+and each rotated one, whichever the naming) is read back. Each line is verified: each record names its worker and
 sequence number and carries a payload derived from both, so a line is either
 exactly right or counted as torn; records never seen are lost, records seen
 twice duplicated.
@@ -33,8 +38,12 @@ the file, listeners drained), intact records per second (a method is not
 credited for time saved by losing records), microseconds per logging call
 inside the worker's loop (mean over workers), CPU seconds of the whole trial
 (the trial process with its listener threads, plus every worker, from
-``getrusage``), and mplog's rate divided by the method's (``mplog /``: > 1
-means mplog is faster), also for mplog+rotation (``mplog+rot /``).
+``getrusage``), and the method's rate divided by that of per-process
+``FileHandler`` (``vs FileHandler``) and of ``QueueListener`` + ``FileHandler``
+(``vs queue``) at the same W and start method: on the mplog rows, how mplog
+compares with the fastest unsafe way and with the stdlib's safe way. The
+``--json`` file has them too (``ratios``: ``vs_filehandler`` and ``vs_queue``
+per table row).
 
 Each trial runs in a fresh Python process (so no method inherits another's
 threads, at-fork hooks or imports), in its own temporary directory that is
@@ -107,7 +116,7 @@ LINE = re.compile(
     + rb": w=(\d+) seq=(\d+) status=([a-z]+) data=([0-9A-Za-z]*)$"
 )
 MAX_BYTES = 50 * 1024 * 1024
-BACKUP_COUNT = 20
+BACKUP_COUNT = 20  # the stdlib's and concurrent-log-handler's; mplog's keeps every file
 BIG_PAYLOAD = 4096  # payloads above this log --big-records records per worker
 LOG_NAME = "bench.log"
 
@@ -123,8 +132,11 @@ class Method(NamedTuple):
 
 
 METHODS: Dict[str, Method] = {
-    "mplog": Method("mplog", None, False, False, False),
-    "mplog-rotating": Method("mplog+rotation", None, False, True, False),
+    # mplog as its users are told to run it: rotation on, zero loss. The first
+    # row of each W in the tables, and the mplog the README cites.
+    "mplog-rotating": Method("mplog (rotating)", None, False, True, False),
+    "mplog-buffered": Method("mplog buffered (rotating)", None, False, True, False),
+    "mplog": Method("mplog, stdlib FH, no rotation", None, False, False, False),
     "filehandler": Method("per-process FileHandler", None, False, False, False),
     "rotating": Method("per-process RotatingFileHandler", None, False, True, False),
     "queue": Method("QueueListener + FileHandler", None, False, False, False),
@@ -195,6 +207,17 @@ def file_handler(path: str) -> logging.Handler:
 
 def rotating_handler(path: str) -> logging.Handler:
     handler = logging.handlers.RotatingFileHandler(path, mode="a", maxBytes=MAX_BYTES, backupCount=BACKUP_COUNT)
+    handler.setFormatter(logging.Formatter(FORMAT))
+    return handler
+
+
+def mplog_file_handler(path: str) -> logging.Handler:
+    """mplog's own file: rotates at the same size as the other rotating methods,
+    and keeps every rotated file (``backup_count=None``), so that verification
+    reads back every record that was written."""
+    import mplog
+
+    handler = mplog.FileHandler(path, max_bytes=MAX_BYTES, backup_count=None)
     handler.setFormatter(logging.Formatter(FORMAT))
     return handler
 
@@ -302,11 +325,14 @@ Target = Tuple[Callable[..., None], Tuple[Any, ...]]  # worker function and its 
 
 
 @contextlib.contextmanager
-def mplog_session(ctx: Any, path: str, rotating: bool) -> Iterator[Target]:
+def mplog_session(
+    ctx: Any, path: str, make_handler: Callable[[str], logging.Handler], buffered: bool = False
+) -> Iterator[Target]:
     import mplog
 
-    handler = rotating_handler(path) if rotating else file_handler(path)
-    with mplog.setup(handler, level="INFO"):
+    handler = make_handler(path)
+    session = mplog.setup(handler, level="INFO", buffered=True) if buffered else mplog.setup(handler, level="INFO")
+    with session:
         yield mplog_worker, (mplog.initializer,)
     # Leaving setup() has drained the listener and closed the file.
 
@@ -363,8 +389,9 @@ def loguru_session(ctx: Any, path: str) -> Iterator[Target]:
 
 
 SESSIONS: Dict[str, Callable[[Any, str], "contextlib.AbstractContextManager[Target]"]] = {
-    "mplog": lambda ctx, path: mplog_session(ctx, path, False),
-    "mplog-rotating": lambda ctx, path: mplog_session(ctx, path, True),
+    "mplog-rotating": lambda ctx, path: mplog_session(ctx, path, mplog_file_handler),
+    "mplog-buffered": lambda ctx, path: mplog_session(ctx, path, mplog_file_handler, buffered=True),
+    "mplog": lambda ctx, path: mplog_session(ctx, path, file_handler),
     "filehandler": lambda ctx, path: per_process_session(file_handler, path),
     "rotating": lambda ctx, path: per_process_session(rotating_handler, path),
     "queue": lambda ctx, path: queue_session(ctx, path, False),
@@ -465,13 +492,22 @@ def _check_line(line: bytes, pids: Sequence[int], records: int, variants: Sequen
     return w, seq
 
 
+def log_files(directory: Path) -> List[Path]:
+    """The live log file and every rotated file of it, under either naming:
+    ``bench.log.1``, ``bench.log.2``... (RotatingFileHandler,
+    concurrent-log-handler) or ``bench.log.<time>`` and ``bench.log.<time>.N``
+    (``mplog.FileHandler``; what its ``rotated_files()`` lists)."""
+    live = directory / LOG_NAME
+    return ([live] if live.exists() else []) + sorted(directory.glob(LOG_NAME + ".*"))
+
+
 def verify(directory: Path, pids: Sequence[int], records: int, size: int) -> Tally:
     """Read the log file and every rotated file of it; count lost, duplicated and torn records."""
     seen = [bytearray(records) for _ in pids]
     variants = [variant.encode() for variant in payload_variants(size)]
     duplicated = torn = 0
     samples: List[str] = []
-    paths = sorted(directory.glob(LOG_NAME + "*"))
+    paths = log_files(directory)
     for path in paths:
         with path.open("rb") as file:
             for raw in file:
@@ -804,20 +840,44 @@ def _kilo(rate: float) -> str:
     return f"{rate / 1e6:.2f}M" if rate >= 1e6 else f"{rate / 1e3:.0f}k"
 
 
-def _ratio(mine: Optional[Summary], other: Summary) -> str:
-    if mine is None or mine is other or not mine.runs or not other.runs or not other.rate:
-        return "-"
-    return f"{mine.rate / other.rate:.2f}x"
+# Every row's records/s is divided by these methods' (same size, W and start
+# method): per-process FileHandler, fast but unsafe, and the stdlib's safe way.
+REFERENCES = ("filehandler", "queue")
+
+
+def _divide(mine: Summary, other: Optional[Summary]) -> float:
+    """``mine``'s rate over ``other``'s; NaN for the reference itself or a cell without a run."""
+    if other is None or mine is other or not mine.runs or not other.runs or not other.rate:
+        return float("nan")
+    return mine.rate / other.rate
+
+
+def ratios(summaries: Sequence[Summary], start_method: str) -> Dict[Cell, Tuple[float, ...]]:
+    """Each cell shown in ``start_method``'s tables (ceilings included): its rate
+    divided by that of each of REFERENCES at the same size and W."""
+    refs = {
+        (s.cell.size, s.cell.workers, s.cell.method): s
+        for s in summaries
+        if s.cell.start_method == start_method and s.cell.method in REFERENCES
+    }
+    return {
+        s.cell: tuple(_divide(s, refs.get((s.cell.size, s.cell.workers, name))) for name in REFERENCES)
+        for s in summaries
+        if s.cell.start_method in (start_method, "-")
+    }
+
+
+def _ratio(value: float) -> str:
+    return "-" if value != value else f"{value:.2f}x"
 
 
 def table_rows(summaries: Sequence[Summary], start_method: str, repeat: int) -> List[List[str]]:
     """One row per (W, method) of one size and start method, ceilings last in each W."""
-    by_key = {(s.cell.workers, s.cell.method): s for s in summaries if s.cell.start_method == start_method}
+    of_rows = ratios(summaries, start_method)
     rows = []
     for s in summaries:
         if s.cell.start_method not in (start_method, "-"):
             continue
-        mplog_, mplog_rot = by_key.get((s.cell.workers, "mplog")), by_key.get((s.cell.workers, "mplog-rotating"))
         rows.append(
             [
                 str(s.cell.workers),
@@ -827,8 +887,7 @@ def table_rows(summaries: Sequence[Summary], start_method: str, repeat: int) -> 
                 f"{_kilo(s.slowest)}-{_kilo(s.fastest)}" if s.runs else "-",
                 _number(s.us_per_call, ".1f"),
                 _number(s.cpu, ".2f"),
-                _ratio(mplog_, s),
-                _ratio(mplog_rot, s),
+                *(_ratio(value) for value in of_rows[s.cell]),
                 f"{s.lost}/{s.duplicated}/{s.torn}" if s.runs else "-",
                 status_text(s, repeat),
             ]
@@ -844,8 +903,8 @@ HEADER = [
     "range",
     "µs/call",
     "CPU s",
-    "mplog /",
-    "mplog+rot /",
+    "vs FileHandler",
+    "vs queue",
     "lost/dup/torn",
     "status",
 ]
@@ -891,7 +950,8 @@ def print_notes(summaries: Sequence[Summary], args: argparse.Namespace) -> None:
         where = f"{size_label(s.cell.size)}, W={s.cell.workers}, {s.cell.start_method}, {METHODS[s.cell.method].label}"
         notes.extend(f"{where}: {note}" for note in dict.fromkeys(s.notes))
         expected = s.cell.workers * s.records * line_bytes(s.cell.size)
-        if METHODS[s.cell.method].rotating and expected > (BACKUP_COUNT + 1) * MAX_BYTES:
+        keeps_every_file = s.cell.method in ("mplog-rotating", "mplog-buffered")  # backup_count=None
+        if METHODS[s.cell.method].rotating and not keeps_every_file and expected > (BACKUP_COUNT + 1) * MAX_BYTES:
             notes.append(f"{where}: ~{expected >> 20} MiB logged exceeds what backupCount keeps; losses expected")
     if notes:
         print()
@@ -910,7 +970,10 @@ def describe(args: argparse.Namespace, snapshot: Dict[str, str]) -> str:
     return (
         f"Python {platform.python_version()}, {platform.system()} {platform.release()}, "
         f"{os.cpu_count()} CPUs; mplog {snapshot['commit']} (sources {snapshot['sources_sha256']}). "
-        f"mplog / and mplog+rot /: that mplog variant's records/s divided by the row's (above 1: mplog faster). "
+        f"vs FileHandler and vs queue: the row's records/s divided by that of per-process FileHandler "
+        f"and of QueueListener + FileHandler at the same W and start method (on an mplog row, above 1: "
+        f"mplog faster). mplog (rotating) and mplog buffered rotate with mplog.FileHandler at "
+        f"{MAX_BYTES >> 20} MiB and keep every rotated file; all of them are read back. "
         f"records/s counts intact records only (range: slowest-fastest run); "
         f"µs/call: time in the worker's logging loop / N; "
         f"CPU s: trial process and all workers. Ceilings start no worker process: "
@@ -995,11 +1058,12 @@ def _tick_formatter() -> Any:
     return FuncFormatter(_thousands)
 
 
-# One distinct colour per method (tab10, then black and grey for the ceilings),
-# so no two lines share a colour; mplog's two lines are drawn thicker.
+# One distinct colour per method (tab10, tab20's light blue, black and grey for the ceilings),
+# so no two lines share a colour; mplog's lines are drawn thicker.
 COLORS: Dict[str, str] = {
-    "mplog": "#1f77b4",
-    "mplog-rotating": "#ff7f0e",
+    "mplog-rotating": "#1f77b4",
+    "mplog-buffered": "#ff7f0e",
+    "mplog": "#aec7e8",  # tab10 is used up: tab20's light blue, next to its rotating sibling
     "filehandler": "#2ca02c",
     "rotating": "#d62728",
     "queue": "#9467bd",
@@ -1195,6 +1259,16 @@ def write_json(
         "args": {name: getattr(args, name) for name in SAVED_ARGS},
         "trials": [{"cell": cell._asdict(), "runs": runs} for cell, runs in results.items()],
         "summaries": [{**{k: _plain(v) for k, v in s._asdict().items()}, "cell": s.cell._asdict()} for s in summaries],
+        # One entry per table row: a ceiling appears once per start method.
+        "ratios": [
+            {
+                **cell._asdict(),
+                "start_method": start_method,
+                **{f"vs_{name}": _plain(value) for name, value in zip(REFERENCES, values)},
+            }
+            for start_method in args.start_methods
+            for cell, values in ratios(summaries, start_method).items()
+        ],
     }
     path.write_text(json.dumps(document, indent=1))
     print(f"raw results written to {path}", file=sys.stderr)

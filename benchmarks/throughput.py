@@ -1,11 +1,14 @@
-"""Throughput of logging from several processes into one file, three ways.
+"""Throughput of logging from several processes into one file, four ways.
 
 Each of ``--workers`` processes logs ``--records`` INFO records into the same
 file through:
 
 ``mplog``
-    ``mplog.setup(FileHandler)``: a listener thread in the parent owns the file;
-    workers ship records to it over their own Unix socket.
+    ``mplog.setup(mplog.FileHandler(max_bytes=4 MiB))``: a listener thread in
+    the parent owns the file and rotates it by size; workers ship each record
+    to it over their own Unix socket before the logging call returns.
+``mplog-buffered``
+    the same with ``setup(buffered=True)``: workers send records in batches.
 ``filehandler``
     every worker opens its own ``logging.FileHandler`` on the file (mode
     ``"a"``); nothing is shared but the file.
@@ -15,16 +18,17 @@ file through:
     ``multiprocessing.Queue``.
 
 The clock starts just before the first worker is started and stops once every
-record is in the file: after all workers have exited and, for the two listener
+record is in the file: after all workers have exited and, for the listener
 methods, after the listener has been stopped (which drains it). Starting the
-listener is not timed. The file is then read back and every line checked: each
-record says which worker logged it and its sequence number, and carries a
-payload derived from both, so a line is either exactly right or counted as torn.
+listener is not timed. The files (mplog's rotated ones too) are then read back
+and every line checked: each record says which worker logged it and its
+sequence number, and carries a payload derived from both, so a line is either
+exactly right or counted as torn.
 
 Usage::
 
     python benchmarks/throughput.py [--workers 4] [--records 50000] [--repeat 3]
-        [--methods mplog filehandler queue] [--start-methods fork spawn] [--rst]
+        [--methods mplog mplog-buffered filehandler queue] [--start-methods fork spawn] [--rst]
 
 The tables show the median of ``--repeat`` runs and, in ``lost/dup/torn``, the
 totals over all runs. Records/s counts only records that arrived intact, so a
@@ -37,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
+import glob
 import logging
 import logging.handlers
 import multiprocessing
@@ -61,6 +66,8 @@ import mplog  # noqa: E402
 
 FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
 LOGGER_NAME = "bench"
+#: mplog's file rotates at this size (4 x 50,000 records of ~100 B: a few times a run).
+ROTATE_BYTES = 4 * 1024 * 1024
 # A message with arguments, as real code logs it: formatting is part of the cost.
 MESSAGE = "w=%d seq=%d %s"
 # One whole line as FORMAT renders a record of ours; anything else is torn.
@@ -72,6 +79,7 @@ LINE = re.compile(
 
 METHODS: Dict[str, str] = {
     "mplog": "mplog",
+    "mplog-buffered": "mplog buffered",
     "filehandler": "FileHandler",
     "queue": "stdlib queue",
 }
@@ -212,12 +220,25 @@ class _Clock:
         return time.perf_counter() - self.started
 
 
-def time_mplog(ctx: Any, path: str, workers: int, count: int, timeout: float) -> Tuple[float, Workers]:
+def _rotating_handler(path: str) -> logging.Handler:
+    """mplog's own file handler, rotating by size (a few times per run)."""
+    handler = mplog.FileHandler(path, max_bytes=ROTATE_BYTES)
+    handler.setFormatter(logging.Formatter(FORMAT))
+    return handler
+
+
+def time_mplog(
+    ctx: Any, path: str, workers: int, count: int, timeout: float, buffered: bool = False
+) -> Tuple[float, Workers]:
     clock = _Clock()
-    with mplog.setup(_file_handler(path), level="INFO"):
+    with mplog.setup(_rotating_handler(path), level="INFO", buffered=buffered):
         result = _run_workers(ctx, mplog_worker, mplog.initializer, workers, count, timeout, clock.start)
     # Leaving setup() has drained the listener and closed the file.
     return clock.elapsed(), result
+
+
+def time_mplog_buffered(ctx: Any, path: str, workers: int, count: int, timeout: float) -> Tuple[float, Workers]:
+    return time_mplog(ctx, path, workers, count, timeout, buffered=True)
 
 
 def time_filehandler(ctx: Any, path: str, workers: int, count: int, timeout: float) -> Tuple[float, Workers]:
@@ -255,6 +276,7 @@ def time_queue(ctx: Any, path: str, workers: int, count: int, timeout: float) ->
 
 TIMERS: Dict[str, Callable[[Any, str, int, int, float], Tuple[float, Workers]]] = {
     "mplog": time_mplog,
+    "mplog-buffered": time_mplog_buffered,
     "filehandler": time_filehandler,
     "queue": time_queue,
 }
@@ -269,6 +291,11 @@ class Tally(NamedTuple):
     samples: List[str]  # a few torn lines, for the report
 
 
+def _log_files(path: str) -> List[str]:
+    """The log file and the files mplog.FileHandler rotated it to, oldest first."""
+    return sorted(glob.glob(glob.escape(path) + ".*")) + [path]
+
+
 def verify(path: str, pids: Sequence[int], count: int) -> Tally:
     """Read the file back and count missing, duplicated and torn records.
 
@@ -279,8 +306,7 @@ def verify(path: str, pids: Sequence[int], count: int) -> Tally:
     seen = [bytearray(count) for _ in pids]
     duplicated = torn = 0
     samples: List[str] = []
-    with open(path, "rb") as file:
-        data = file.read()
+    data = b"".join(Path(name).read_bytes() for name in _log_files(path))
     lines = data.split(b"\n")
     if lines[-1] == b"":
         lines.pop()  # the file ends with a newline, as it should
@@ -328,7 +354,8 @@ def run_trial(
     try:
         tally = verify(path, result.pids, count)
     finally:
-        os.unlink(path)
+        for name in _log_files(path):
+            os.unlink(name)
     return Trial(seconds, tally, result.problems)
 
 
@@ -418,16 +445,17 @@ def results_rows(summaries: Sequence[Summary]) -> Tuple[List[str], List[List[str
 
 
 def ratio_rows(summaries: Sequence[Summary], start_methods: Sequence[str]) -> Tuple[List[str], List[List[str]]]:
-    """mplog's median rate over each other method's, per start method."""
+    """Each mplog mode's median rate over each other method's, per start method."""
     rates = {(s.method, s.start_method): s.rate for s in summaries}
     others = [m for m in ("filehandler", "queue") if any(s.method == m for s in summaries)]
-    header = ["start"] + [f"mplog / {METHODS[m]}" for m in others]
+    header = ["mode", "start"] + [f"/ {METHODS[m]}" for m in others]
     rows = []
-    for start_method in start_methods:
-        mine = rates.get(("mplog", start_method))
-        if mine is None:
-            continue
-        rows.append([start_method] + [f"{mine / rates[(m, start_method)]:.2f}x" for m in others])
+    for mode in ("mplog", "mplog-buffered"):
+        for start_method in start_methods:
+            mine = rates.get((mode, start_method))
+            if mine is None:
+                continue
+            rows.append([METHODS[mode], start_method] + [f"{mine / rates[(m, start_method)]:.2f}x" for m in others])
     return header, rows
 
 
@@ -510,7 +538,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(describe(args))
     print()
     print(render(*results_rows(summaries)))
-    if "mplog" in args.methods and len(args.methods) > 1:
+    if any(m.startswith("mplog") for m in args.methods) and len(args.methods) > 1:
         print()
         print(render(*ratio_rows(summaries, args.start_methods)))
     notes = [f"{METHODS[s.method]} / {s.start_method}: {note}" for s in summaries for note in s.notes]
@@ -520,7 +548,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print()
         for note in notes:
             print(f"- {note}")
-    mplog_failed = any(s.lost or s.duplicated or s.torn for s in summaries if s.method == "mplog")
+    mplog_failed = any(s.lost or s.duplicated or s.torn for s in summaries if s.method.startswith("mplog"))
     return 1 if mplog_failed else 0
 
 

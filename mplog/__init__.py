@@ -6,7 +6,7 @@ from ._files import FileHandler
 from ._json import JsonFormatter
 from ._listener import QueueListener
 from ._setup import Session, setup
-from ._transport import Queue
+from ._transport import Queue, flush
 from ._worker import QueueHandler, initializer
 from .exceptions import SetupError
 
@@ -26,6 +26,7 @@ __all__ = [
     "Session",
     "SetupError",
     "__version__",
+    "flush",
     "initializer",
     "setup",
 ]

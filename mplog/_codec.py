@@ -35,7 +35,7 @@ import logging
 import marshal
 import operator
 import struct
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 #: Starts a record frame; never part of a text frame.
 RECORD_START = 0xFE
@@ -136,6 +136,31 @@ def parse_hello(data: Union[bytes, bytearray]) -> int:
     if start != _HELLO_START:
         raise ValueError(f"a connection did not start with a hello: {bytes(data[: HELLO.size])!r}")
     return int(route)
+
+
+def readable_lines(frames: bytes) -> List[str]:
+    """The lines in a run of frames (no hello), for a human: text frames as
+    they are, record frames as their first text or their message."""
+    lines: List[str] = []
+    pos = 0
+    while pos < len(frames):
+        if frames[pos] != RECORD_START:
+            end = frames.find(TEXT_END, pos)
+            if end < 0:
+                end = len(frames)
+            lines.append(frames[pos:end].decode("utf-8", "backslashreplace").rstrip("\n"))
+            pos = end + 1
+            continue
+        _, size = HEADER.unpack_from(frames, pos)
+        try:
+            _, _, record, texts = decode(frames[pos + HEADER.size : pos + HEADER.size + size])
+        except ValueError as exc:
+            lines.append(str(exc))
+        else:
+            text = next((t for t in texts or () if t is not None), None)
+            lines.append(text if text is not None else str(record.msg if record is not None else ""))
+        pos += HEADER.size + size
+    return lines
 
 
 def text_frames(lines: Sequence[str], errors: str) -> bytes:

@@ -12,7 +12,7 @@ from typing import Iterable, List, Optional, Tuple, Type, Union
 
 from . import _fork, _worker
 from ._listener import RUNNERS, QueueListener
-from ._transport import Queue, remove_address
+from ._transport import Queue, check_flush_interval, release_sigterm, remove_address
 from .exceptions import SetupError
 
 __all__ = ["Session", "active_session", "setup"]
@@ -26,6 +26,8 @@ def setup(
     level: Union[int, str, None] = None,
     listener: str = "thread",
     loggers: Iterable[str] = (),
+    buffered: bool = False,
+    flush_interval: float = 0.05,
 ) -> "Session":
     """Start logging from every process of this program through one listener.
 
@@ -47,6 +49,16 @@ def setup(
             ``"gunicorn.access"``): the listener adopts those too, and records of
             these loggers reach them as before, in every process. Each keeps its
             ``propagate`` setting.
+        buffered: ``False`` (default): every record is in the listener's
+            socket, in the kernel, before the logging call returns, so it
+            survives its process being killed right after. ``True``: each
+            process gathers its records and sends them together (several times
+            less work per record): at most ``flush_interval`` seconds after
+            they were logged, every 64 KiB, before a fork, at exit and on
+            SIGTERM; records still gathered when a process is SIGKILLed or
+            calls ``os._exit`` are lost (call :func:`mplog.flush` first).
+        flush_interval: with ``buffered``, the longest a record waits in its
+            process, in seconds.
 
     Raises:
         SetupError: a session is already active in this process, or the
@@ -54,10 +66,16 @@ def setup(
         TypeError: a handler is not a ``logging.Handler``, or ``level`` is
             neither an int nor a str.
         ValueError: an unknown level name or listener kind, a named logger with
-            no handlers, or a handler attached to a logger mplog was not told about.
+            no handlers, a handler attached to a logger mplog was not told
+            about, or a ``flush_interval`` that is not > 0 and <= 60 seconds.
     """
     global _active
     resolved_level = _check_level(level)
+    if not isinstance(buffered, bool):
+        raise TypeError(f"buffered must be True or False, got {buffered!r} ({type(buffered).__name__})")
+    interval = check_flush_interval(flush_interval)  # checked even unused: a typo should not pass silently
+    if not buffered:
+        interval = None
     if listener not in RUNNERS:
         raise ValueError(f"listener must be 'thread' or 'process', got {listener!r} ({type(listener).__name__})")
     names = _check_logger_names(loggers)
@@ -67,7 +85,7 @@ def setup(
                 "mplog.setup() is already active in this process; leave its `with` block "
                 "or call its stop() before setting up again"
             )
-        session = Session(handlers, resolved_level, listener, names)
+        session = Session(handlers, resolved_level, listener, names, interval)
         _active = session
     return session
 
@@ -128,7 +146,12 @@ class Session:
     """An active ``mplog.setup()``: a context manager; ``stop()`` ends it."""
 
     def __init__(
-        self, handlers: Tuple[logging.Handler, ...], level: Optional[int], runner: str, names: Tuple[str, ...]
+        self,
+        handlers: Tuple[logging.Handler, ...],
+        level: Optional[int],
+        runner: str,
+        names: Tuple[str, ...],
+        flush_interval: Optional[float] = None,
     ) -> None:
         _check_handlers(handlers, names)
         self.pid = os.getpid()
@@ -138,7 +161,7 @@ class Session:
         self._saved_level = self._loggers[0].level
         root_handlers = handlers or tuple(self._saved[0]) or (_default_handler(),)
         groups = [root_handlers] + [tuple(saved) for saved in self._saved[1:]]
-        self.queue = Queue()
+        self.queue = Queue(flush_interval=flush_interval)
         self.listener = QueueListener(self.queue, *root_handlers, runner=runner, routes=groups[1:])
         try:
             self.listener.start()
@@ -156,10 +179,12 @@ class Session:
             routes.append(
                 _worker.RouteConfig(name, logger.propagate, min(h.level for h in group), targets, send_record)
             )
-        config = _worker.WorkerConfig(self.queue.address, root.level, tuple(routes), _explicit_logger_levels())
+        config = _worker.WorkerConfig(
+            self.queue.address, root.level, tuple(routes), _explicit_logger_levels(), flush_interval
+        )
         self._handlers = []
         for route, logger in enumerate(self._loggers):
-            queue = self.queue if route == 0 else Queue(self.queue.address, route)
+            queue = self.queue if route == 0 else Queue(self.queue.address, route, flush_interval)
             if self.listener.runner == "thread":
                 queue._local = self.queue._local
             handler = config.handler(route, queue)
@@ -230,6 +255,9 @@ class Session:
                 return
             _active = None
         atexit.unregister(self.stop)
+        for handler in self._handlers:  # this process's own buffered records, if any
+            handler.flush()
+        release_sigterm()
         self.listener.stop()
         for logger, handler, saved in zip(self._loggers, self._handlers, self._saved):
             logger.removeHandler(handler)

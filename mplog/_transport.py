@@ -11,17 +11,25 @@ calling ``os._exit`` or being killed right after the logging call returns.
 from __future__ import annotations
 
 import _socket
+import atexit
 import logging
 import os
 import shutil
+import signal
 import socket
+import sys
 import tempfile
 import threading
-from typing import Callable, Optional, Tuple
+import weakref
+from typing import Any, Callable, Optional, Tuple
 
 from . import _codec, _fork
 
-__all__ = ["Queue"]
+__all__ = ["BUFFER_BYTES", "Queue", "flush"]
+
+#: A buffered queue sends its records once this many bytes have gathered.
+BUFFER_BYTES = 64 * 1024
+_SIGNAL_LOCK_SECONDS = 1.0
 
 # sockaddr_un holds 108 bytes on Linux, including the terminating NUL.
 _MAX_ADDRESS_BYTES = 107
@@ -60,19 +68,40 @@ class Queue:
     own connection on first use. ``put_nowait`` returns once the record is in
     the kernel, in the listener's receive queue.
 
+    With ``flush_interval`` set, the queue is *buffered*: records gather in
+    this process and go to the listener together, at most ``flush_interval``
+    seconds after they were logged, once :data:`BUFFER_BYTES` have gathered,
+    before this process forks, when it exits (normally, through
+    ``multiprocessing``, or on SIGTERM when no other handler is installed) and
+    on :func:`mplog.flush`. What is still buffered when the process is killed
+    with SIGKILL or calls ``os._exit`` is lost.
+
     Args:
         address: path of the listener's Unix socket; by default a new path in a
             fresh directory that only the current user can enter.
         route: which of the listener's handler groups records put here are for
             (0: the root logger's handlers).
+        flush_interval: ``None`` (every record reaches the listener's socket
+            before the logging call returns), or the seconds a record may wait
+            in a buffer.
+
+    Raises:
+        ValueError: ``flush_interval`` is not a positive number of seconds up to 60.
     """
 
-    def __init__(self, address: Optional[str] = None, route: int = 0) -> None:
+    def __init__(self, address: Optional[str] = None, route: int = 0, flush_interval: Optional[float] = None) -> None:
         self.address: str = address if address is not None else _new_private_address()
         self.route = route
+        self.flush_interval = check_flush_interval(flush_interval)
+        self._buffer = bytearray()
         self._sock: Optional[_socket.socket] = None
         self._sock_pid = os.getpid()
         self._lock = threading.Lock()
+        self._sending_thread = 0
+        self._buffer = bytearray()  # the parent's, flushed before the fork
+        self._sending_thread = 0  # who holds _lock: a SIGTERM handler must not send over a half-sent frame
+        if self.flush_interval is not None:
+            _flusher.queues.add(self)
         # Set by a listener thread of this process: records from this process
         # are handed to it directly instead of crossing the socket.
         self._local: Optional[Tuple[int, Callable[[logging.LogRecord, int], None]]] = None
@@ -81,8 +110,8 @@ class Queue:
     def __repr__(self) -> str:
         return f"<mplog.Queue {self.address!r}>"
 
-    def __reduce__(self) -> Tuple[type, Tuple[str, int]]:
-        return (Queue, (self.address, self.route))
+    def __reduce__(self) -> Tuple[type, Tuple[str, int, Optional[float]]]:
+        return (Queue, (self.address, self.route, self.flush_interval))
 
     def delivers_locally(self) -> bool:
         """Whether records put here go straight to a listener thread of this process."""
@@ -103,29 +132,91 @@ class Queue:
         self.send(_codec.encode(record, route=self.route))
 
     def send(self, frame: bytes) -> None:
-        """Write one encoded frame to this process's connection, opening it first
-        if needed.
+        """Write one encoded frame to this process's connection (opening it first
+        if needed), or add it to the buffer.
 
         Raises:
-            OSError: the listener cannot be reached.
+            OSError: the listener cannot be reached; ``frame`` was not taken
+                (records buffered before it went to stderr).
         """
         if self._sock_pid != os.getpid():
             # A fork the at-fork hook did not see (e.g. from C code): the lock
             # and socket may be mid-use by a thread that does not exist here.
             self._after_fork_in_child()
         with self._lock:
-            sock = self._sock
-            if sock is None:
-                sock = self._sock = self._connect()
+            self._sending_thread = threading.get_ident()
             try:
-                sock.sendall(frame)
+                if self.flush_interval is None:
+                    self._send_locked(frame)
+                    return
+                was_empty = not self._buffer
+                self._buffer += frame
+                if len(self._buffer) >= BUFFER_BYTES:
+                    self._flush_locked(keep_last=len(frame))
+                elif was_empty:
+                    _flusher.arm(self)
+            finally:
+                self._sending_thread = 0
+        if _sigterm_deferred:
+            _terminate()
+
+    def flush(self) -> None:
+        """Send what this process has buffered here, if anything (never raises:
+        if the listener is gone, the records go to stderr)."""
+        if self._sock_pid != os.getpid():
+            self._after_fork_in_child()
+        with self._lock:
+            self._sending_thread = threading.get_ident()
+            try:
+                self._flush_locked()
             except OSError:
-                self._sock = None
-                sock.close()
-                raise
+                pass
+            finally:
+                self._sending_thread = 0
+        if _sigterm_deferred:
+            _terminate()
+
+    def _flush_on_signal(self) -> None:
+        """flush() for a signal handler: gives up on a lock that stays taken
+        (the interrupted code of this very thread may hold it)."""
+        if self._lock.acquire(timeout=_SIGNAL_LOCK_SECONDS):
+            try:
+                self._flush_locked()
+            except OSError:
+                pass
+            finally:
+                self._lock.release()
+
+    def _flush_locked(self, keep_last: int = 0) -> None:
+        """Send the buffer. On failure, spill it to stderr, except its last
+        ``keep_last`` bytes (the frame the caller is still responsible for)."""
+        if not self._buffer:
+            return
+        try:
+            self._send_locked(self._buffer)
+        except OSError as exc:
+            if keep_last:
+                del self._buffer[-keep_last:]
+            _spill(self._buffer, f"pid {os.getpid()} cannot reach the log listener at {self.address} ({exc})")
+            raise
+        finally:
+            self._buffer.clear()
+
+    def _send_locked(self, data: "bytes | bytearray") -> None:
+        sock = self._sock
+        if sock is None:
+            sock = self._sock = self._connect()
+        try:
+            sock.sendall(data)
+        except OSError:
+            self._sock = None
+            sock.close()
+            raise
 
     def close(self) -> None:
-        """Close this process's connection; the next record opens a new one."""
+        """Send what is buffered, then close this process's connection; the next
+        record opens a new one."""
+        self.flush()
         with self._lock:
             if self._sock is not None and self._sock_pid == os.getpid():
                 self._sock.close()
@@ -144,6 +235,10 @@ class Queue:
             raise
         return sock
 
+    def _before_fork(self) -> None:
+        # A child must not inherit records it would send a second time.
+        self.flush()
+
     def _after_fork_in_child(self) -> None:
         # The inherited socket is the parent's connection: writing to it could
         # interleave with the parent's frames. Closing our copy of the fd does
@@ -156,6 +251,118 @@ class Queue:
         self._sock = None
         self._sock_pid = os.getpid()
         self._lock = threading.Lock()
+        self._sending_thread = 0
+        self._buffer = bytearray()  # the parent's, flushed before the fork
         # Records from this child always cross the socket (a listener process
         # sets its own marker after the fork).
         self._local = None
+
+
+def check_flush_interval(value: Optional[float]) -> Optional[float]:
+    """``value`` if it is ``None`` or a usable flush interval.
+
+    Raises:
+        ValueError: not a positive number of seconds up to 60.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 60:
+        raise ValueError(f"flush_interval must be a number of seconds > 0 and <= 60, got {value!r}")
+    return float(value)
+
+
+def flush() -> None:
+    """Send every record this process has buffered (``setup(buffered=True)``).
+
+    mplog does this itself at exit, before a fork, on SIGTERM when no other
+    SIGTERM handler is installed, and at least every ``flush_interval``; call it
+    from your own SIGTERM handler, or before ``os._exit``."""
+    for queue in list(_flusher.queues):
+        queue.flush()
+
+
+def _spill(data: "bytes | bytearray", why: str) -> None:
+    """Write buffered frames that can no longer reach the listener to stderr."""
+    sys.stderr.write(f"mplog: {why}; {len(data)} bytes of buffered records follow\n")
+    for line in _codec.readable_lines(bytes(data)):
+        sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+class _Flusher:
+    """Sends each buffered queue's records at most ``flush_interval`` seconds
+    after the first of them was logged: one daemon thread per process, started
+    with its first buffered record, idle while nothing is buffered."""
+
+    def __init__(self) -> None:
+        self.queues: "weakref.WeakSet[Queue]" = weakref.WeakSet()
+        self._pid = 0
+        self._due = threading.Event()
+
+    def arm(self, queue: Queue) -> None:
+        """``queue``'s buffer just stopped being empty."""
+        if self._pid != os.getpid():
+            self._start(queue)
+        self._due.set()
+
+    def _start(self, queue: Queue) -> None:
+        self._pid = os.getpid()
+        self._due = threading.Event()
+        threading.Thread(target=self._run, args=(self._due,), name="mplog-flusher", daemon=True).start()
+        # Ways out of a process that skip the flusher's next tick:
+        atexit.register(flush)  # normal exit (logging.shutdown flushes handlers too)
+        for name in ("multiprocessing.util", "multiprocess.util"):
+            util = sys.modules.get(name)
+            if util is not None:  # children of these leave through os._exit, after their finalizers
+                util.Finalize(None, flush, exitpriority=100)
+        _catch_sigterm()
+
+    def _run(self, due: threading.Event) -> None:
+        while True:
+            due.wait()
+            due.clear()
+            queues = list(self.queues)
+            interval = min((q.flush_interval or 0.0) for q in queues) if queues else 0.0
+            threading.Event().wait(interval)  # sleep, in a way gevent's patching understands
+            for queue in queues:
+                queue.flush()
+
+
+_flusher = _Flusher()
+_sigterm_deferred = False
+
+
+def _catch_sigterm() -> None:
+    """Flush on SIGTERM (``Pool.terminate()``, ``kill``), if nobody else handles it."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError):  # not the main interpreter, say
+        pass
+
+
+def release_sigterm() -> None:
+    """Put SIGTERM back to its default if mplog installed its handler here
+    (when the session that buffered in this process ends)."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is _on_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    global _sigterm_deferred
+    me = threading.get_ident()
+    if any(queue._sending_thread == me for queue in list(_flusher.queues)):
+        # Interrupted mid-send: sending the buffer now would cut into that
+        # frame. The send finishes, then terminates.
+        _sigterm_deferred = True
+        return
+    _terminate()
+
+
+def _terminate() -> None:
+    for queue in list(_flusher.queues):
+        queue._flush_on_signal()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)

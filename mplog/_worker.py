@@ -17,7 +17,7 @@ from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 from . import _codec
 from ._json import JsonFormatter
-from ._transport import Queue
+from ._transport import Queue, check_flush_interval
 
 __all__ = [
     "ENVIRONMENT_VARIABLE",
@@ -239,6 +239,10 @@ class QueueHandler(logging.handlers.QueueHandler):
         except Exception:
             self.handleError(record)
 
+    def flush(self) -> None:
+        """Send the records this process has buffered for the listener (buffered mode)."""
+        self.queue.flush()
+
     def _send_text_frame(
         self, record: logging.LogRecord, level: int, formatter: logging.Formatter, errors: str
     ) -> bool:
@@ -336,11 +340,12 @@ class WorkerConfig(NamedTuple):
     root_level: int
     routes: Tuple[RouteConfig, ...]
     logger_levels: Tuple[Tuple[str, int], ...] = ()
+    flush_interval: Optional[float] = None  # None: durable, else buffered
 
     def handler(self, route: int, queue: Optional[Queue] = None) -> "QueueHandler":
         """A new worker handler for ``route`` (on ``queue``, or a new one)."""
         spec = self.routes[route]
-        queue = queue if queue is not None else Queue(self.address, route)
+        queue = queue if queue is not None else Queue(self.address, route, self.flush_interval)
         return QueueHandler(queue, spec.handler_level, spec.text_targets, spec.send_record)
 
     def to_json(self) -> str:
@@ -355,7 +360,7 @@ class WorkerConfig(NamedTuple):
             ValueError: ``text`` is not such a config.
         """
         try:
-            address, root_level, routes, logger_levels = json.loads(text)
+            address, root_level, routes, logger_levels, flush_interval = json.loads(text)
             return cls(
                 address,
                 root_level,
@@ -364,6 +369,7 @@ class WorkerConfig(NamedTuple):
                     for name, propagate, level, targets, send_record in routes
                 ),
                 tuple((name, level) for name, level in logger_levels),
+                check_flush_interval(flush_interval),
             )
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{ENVIRONMENT_VARIABLE} is not an mplog config: {text!r} ({exc})") from None
