@@ -143,15 +143,17 @@ class Queue:
             # A fork the at-fork hook did not see (e.g. from C code): the lock
             # and socket may be mid-use by a thread that does not exist here.
             self._after_fork_in_child()
+        if self.flush_interval is None:
+            with self._lock:
+                self._send_locked(frame)
+            return
         with self._lock:
             self._sending_thread = threading.get_ident()
+            buffer = self._buffer
+            was_empty = not buffer
+            buffer += frame
             try:
-                if self.flush_interval is None:
-                    self._send_locked(frame)
-                    return
-                was_empty = not self._buffer
-                self._buffer += frame
-                if len(self._buffer) >= BUFFER_BYTES:
+                if len(buffer) >= BUFFER_BYTES:
                     self._flush_locked(keep_last=len(frame))
                 elif was_empty:
                     _flusher.arm(self)

@@ -207,19 +207,36 @@ class QueueHandler(logging.handlers.QueueHandler):
     def handle(self, record: logging.LogRecord) -> Any:
         """Filter and emit ``record`` without taking the handler's lock: the
         queue serialises sends itself, and a call is cheaper without it."""
-        result = self.filter(record)
-        if isinstance(result, logging.LogRecord):  # Python 3.12+: a filter may replace the record
-            record = result
-        if result:
-            self.emit(record)
-        return result
+        if self.filters:
+            result = self.filter(record)
+            if not result:
+                return result
+            if isinstance(result, logging.LogRecord):  # Python 3.12+: a filter may replace the record
+                record = result
+        self.emit(record)
+        return record
 
     def emit(self, record: logging.LogRecord) -> None:
         """Send ``record``: formatted for the listener's text handlers, and
         prepared for its other handlers."""
-        if self._raw is not None and self.queue._local is None and self._fallback is None:
-            if self._send_text_frame(record, *self._raw):
+        raw = self._raw
+        if raw is not None and self.queue._local is None and self._fallback is None:
+            # The common case, kept in one function: one text frame, no record.
+            if record.levelno < raw[0]:
                 return
+            try:
+                frame = (raw[1].format(record) + "\n").encode("utf-8", raw[2]) + _codec.TEXT_END
+            except Exception:  # unrenderable: the general path sends it with a note saying why
+                frame = b""
+            if frame and len(frame) <= _codec.MAX_PAYLOAD:
+                try:
+                    self.queue.send(frame)
+                except OSError as exc:
+                    self._fall_back(exc).handle(self.prepare(record))
+                return
+        self._emit_general(record)
+
+    def _emit_general(self, record: logging.LogRecord) -> None:
         try:
             if not self._texts or self._fallback is not None or self.queue.delivers_locally():
                 self.enqueue(self.prepare(record))
@@ -242,25 +259,6 @@ class QueueHandler(logging.handlers.QueueHandler):
     def flush(self) -> None:
         """Send the records this process has buffered for the listener (buffered mode)."""
         self.queue.flush()
-
-    def _send_text_frame(
-        self, record: logging.LogRecord, level: int, formatter: logging.Formatter, errors: str
-    ) -> bool:
-        """Send ``record`` as one text frame; False if it needs the general path
-        (its message cannot be rendered, or the line is too long for a frame)."""
-        if record.levelno < level:
-            return True
-        try:
-            frame = (formatter.format(record) + "\n").encode("utf-8", errors) + _codec.TEXT_END
-        except Exception:  # the general path sends it with a note saying why
-            return False
-        if len(frame) > _codec.MAX_PAYLOAD:
-            return False
-        try:
-            self.queue.send(frame)
-        except OSError as exc:
-            self._fall_back(exc).handle(self.prepare(record))
-        return True
 
     def _format_texts(self, record: logging.LogRecord) -> List[Optional[str]]:
         levelno = record.levelno
