@@ -3,11 +3,12 @@
 line being written, at a moderate rate, and how much the listener grows under a
 burst ten times that rate.
 
-Run:  python benchmarks/latency.py [--rate 1000] [--seconds 5] [--burst 10]
+Run:  python benchmarks/latency.py [--rate 1000] [--seconds 5] [--burst 10] [--buffered]
 
-Prints p50/p99/max latency (record creation to the listener's write) at the
-steady rate, and the listener's resident memory before and at its peak during
-the burst. A script, not a test: the numbers depend on the machine.
+Prints p50/p99/max latency (the logging call to the listener's write of its
+line; each message carries the time of its call) at the steady rate, and the
+listener's resident memory before and at its peak during the burst. A script,
+not a test: the numbers depend on the machine.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ import argparse
 import logging
 import multiprocessing
 import os
+import re
 import statistics
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import List, Tuple
+from typing import List
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -30,6 +32,7 @@ import mplog  # noqa: E402
 
 WORKERS = 4
 FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
+_SENT = re.compile(rb" t=(\d+\.\d+)\n")
 
 
 def _worker(worker: int, rate: float, seconds: float) -> None:
@@ -40,7 +43,7 @@ def _worker(worker: int, rate: float, seconds: float) -> None:
         delay = start + seq / rate - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-        logger.info("worker %d seq %d %s %s", worker, seq, "10.0.0.1", "ok")
+        logger.info("worker %d seq %d %s t=%.6f", worker, seq, "10.0.0.1", time.time())
 
 
 def _rss_kib() -> int:
@@ -48,8 +51,8 @@ def _rss_kib() -> int:
         return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
 
 
-def _run(handler: mplog.FileHandler, rate_per_worker: float, seconds: float) -> None:
-    with mplog.setup(handler, level="INFO"):
+def _run(handler: mplog.FileHandler, rate_per_worker: float, seconds: float, buffered: bool) -> None:
+    with mplog.setup(handler, level="INFO", buffered=buffered):
         context = multiprocessing.get_context("fork")
         processes = [context.Process(target=_worker, args=(w, rate_per_worker, seconds)) for w in range(WORKERS)]
         for process in processes:
@@ -66,24 +69,26 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000.0, help="records/s, all workers together")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--burst", type=float, default=10.0, help="burst rate as a multiple of --rate")
+    parser.add_argument("--buffered", action="store_true", help="mplog.setup(buffered=True)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as directory:
         handler = mplog.FileHandler(os.path.join(directory, "app.log"))
         handler.setFormatter(logging.Formatter(FORMAT))
         latencies: List[float] = []
-        write_lines = handler.write_lines
+        write_frames = handler.write_frames
 
-        def timed(lines: List[Tuple[float, str]]) -> None:
-            write_lines(lines)
+        def timed(frames: bytes) -> None:
+            write_frames(frames)
             now = time.time()
-            latencies.extend(now - created for created, _ in lines)
+            latencies.extend(now - float(sent) for sent in _SENT.findall(frames))
 
-        handler.write_lines = timed  # type: ignore[method-assign]
-        _run(handler, args.rate / WORKERS, args.seconds)
+        handler.write_frames = timed  # type: ignore[method-assign]
+        _run(handler, args.rate / WORKERS, args.seconds, args.buffered)
         latencies.sort()
         p99 = latencies[int(len(latencies) * 0.99) - 1]
         print(
+            f"{'buffered' if args.buffered else 'durable'}, "
             f"steady {args.rate:.0f} records/s for {args.seconds:.0f} s, {WORKERS} workers: "
             f"{len(latencies)} records; latency p50 {statistics.median(latencies) * 1000:.2f} ms, "
             f"p99 {p99 * 1000:.2f} ms, max {latencies[-1] * 1000:.2f} ms"
@@ -102,7 +107,7 @@ def main() -> None:
         sampler.start()
         burst = mplog.FileHandler(os.path.join(directory, "burst.log"))
         burst.setFormatter(logging.Formatter(FORMAT))
-        _run(burst, args.rate * args.burst / WORKERS, 2.0)
+        _run(burst, args.rate * args.burst / WORKERS, 2.0, args.buffered)
         sampling.set()
         sampler.join()
         print(

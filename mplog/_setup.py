@@ -27,7 +27,7 @@ def setup(
     listener: str = "thread",
     loggers: Iterable[str] = (),
     buffered: bool = False,
-    flush_interval: float = 0.05,
+    flush_interval: float = 0.025,
 ) -> "Session":
     """Start logging from every process of this program through one listener.
 
