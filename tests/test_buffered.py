@@ -1,7 +1,7 @@
 """Buffered mode (``setup(buffered=True)``): records gather in each process and
 are sent together; every way out of a process but SIGKILL and ``os._exit``
 sends them first, and those two lose at most one buffer, as an unbroken prefix
-survives."""
+survives. (Pool.terminate() is in test_faults.py, in both modes.)"""
 
 from __future__ import annotations
 
@@ -37,23 +37,6 @@ def test_pool_and_executor_deliver_everything(log_path, method):
         with concurrent.futures.ProcessPoolExecutor(4, context, mplog.initializer) as executor:
             list(executor.map(workload.pool_task, [(w, 3000, sizes) for w in range(4, 8)]))
     workload.tally(log_path).assert_complete({w: 3000 for w in range(8)})
-
-
-@pytest.mark.parametrize("method", START_METHODS)
-@pytest.mark.parametrize("ending", ["terminate", "with-exit"])
-def test_pool_terminate_flushes_on_sigterm(log_path, method, ending):
-    """Pool.terminate() SIGTERMs its workers: they send what they gathered first."""
-    count = 1000
-    with mplog.setup(file_handler(log_path), level="INFO", buffered=True, flush_interval=30):
-        pool = multiprocessing.get_context(method).Pool(4, initializer=mplog.initializer)
-        if ending == "terminate":
-            pool.map(workload.pool_task, [(w, count, (100,)) for w in range(4)])
-            pool.terminate()
-        else:
-            with pool:
-                pool.map(workload.pool_task, [(w, count, (100,)) for w in range(4)])
-        pool.join()
-    workload.tally(log_path).assert_complete({w: count for w in range(4)})
 
 
 @pytest.mark.parametrize("method", START_METHODS)
