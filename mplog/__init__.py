@@ -10,12 +10,9 @@ from ._transport import Queue, flush
 from ._worker import QueueHandler, initializer
 from .exceptions import SetupError
 
-try:
-    from importlib.metadata import version as _version
-
-    __version__ = _version("mplog")
-except Exception:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
+#: Also the package's version in setup.cfg (``attr: mplog.__version__``); a
+#: literal, because importlib.metadata would add ~10 ms to every spawned worker's start.
+__version__ = "0.1.0"
 
 __all__ = [
     "FileHandler",
