@@ -167,27 +167,24 @@ class Queue:
         if the listener is gone, the records go to stderr)."""
         if self._sock_pid != os.getpid():
             self._after_fork_in_child()
-        with self._lock:
-            self._sending_thread = threading.get_ident()
-            try:
-                self._flush_locked()
-            except OSError:
-                pass
-            finally:
-                self._sending_thread = 0
+        self._flush(timeout=-1)
         if _sigterm_deferred:
             _terminate()
 
-    def _flush_on_signal(self) -> None:
-        """flush() for a signal handler: gives up on a lock that stays taken
-        (the interrupted code of this very thread may hold it)."""
-        if self._lock.acquire(timeout=_SIGNAL_LOCK_SECONDS):
-            try:
-                self._flush_locked()
-            except OSError:
-                pass
-            finally:
-                self._lock.release()
+    def _flush(self, timeout: float) -> None:
+        """Send the buffer under the lock; give up if the lock stays taken for
+        ``timeout`` seconds (-1: wait). A signal handler passes a timeout: the
+        interrupted code of its own thread may hold the lock."""
+        if not self._lock.acquire(timeout=timeout):
+            return
+        self._sending_thread = threading.get_ident()
+        try:
+            self._flush_locked()
+        except OSError:
+            pass
+        finally:
+            self._sending_thread = 0
+            self._lock.release()
 
     def _flush_locked(self, keep_last: int = 0) -> None:
         """Send the buffer. On failure, spill it to stderr, except its last
@@ -365,6 +362,6 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 def _terminate() -> None:
     for queue in list(_flusher.queues):
-        queue._flush_on_signal()
+        queue._flush(timeout=_SIGNAL_LOCK_SECONDS)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGTERM)
