@@ -42,6 +42,9 @@ RECORD_START = 0xFE
 #: Ends a text frame; never part of its UTF-8 text.
 TEXT_END = b"\xff"
 _HELLO_START = 0xFD
+#: Padding the listener itself puts into a pipe between frames while it stops
+#: (see ``_Server._drain_pipe``); never the first byte of a frame.
+PAD = 0xFC
 #: A record frame's header: RECORD_START and the payload's length.
 HEADER = struct.Struct("<BI")
 #: A connection's first bytes: 0xFD and the route of everything it sends.
@@ -132,9 +135,9 @@ def parse_hello(data: Union[bytes, bytearray]) -> int:
     Raises:
         ValueError: they are not a hello.
     """
-    start, route = HELLO.unpack_from(data)
-    if start != _HELLO_START:
+    if len(data) < HELLO.size or data[0] != _HELLO_START:
         raise ValueError(f"a connection did not start with a hello: {bytes(data[: HELLO.size])!r}")
+    _, route = HELLO.unpack_from(data)
     return int(route)
 
 

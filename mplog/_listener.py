@@ -8,8 +8,10 @@ process of its own forked from it.
 
 from __future__ import annotations
 
+import array
 import codecs
 import errno
+import fcntl
 import functools
 import io
 import logging
@@ -17,16 +19,17 @@ import os
 import selectors
 import signal
 import socket
+import stat
 import struct
 import sys
 import threading
 import time
 import traceback
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Set, Tuple
 
 from . import _codec, _fork
 from ._files import FileHandler
-from ._transport import Queue, remove_address
+from ._transport import F_SETPIPE_SZ, Queue, remove_address
 from ._worker import TextTarget
 
 __all__ = ["QueueListener"]
@@ -54,19 +57,40 @@ def _notice(message: str) -> logging.LogRecord:
 
 
 class _Connection:
-    __slots__ = ("sock", "pid", "route", "pending")
+    """One worker process's channel: its socket until it has sent its pipe, then the pipe."""
+
+    __slots__ = ("sock", "pipe", "pid", "route", "pending", "padded")
 
     def __init__(self, sock: socket.socket, pid: int) -> None:
-        self.sock = sock
+        self.sock: Optional[socket.socket] = sock
+        self.pipe = -1  # the read end, once received
         self.pid = pid
         self.route = -1  # until the connection's hello names it
         self.pending = bytearray()
+        self.padded = False  # the stop put padding between its frames (see _Server._drain_pipe)
+
+    def channel(self) -> "socket.socket | int":
+        """What the selector watches for this connection."""
+        return self.sock if self.sock is not None else self.pipe
+
+    def close(self) -> None:
+        """Close the socket or pipe."""
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        if self.pipe >= 0:
+            os.close(self.pipe)
+            self.pipe = -1
 
 
 FrameHandler = Callable[[int, float, Optional[logging.LogRecord], Optional[Tuple[Optional[str], ...]]], None]
 TextHandler = Callable[[int, "bytes | bytearray"], None]
 _TEXT_FRAME_LIMIT = _codec.MAX_PAYLOAD + 1024  # a longer unterminated line is not from a worker
 _RECORD_START_BYTE = bytes([_codec.RECORD_START])
+_PAD_BYTE = bytes([_codec.PAD])
+_FD_BYTES = array.array("i").itemsize
+# How long stopping may wait for a pipe whose writer keeps writing.
+_DRAIN_SECONDS = 2.0
 
 
 class _Server:
@@ -93,7 +117,7 @@ class _Server:
         self._report_record = report
         self._uid = os.getuid()
         self._received = 0  # bytes read in the current wake-up
-        self._connections: Dict[int, _Connection] = {}
+        self._connections: Set[_Connection] = set()
         self._listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self._listening.bind(address)
@@ -142,18 +166,20 @@ class _Server:
                 time.sleep(_COALESCE_SECONDS)
 
     def close(self) -> None:
-        """Close every socket and remove the address."""
-        for conn in list(self._connections.values()):
+        """Close every connection and remove the address."""
+        for conn in list(self._connections):
             self._disconnect(conn, stopping=True)
         self._selector.close()
         self._listening.close()
         remove_address(self.address)
 
     def close_in_child(self) -> None:
-        """Close this forked child's copies of the sockets; the parent keeps serving."""
-        for conn in self._connections.values():
-            conn.sock.close()
-        self._connections = {}
+        """Close this forked child's copies of the sockets and pipes; the parent
+        keeps serving (a pipe whose read end lingered in a child could never
+        report a closed listener to its writer)."""
+        for conn in self._connections:
+            conn.close()
+        self._connections = set()
         self._selector.close()
         self._listening.close()
 
@@ -174,14 +200,17 @@ class _Server:
                 continue
             sock.setblocking(False)
             conn = _Connection(sock, pid)
-            self._connections[sock.fileno()] = conn
+            self._connections.add(conn)
             self._selector.register(sock, selectors.EVENT_READ, conn)
 
     def _read(self, conn: _Connection, stopping: bool = False) -> bool:
-        """Read what one connection has; return False once it is closed."""
+        """Read what one connection has; return False once it is closed, or
+        (when ``stopping``) once there is nothing more to read for now."""
+        if conn.sock is not None:
+            return self._introduce(conn, stopping)
         try:
-            data = conn.sock.recv(_RECV_SIZE)
-        except (BlockingIOError, InterruptedError):
+            data = os.read(conn.pipe, _RECV_SIZE)
+        except BlockingIOError:
             return not stopping
         except OSError:
             data = b""
@@ -191,21 +220,48 @@ class _Server:
         self._received += len(data)
         return self._consume(conn, data)
 
+    def _introduce(self, conn: _Connection, stopping: bool) -> bool:
+        """Take a new connection's hello and pipe; from then on, read the pipe."""
+        sock = conn.sock
+        assert sock is not None
+        try:
+            data, ancillary, _, _ = sock.recvmsg(_codec.HELLO.size, socket.CMSG_SPACE(_FD_BYTES))
+        except (BlockingIOError, InterruptedError):
+            return not stopping
+        except OSError:
+            data, ancillary = b"", []
+        fds = _received_fds(ancillary)
+        if not data and not fds:  # gone before it said anything
+            self._disconnect(conn, stopping)
+            return False
+        pipe = fds.pop(0) if fds else -1
+        for extra in fds:
+            os.close(extra)
+        try:
+            conn.route = _codec.parse_hello(data)
+            if pipe < 0 or not _is_read_end(pipe):
+                raise ValueError(f"pid {conn.pid} sent a hello without the read end of a pipe")
+        except ValueError as exc:
+            if pipe >= 0:
+                os.close(pipe)
+            return self._refuse(conn, str(exc))
+        os.set_blocking(pipe, False)
+        self._selector.unregister(sock)
+        sock.close()
+        conn.sock, conn.pipe = None, pipe
+        self._selector.register(pipe, selectors.EVENT_READ, conn)
+        return True
+
     def _consume(self, conn: _Connection, data: bytes) -> bool:
         pending = conn.pending
         if pending:
             pending += data
-            if pending[0] != _codec.RECORD_START and _codec.TEXT_END not in data and conn.route >= 0:
+            if pending[0] != _codec.RECORD_START and _codec.TEXT_END not in data:
                 return self._check_unterminated(conn)  # still inside one long line: nothing to parse
             buf: "bytes | bytearray" = pending
         else:
             buf = data
-        pos = 0
-        if conn.route < 0:
-            pos = self._take_hello(conn, buf)
-            if pos <= 0:
-                return pos == 0
-        pos = self._take_frames(buf, pos, conn, fresh=buf is data)
+        pos = self._take_frames(buf, 0, conn, fresh=buf is data)
         if pos < 0:
             return False
         if buf is pending:
@@ -220,25 +276,14 @@ class _Server:
         while pos < len(buf):
             if buf[pos] == _codec.RECORD_START:
                 end = self._take_record(buf, pos, conn)
+            elif conn.padded and buf[pos] == _codec.PAD:
+                end = len(buf) - len(buf[pos:].lstrip(_PAD_BYTE))
             else:
                 end = self._take_texts(buf, pos, conn, whole=fresh and not pos)
             if end <= pos:
                 return end if end < 0 else pos
             pos = end
         return pos
-
-    def _take_hello(self, conn: _Connection, buf: "bytes | bytearray") -> int:
-        """Read the connection's hello: its size once read, 0 while incomplete,
-        -1 if the connection was refused."""
-        if len(buf) < _codec.HELLO.size:
-            conn.pending = bytearray(buf)
-            return 0
-        try:
-            conn.route = _codec.parse_hello(buf)
-        except ValueError as exc:
-            self._refuse(conn, str(exc))
-            return -1
-        return _codec.HELLO.size
 
     def _take_record(self, buf: "bytes | bytearray", pos: int, conn: _Connection) -> int:
         """Deliver the record frame at ``pos``; return where it ends, ``pos`` if
@@ -261,6 +306,9 @@ class _Server:
         connection was refused. ``whole``: ``buf`` is a fresh read, which can be
         passed on without a copy if it is all text frames."""
         record_at = buf.find(_RECORD_START_BYTE, pos)
+        if conn.padded:  # padding ends a run of text frames too
+            pad_at = buf.find(_PAD_BYTE, pos, len(buf) if record_at < 0 else record_at)
+            record_at = record_at if pad_at < 0 else pad_at
         if record_at < 0:
             end = buf.rfind(_codec.TEXT_END, pos) + 1
             if end <= pos:
@@ -304,12 +352,12 @@ class _Server:
             sys.stderr.write("mplog: error while handling a record:\n" + traceback.format_exc())
 
     def _disconnect(self, conn: _Connection, stopping: bool = False) -> None:
-        self._connections.pop(conn.sock.fileno(), None)
+        self._connections.discard(conn)
         try:
-            self._selector.unregister(conn.sock)
+            self._selector.unregister(conn.channel())
         except (KeyError, ValueError):
             pass
-        conn.sock.close()
+        conn.close()
         if conn.pending:
             why = (
                 "was cut off when the listener stopped (the sender got EPIPE and wrote it to its own stderr)"
@@ -324,21 +372,63 @@ class _Server:
 
         After ``shutdown`` of the listening socket new connections are refused,
         yet the backlog can still be accepted; after ``SHUT_RD`` on a connection
-        the sender gets EPIPE, while what it sent before stays readable.
+        that has not sent its pipe yet, the sender gets EPIPE, while a pipe it
+        sent before stays readable. Each pipe is then drained to its end.
         """
         try:
             self._listening.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
         self._accept_pending()
-        for conn in self._connections.values():
-            try:
-                conn.sock.shutdown(socket.SHUT_RD)
-            except OSError:
-                pass
-        for conn in list(self._connections.values()):
-            while self._read(conn, stopping=True):
-                pass
+        for conn in list(self._connections):
+            if conn.sock is not None:
+                try:
+                    conn.sock.shutdown(socket.SHUT_RD)
+                except OSError:
+                    pass
+                self._introduce(conn, stopping=True)
+            if conn in self._connections:
+                self._drain_pipe(conn)
+
+    def _drain_pipe(self, conn: _Connection) -> None:
+        """Read a pipe until its writer has closed it, or can add nothing more;
+        then close it.
+
+        A pipe cannot be shut down like a socket, and closing it while its
+        writer still writes would lose what arrived after the last read. So,
+        once a read leaves the pipe empty between two frames, the listener
+        shrinks it to one page and fills that with padding through a write end
+        of its own. If the page then holds only padding, nothing can be added:
+        a later write blocks until the close, then fails with EPIPE, and its
+        sender falls back to stderr. If the writer got bytes in first, they
+        are read (the padding, which always lands between frames, is skipped)
+        and the listener tries again.
+        """
+        padder = -1
+        deadline = time.monotonic() + _DRAIN_SECONDS
+        try:
+            while True:
+                while self._read(conn, stopping=True):
+                    pass
+                if conn not in self._connections:  # at its end, and closed
+                    return
+                if time.monotonic() > deadline:
+                    self._report(f"pid {conn.pid} kept logging while the listener stopped; its pipe was closed")
+                    break
+                if conn.pending:  # the writer is in the middle of a frame
+                    time.sleep(0.001)
+                    continue
+                if padder < 0:
+                    padder = os.open(f"/proc/self/fd/{conn.pipe}", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                conn.padded = True
+                if _fill_with_padding(conn.pipe, padder):
+                    break
+        except OSError as exc:  # no /proc, say: close now, as a socket would be shut down
+            self._report(f"could not seal the pipe of pid {conn.pid} before closing it: {exc}")
+        finally:
+            if padder >= 0:
+                os.close(padder)
+        self._disconnect(conn, stopping=True)
 
     def _report(self, message: str) -> None:
         try:
@@ -748,6 +838,39 @@ def _write_to_stream(handler: logging.StreamHandler, lines: List[Tuple[float, st
             handler.stream.flush()
         except Exception:
             handler.handleError(_notice(f"mplog: writing {len(lines)} lines to {handler!r} failed"))
+
+
+def _received_fds(ancillary: List[Tuple[int, int, bytes]]) -> List[int]:
+    """The file descriptors passed in ``recvmsg`` ancillary data."""
+    fds = array.array("i")
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+    return list(fds)
+
+
+def _is_read_end(fd: int) -> bool:
+    return stat.S_ISFIFO(os.fstat(fd).st_mode) and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY
+
+
+def _fill_with_padding(pipe: int, padder: int) -> bool:
+    """Shrink an empty ``pipe`` to one page and fill it with padding through
+    ``padder``; return whether it now holds nothing but padding (when its writer
+    wrote first, it also holds the writer's bytes, or it could not shrink)."""
+    try:
+        capacity = fcntl.fcntl(pipe, F_SETPIPE_SZ, 1)  # the kernel rounds up to one page
+    except OSError:  # EBUSY: bytes arrived since the last read
+        return False
+    padding = _PAD_BYTE * capacity
+    padded = 0
+    size = capacity
+    while size and padded < capacity:  # halving, so the last bytes of a page fill too
+        try:
+            padded += os.write(padder, padding[:size])
+        except BlockingIOError:
+            size //= 2
+    # A pipe holds at most its capacity: if all of it is padding, no writer's byte is there.
+    return padded == capacity
 
 
 def _read_all(fd: int, timeout: float) -> bytes:

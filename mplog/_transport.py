@@ -11,7 +11,9 @@ calling ``os._exit`` or being killed right after the logging call returns.
 from __future__ import annotations
 
 import _socket
+import array
 import atexit
+import fcntl
 import logging
 import os
 import shutil
@@ -34,6 +36,10 @@ _SIGNAL_LOCK_SECONDS = 1.0
 # sockaddr_un holds 108 bytes on Linux, including the terminating NUL.
 _MAX_ADDRESS_BYTES = 107
 _SOCKET_NAME = "listener.sock"
+#: A worker's pipe holds this much, so bursts do not wait for the listener;
+#: at most this is reserved per pipe (the kernel's default is 64 KiB).
+PIPE_BYTES = 256 * 1024
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # named in fcntl from Python 3.10
 
 
 def _new_private_address() -> str:
@@ -94,11 +100,9 @@ class Queue:
         self.route = route
         self.flush_interval = check_flush_interval(flush_interval)
         self._buffer = bytearray()
-        self._sock: Optional[_socket.socket] = None
-        self._sock_pid = os.getpid()
+        self._pipe = -1  # this process's write end, once connected
+        self._pipe_pid = os.getpid()
         self._lock = threading.Lock()
-        self._sending_thread = 0
-        self._buffer = bytearray()  # the parent's, flushed before the fork
         self._sending_thread = 0  # who holds _lock: a SIGTERM handler must not send over a half-sent frame
         if self.flush_interval is not None:
             _flusher.queues.add(self)
@@ -139,7 +143,7 @@ class Queue:
             OSError: the listener cannot be reached; ``frame`` was not taken
                 (records buffered before it went to stderr).
         """
-        if self._sock_pid != os.getpid():
+        if self._pipe_pid != os.getpid():
             # A fork the at-fork hook did not see (e.g. from C code): the lock
             # and socket may be mid-use by a thread that does not exist here.
             self._after_fork_in_child()
@@ -165,7 +169,7 @@ class Queue:
     def flush(self) -> None:
         """Send what this process has buffered here, if anything (never raises:
         if the listener is gone, the records go to stderr)."""
-        if self._sock_pid != os.getpid():
+        if self._pipe_pid != os.getpid():
             self._after_fork_in_child()
         self._flush(timeout=-1)
         if _sigterm_deferred:
@@ -202,59 +206,76 @@ class Queue:
             self._buffer.clear()
 
     def _send_locked(self, data: "bytes | bytearray") -> None:
-        sock = self._sock
-        if sock is None:
-            sock = self._sock = self._connect()
+        pipe = self._pipe
+        if pipe < 0:
+            pipe = self._pipe = self._connect()
         try:
-            sock.sendall(data)
+            written = os.write(pipe, data)
+            if written < len(data):  # a signal interrupted a long write
+                _write_rest(pipe, memoryview(data)[written:])
         except OSError:
-            self._sock = None
-            sock.close()
+            self._pipe = -1
+            os.close(pipe)
             raise
 
     def close(self) -> None:
-        """Send what is buffered, then close this process's connection; the next
+        """Send what is buffered, then close this process's pipe; the next
         record opens a new one."""
         self.flush()
         with self._lock:
-            if self._sock is not None and self._sock_pid == os.getpid():
-                self._sock.close()
-            self._sock = None
+            if self._pipe >= 0 and self._pipe_pid == os.getpid():
+                os.close(self._pipe)
+            self._pipe = -1
 
-    def _connect(self) -> _socket.socket:
-        # The C socket type, whatever gevent or eventlet patched: a record is
-        # one plain blocking sendall that never waits on an event loop (which
-        # may be the very thing that is stuck when something needs logging).
+    def _connect(self) -> int:
+        """Introduce this process to the listener; return the pipe's write end."""
+        # The C socket type, whatever gevent or eventlet patched: connecting and
+        # every later write are plain blocking calls that never wait on an
+        # event loop (which may be the very thing that is stuck when something
+        # needs logging).
         sock = _socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        read_end, write_end = os.pipe()
         try:
+            try:
+                fcntl.fcntl(write_end, F_SETPIPE_SZ, PIPE_BYTES)
+            except OSError:  # over the user's pipe quota: the default size still works
+                pass
             sock.connect(self.address)
-            sock.sendall(_codec.hello(self.route))
+            fds = array.array("i", [read_end])
+            sock.sendmsg([_codec.hello(self.route)], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
         except OSError:
-            sock.close()
+            os.close(write_end)
             raise
-        return sock
+        finally:
+            os.close(read_end)
+            sock.close()
+        return write_end
 
     def _before_fork(self) -> None:
         # A child must not inherit records it would send a second time.
         self.flush()
 
     def _after_fork_in_child(self) -> None:
-        # The inherited socket is the parent's connection: writing to it could
-        # interleave with the parent's frames. Closing our copy of the fd does
-        # not affect the parent.
-        if self._sock is not None:
+        # The inherited pipe is the parent's: writing to it could interleave
+        # with the parent's frames. Closing our copy does not affect the parent.
+        if self._pipe >= 0:
             try:
-                self._sock.close()
+                os.close(self._pipe)
             except OSError:
                 pass
-        self._sock = None
-        self._sock_pid = os.getpid()
+        self._pipe = -1
+        self._pipe_pid = os.getpid()
         self._lock = threading.Lock()
         self._sending_thread = 0
         self._buffer = bytearray()  # the parent's, flushed before the fork
         # Records from this child always cross the socket (a listener process
         # sets its own marker after the fork).
         self._local = None
+
+
+def _write_rest(pipe: int, rest: memoryview) -> None:
+    while rest:
+        rest = rest[os.write(pipe, rest) :]
 
 
 def check_flush_interval(value: Optional[float]) -> Optional[float]:

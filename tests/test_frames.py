@@ -103,15 +103,24 @@ def _raw_connection(address: str, data: bytes) -> None:
     sock.close()
 
 
+def _raw_pipe(address: str, data: bytes) -> None:
+    """Introduce a pipe as a worker does, then write ``data`` to it as it is."""
+    queue = mplog.Queue(address)
+    queue.send(data)
+    queue.close()
+
+
 def test_streams_that_are_not_mplogs_are_refused_and_reported(log_path):
-    """No hello, a text frame cut short by a record frame, an unterminated
-    line at disconnect: each is reported in the log, and nothing else is lost."""
+    """No hello, a hello without a pipe, a text frame cut short by a record
+    frame, an unterminated line at disconnect: each is reported in the log,
+    and nothing else is lost."""
     record = logging.LogRecord("intruder", logging.ERROR, __file__, 1, "never shown", None, None)
     with mplog.setup(file_handler(log_path)) as session:
         address = session.queue.address
         _raw_connection(address, b"GET / HTTP/1.0\r\n\r\n")
-        _raw_connection(address, _codec.hello(0) + b"cut short" + _codec.encode(record))
-        _raw_connection(address, _codec.hello(0) + b"complete\n" + _codec.TEXT_END + b"unterminated")
+        _raw_connection(address, _codec.hello(0) + b"complete\n" + _codec.TEXT_END)
+        _raw_pipe(address, b"cut short" + _codec.encode(record))
+        _raw_pipe(address, b"complete\n" + _codec.TEXT_END + b"unterminated")
 
         def child():
             logging.getLogger("ok").warning("still logging")
@@ -119,8 +128,9 @@ def test_streams_that_are_not_mplogs_are_refused_and_reported(log_path):
         _in_forked_child(child)
     text = open(log_path, encoding="utf-8").read()
     assert "did not start with a hello" in text
+    assert "sent a hello without the read end of a pipe" in text
     assert "text frame cut short by a record frame" in text
-    assert "complete\n" in text and "unterminated" not in text
+    assert text.count("complete\n") == 1 and "unterminated" not in text
     # "ended early", or "cut off when the listener stopped" if the stop came first
     assert "its 12 bytes received were discarded" in text
     assert "never shown" not in text and "still logging\n" in text

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import socket
 import stat
 
 import mplog
@@ -27,18 +26,16 @@ def test_socket_is_private():
 
 
 def _as_nobody_send(address: str, frame: bytes) -> int:
-    """Fork, become uid nobody, connect and send; return the child's exit code:
-    0 sent, 13 permission denied, 1 anything else."""
+    """Fork, become uid nobody, then connect and send as a worker does; return
+    the child's exit code: 0 sent, 13 permission denied, 1 anything else."""
     pid = os.fork()
     if pid == 0:
         code = 1
         try:
             os.setgid(NOBODY)
             os.setuid(NOBODY)
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
-                sock.connect(address)
-                sock.sendall(frame)
+                mplog.Queue(address).send(frame)
                 code = 0
             except PermissionError:
                 code = 13
@@ -48,8 +45,8 @@ def _as_nobody_send(address: str, frame: bytes) -> int:
 
 
 def _frame(text: str) -> bytes:
-    """A connection's first bytes: its hello, then one record frame."""
-    return _codec.hello(0) + _codec.encode(logging.LogRecord("intruder", logging.ERROR, __file__, 1, text, None, None))
+    """One record frame."""
+    return _codec.encode(logging.LogRecord("intruder", logging.ERROR, __file__, 1, text, None, None))
 
 
 @NEEDS_ROOT
@@ -90,12 +87,11 @@ def test_a_pickle_payload_is_never_unpickled(tmp_path):
     payload = pickle.dumps(_Exploit())
     collect = Collect()
     with mplog.setup(collect) as session:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.connect(session.queue.address)
-        sock.sendall(_codec.hello(0) + _codec.HEADER.pack(_codec.RECORD_START, len(payload)) + payload)
+        queue = mplog.Queue(session.queue.address)
+        queue.send(_codec.HEADER.pack(_codec.RECORD_START, len(payload)) + payload)
         after = logging.LogRecord("intruder", logging.ERROR, __file__, 1, "after the garbage", None, None)
-        sock.sendall(_codec.encode(after))
-        sock.close()
+        queue.send(_codec.encode(after))
+        queue.close()
     assert not os.path.exists(marker)
     messages = [r.getMessage() for r in collect.records]
     assert any("undecodable log frame" in m for m in messages), messages

@@ -206,9 +206,9 @@ def test_queue_close_reconnects_on_next_record(log_path):
     """Queue.close() drops this process's connection; the next record opens a new one."""
     with mplog.setup(file_handler(log_path), level="INFO", listener="process") as session:
         workload.log_records(0, 10)
-        first = session.queue._sock
+        first = os.fstat(session.queue._pipe).st_ino
         session.queue.close()
-        assert session.queue._sock is None
+        assert session.queue._pipe == -1
         workload.log_records(0, 10, start=10)
-        assert session.queue._sock is not None and session.queue._sock is not first
+        assert os.fstat(session.queue._pipe).st_ino != first  # a new pipe
     workload.tally(log_path).assert_complete({0: 20})
