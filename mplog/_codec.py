@@ -42,9 +42,6 @@ RECORD_START = 0xFE
 #: Ends a text frame; never part of its UTF-8 text.
 TEXT_END = b"\xff"
 _HELLO_START = 0xFD
-#: Padding the listener itself puts into a pipe between frames while it stops
-#: (see ``_Server._drain_pipe``); never the first byte of a frame.
-PAD = 0xFC
 #: A record frame's header: RECORD_START and the payload's length.
 HEADER = struct.Struct("<BI")
 #: A connection's first bytes: 0xFD and the route of everything it sends.

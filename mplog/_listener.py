@@ -1,8 +1,8 @@
 """The listener: the one place where the real handlers run.
 
 :class:`QueueListener` accepts one connection per worker process on the
-queue's Unix socket, decodes whole frames as they arrive and passes each record
-to its handlers. It runs as a thread of the process that started it, or as a
+queue's Unix socket, takes the pipe the worker sends over it, decodes whole
+frames as they arrive on the pipe and passes each record to its handlers. It runs as a thread of the process that started it, or as a
 process of its own forked from it.
 """
 
@@ -59,7 +59,7 @@ def _notice(message: str) -> logging.LogRecord:
 class _Connection:
     """One worker process's channel: its socket until it has sent its pipe, then the pipe."""
 
-    __slots__ = ("sock", "pipe", "pid", "route", "pending", "padded")
+    __slots__ = ("sock", "pipe", "pid", "route", "pending")
 
     def __init__(self, sock: socket.socket, pid: int) -> None:
         self.sock: Optional[socket.socket] = sock
@@ -67,7 +67,6 @@ class _Connection:
         self.pid = pid
         self.route = -1  # until the connection's hello names it
         self.pending = bytearray()
-        self.padded = False  # the stop put padding between its frames (see _Server._drain_pipe)
 
     def channel(self) -> "socket.socket | int":
         """What the selector watches for this connection."""
@@ -87,7 +86,6 @@ FrameHandler = Callable[[int, float, Optional[logging.LogRecord], Optional[Tuple
 TextHandler = Callable[[int, "bytes | bytearray"], None]
 _TEXT_FRAME_LIMIT = _codec.MAX_PAYLOAD + 1024  # a longer unterminated line is not from a worker
 _RECORD_START_BYTE = bytes([_codec.RECORD_START])
-_PAD_BYTE = bytes([_codec.PAD])
 _FD_BYTES = array.array("i").itemsize
 # How long stopping may wait for a pipe whose writer keeps writing.
 _DRAIN_SECONDS = 2.0
@@ -276,8 +274,6 @@ class _Server:
         while pos < len(buf):
             if buf[pos] == _codec.RECORD_START:
                 end = self._take_record(buf, pos, conn)
-            elif conn.padded and buf[pos] == _codec.PAD:
-                end = len(buf) - len(buf[pos:].lstrip(_PAD_BYTE))
             else:
                 end = self._take_texts(buf, pos, conn, whole=fresh and not pos)
             if end <= pos:
@@ -306,9 +302,6 @@ class _Server:
         connection was refused. ``whole``: ``buf`` is a fresh read, which can be
         passed on without a copy if it is all text frames."""
         record_at = buf.find(_RECORD_START_BYTE, pos)
-        if conn.padded:  # padding ends a run of text frames too
-            pad_at = buf.find(_PAD_BYTE, pos, len(buf) if record_at < 0 else record_at)
-            record_at = record_at if pad_at < 0 else pad_at
         if record_at < 0:
             end = buf.rfind(_codec.TEXT_END, pos) + 1
             if end <= pos:
@@ -387,6 +380,8 @@ class _Server:
                 except OSError:
                     pass
                 self._introduce(conn, stopping=True)
+                if conn.sock is not None:  # connected, but never sent its pipe
+                    self._disconnect(conn, stopping=True)
             if conn in self._connections:
                 self._drain_pipe(conn)
 
@@ -397,12 +392,10 @@ class _Server:
         A pipe cannot be shut down like a socket, and closing it while its
         writer still writes would lose what arrived after the last read. So,
         once a read leaves the pipe empty between two frames, the listener
-        shrinks it to one page and fills that with padding through a write end
-        of its own. If the page then holds only padding, nothing can be added:
-        a later write blocks until the close, then fails with EPIPE, and its
-        sender falls back to stderr. If the writer got bytes in first, they
-        are read (the padding, which always lands between frames, is skipped)
-        and the listener tries again.
+        seals it (see :func:`_seal`): then no writer can add a byte, a later
+        write blocks until the close and fails with EPIPE, and its sender falls
+        back to stderr. If the writer got a byte in first, the seal writes
+        nothing, and the listener reads on and tries again.
         """
         padder = -1
         deadline = time.monotonic() + _DRAIN_SECONDS
@@ -420,8 +413,7 @@ class _Server:
                     continue
                 if padder < 0:
                     padder = os.open(f"/proc/self/fd/{conn.pipe}", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-                conn.padded = True
-                if _fill_with_padding(conn.pipe, padder):
+                if _seal(conn.pipe, padder):
                     break
         except OSError as exc:  # no /proc, say: close now, as a socket would be shut down
             self._report(f"could not seal the pipe of pid {conn.pid} before closing it: {exc}")
@@ -853,24 +845,24 @@ def _is_read_end(fd: int) -> bool:
     return stat.S_ISFIFO(os.fstat(fd).st_mode) and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY
 
 
-def _fill_with_padding(pipe: int, padder: int) -> bool:
-    """Shrink an empty ``pipe`` to one page and fill it with padding through
-    ``padder``; return whether it now holds nothing but padding (when its writer
-    wrote first, it also holds the writer's bytes, or it could not shrink)."""
+def _seal(pipe: int, padder: int) -> bool:
+    """Make an empty ``pipe`` full, so no writer can add to it; return whether
+    it worked (if a writer wrote first, nothing is done and it is still open).
+
+    The pipe is shrunk to one page (the kernel refuses while it holds more),
+    then ``padder``, a non-blocking write end, writes one page of padding in one
+    write: into an empty one-page pipe that fits whole, and into a pipe holding
+    any byte of a writer's it writes nothing, since the page it would need is
+    taken. So padding never lands among a writer's frames, and the listener
+    never reads it: a sealed pipe is closed unread.
+    """
     try:
         capacity = fcntl.fcntl(pipe, F_SETPIPE_SZ, 1)  # the kernel rounds up to one page
-    except OSError:  # EBUSY: bytes arrived since the last read
-        return False
-    padding = _PAD_BYTE * capacity
-    padded = 0
-    size = capacity
-    while size and padded < capacity:  # halving, so the last bytes of a page fill too
-        try:
-            padded += os.write(padder, padding[:size])
-        except BlockingIOError:
-            size //= 2
-    # A pipe holds at most its capacity: if all of it is padding, no writer's byte is there.
-    return padded == capacity
+        return os.write(padder, bytes(capacity)) == capacity
+    except OSError as exc:  # EBUSY: it holds bytes again; EAGAIN: its page is taken
+        if exc.errno in (errno.EBUSY, errno.EAGAIN):
+            return False
+        raise
 
 
 def _read_all(fd: int, timeout: float) -> bytes:

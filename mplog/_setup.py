@@ -50,7 +50,7 @@ def setup(
             these loggers reach them as before, in every process. Each keeps its
             ``propagate`` setting.
         buffered: ``False`` (default): every record is in the listener's
-            socket, in the kernel, before the logging call returns, so it
+            pipe, in the kernel, before the logging call returns, so it
             survives its process being killed right after. ``True``: each
             process gathers its records and sends them together (several times
             less work per record): at most ``flush_interval`` seconds after

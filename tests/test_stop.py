@@ -1,0 +1,104 @@
+"""Stopping while a worker still logs: every record is in the file or on the
+worker's stderr, exactly once, and the file holds an unbroken prefix."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import sys
+
+import pytest
+
+import mplog
+from mplog import _listener
+from tests import workload
+from tests.conftest import file_handler, wait_for_path, wait_pid
+
+# Records the child logs after it has noticed the stop (its handler fell back to stderr).
+AFTER_THE_STOP = 50
+
+
+def _log_through_the_stop(stderr_path: str, count_path: str, started_path: str, sizes) -> None:
+    """A forked child: log until well after the listener has gone, with this
+    process's stderr in a file; then write how many records were logged."""
+    fd = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(fd, 2)
+    sys.stderr = open(2, "w", closefd=False)
+    handlers = [h for h in logging.getLogger().handlers if isinstance(h, mplog.QueueHandler)]
+    logger = logging.getLogger(workload.LOGGER)
+    seq = after = 0
+    while after < AFTER_THE_STOP and seq < 10**6:
+        logger.info("%s", workload.message(0, seq, sizes[seq % len(sizes)]))
+        seq += 1
+        if seq == 100:
+            open(started_path, "w").close()
+        if any(h._fallback is not None for h in handlers):
+            after += 1
+    sys.stderr.flush()
+    with open(count_path, "w") as stream:
+        stream.write(str(seq))
+
+
+def _seqs_on_stderr(path: str) -> list:
+    """The workload records the fallback handler wrote, in order."""
+    seqs = []
+    with open(path, encoding="utf-8") as stream:
+        for line in stream:
+            if line.startswith("mplog:"):
+                continue  # the one notice that the listener is gone
+            body = line.rstrip("\n").split(f" {workload.LOGGER}: ", 1)[1]
+            match = workload.LINE.match(body)
+            assert match is not None and body == workload.message(0, int(match[2]), int(match[3])), line[:200]
+            seqs.append(int(match[2]))
+    return seqs
+
+
+@pytest.mark.parametrize("listener", ["thread", "process"])
+@pytest.mark.parametrize("sizes", [(100,), (100, 100_000)], ids=["100B", "100KB"])
+def test_a_worker_logging_through_the_stop_loses_nothing(tmp_path, listener, sizes):
+    """A child logs flat out while the parent stops the listener, 10 times: the
+    file holds its records 0..a-1, its stderr a..K-1, none twice, none torn."""
+    rng = random.Random(7)
+    for trial in range(10):
+        log_path, stderr_path = str(tmp_path / f"{trial}.log"), str(tmp_path / f"{trial}.err")
+        count_path, started_path = str(tmp_path / f"{trial}.count"), str(tmp_path / f"{trial}.started")
+        with mplog.setup(file_handler(log_path), level="INFO", listener=listener):
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    _log_through_the_stop(stderr_path, count_path, started_path, sizes)
+                    code = 0
+                finally:
+                    os._exit(code)
+            wait_for_path(started_path)
+            if rng.random() < 0.5:
+                os.sched_yield()
+        assert wait_pid(pid) == 0
+        logged = int(open(count_path).read())
+        in_file = workload.tally(log_path)
+        assert not in_file.torn and not in_file.other, (in_file.torn + in_file.other)[:3]
+        delivered = sorted(in_file.seqs.get(0, {}))
+        assert not in_file.duplicated()
+        assert delivered == list(range(len(delivered))), f"trial {trial}: a gap in the file"
+        assert _seqs_on_stderr(stderr_path) == list(range(len(delivered), logged)), f"trial {trial}"
+
+
+def test_a_seal_fills_an_empty_pipe_and_never_joins_a_writers_bytes():
+    """The stop's seal: an empty pipe is filled (no write can go in), while a
+    pipe holding one byte of a writer's gets no padding at all."""
+    read_end, write_end = os.pipe()
+    padder = os.open(f"/proc/self/fd/{read_end}", os.O_WRONLY | os.O_NONBLOCK)
+    os.set_blocking(write_end, False)
+    try:
+        assert _listener._seal(read_end, padder)
+        with pytest.raises(BlockingIOError):
+            os.write(write_end, b"x")
+        assert os.read(read_end, 1 << 20) == bytes(os.sysconf("SC_PAGE_SIZE"))
+        os.write(write_end, b"x")
+        assert not _listener._seal(read_end, padder)
+        assert os.read(read_end, 1 << 20) == b"x"
+    finally:
+        for fd in (read_end, write_end, padder):
+            os.close(fd)
