@@ -2,8 +2,9 @@
 
 :class:`QueueListener` accepts one connection per worker process on the
 queue's Unix socket, takes the pipe the worker sends over it, decodes whole
-frames as they arrive on the pipe and passes each record to its handlers. It runs as a thread of the process that started it, or as a
-process of its own forked from it.
+frames as they arrive on the pipe and passes each record to its handlers. It
+runs as a thread of the process that started it, or as a process of its own
+forked from it.
 """
 
 from __future__ import annotations
@@ -406,7 +407,10 @@ class _Server:
                 if conn not in self._connections:  # at its end, and closed
                     return
                 if time.monotonic() > deadline:
-                    self._report(f"pid {conn.pid} kept logging while the listener stopped; its pipe was closed")
+                    self._report(
+                        f"pid {conn.pid} kept logging while the listener stopped; its pipe was closed "
+                        "unsealed, so what it wrote since the last read may be lost"
+                    )
                     break
                 if conn.pending:  # the writer is in the middle of a frame
                     time.sleep(0.001)
