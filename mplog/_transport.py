@@ -217,7 +217,7 @@ class Queue:
         try:
             written = os.write(pipe, data)
             if written < len(data):  # a signal interrupted a long write
-                _write_rest(pipe, memoryview(data)[written:])
+                _write_rest(pipe, bytes(data[written:]))  # a copy: a view would pin a bytearray's size
         except OSError:
             self._pipe = -1
             os.close(pipe)
@@ -278,7 +278,7 @@ class Queue:
         self._local = None
 
 
-def _write_rest(pipe: int, rest: memoryview) -> None:
+def _write_rest(pipe: int, rest: bytes) -> None:
     while rest:
         rest = rest[os.write(pipe, rest) :]
 
