@@ -102,3 +102,46 @@ def test_a_seal_fills_an_empty_pipe_and_never_joins_a_writers_bytes():
     finally:
         for fd in (read_end, write_end, padder):
             os.close(fd)
+
+
+def _write_one_huge_record(stderr_path: str, size: int) -> None:
+    """A forked child: one record far larger than a pipe, then a small one."""
+    fd = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(fd, 2)
+    sys.stderr = open(2, "w", closefd=False)
+    logger = logging.getLogger(workload.LOGGER)
+    logger.info("%s", workload.message(0, 0, size))
+    logger.info("%s", workload.message(0, 1, 10))
+    sys.stderr.flush()
+
+
+def test_a_writer_stopped_mid_frame_delays_the_stop_boundedly_and_loses_nothing(tmp_path):
+    """A worker SIGSTOPped in the middle of writing a 4 MB record holds the stop
+    for at most its bound; the part the listener had is discarded and reported,
+    and once the worker runs again the whole record goes to its stderr."""
+    import signal
+    import time
+
+    log_path, stderr_path = str(tmp_path / "app.log"), str(tmp_path / "err")
+    size = 4 * 1024 * 1024
+    with mplog.setup(file_handler(log_path), level="INFO") as session:
+        session.listener._busy.acquire()  # the listener reads nothing: the worker's pipe fills
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                _write_one_huge_record(stderr_path, size)
+                code = 0
+            finally:
+                os._exit(code)
+        time.sleep(0.5)  # the worker is blocked in the middle of its write
+        os.kill(pid, signal.SIGSTOP)
+        session.listener._busy.release()
+        stopping = time.monotonic()
+    took = time.monotonic() - stopping
+    os.kill(pid, signal.SIGCONT)
+    assert wait_pid(pid) == 0
+    assert took < _listener._DRAIN_SECONDS + 1.0
+    text = open(log_path, encoding="utf-8").read()
+    assert "bytes received were discarded" in text and workload.message(0, 0, size) not in text
+    assert _seqs_on_stderr(stderr_path) == [0, 1]
