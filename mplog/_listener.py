@@ -40,10 +40,12 @@ _RECV_SIZE = 256 * 1024
 WRITE_CHUNK = 256 * 1024
 _PEERCRED = struct.Struct("3i")  # pid, uid, gid
 # After a wake-up that read less than _COALESCE_BELOW bytes, the listener
-# sleeps _COALESCE_SECONDS (bounded added latency; a worker's socket buffer
-# holds far more than it can log in that time, so no sender blocks on it).
+# sleeps _COALESCE_SECONDS (bounded added latency; a worker's pipe holds far
+# more than it can log in that time, so no sender blocks on it). Each wake-up
+# costs tens of microseconds of CPU in select, read, write and sleep: 2 ms
+# rather than 0.5 ms took a third off the listener's CPU per record.
 _COALESCE_BELOW = 64 * 1024
-_COALESCE_SECONDS = 0.0005
+_COALESCE_SECONDS = 0.002
 # How long a fork waits for the listener thread and handlers to go idle.
 _QUIESCE_SECONDS = 2.0
 _READY_SECONDS = 30.0
