@@ -1,8 +1,9 @@
 """How a log record becomes frames of bytes and back again, without pickle.
 
-A connection's stream starts with a :func:`hello` naming the route its
-records are for (which group of listener handlers), then carries two kinds of
-frame, told apart by their first byte:
+A process introduces itself on the listener's socket with a :func:`hello`
+naming the route its records are for (which group of listener handlers), sent
+with its pipe's read end; the pipe then carries two kinds of frame, told apart
+by their first byte:
 
 * a **text frame**: one line the worker formatted, with its terminator,
   encoded as UTF-8, then :data:`TEXT_END`. UTF-8 never contains the bytes
@@ -26,7 +27,8 @@ frame, told apart by their first byte:
 
 marshal only builds plain data (str, int, float, bytes, tuples, lists, dicts,
 None), so decoding can never run code, and it is several times faster than
-pickle for this shape (see FACTS.md).
+pickle for this shape (measured: 0.75 us to build and marshal a record's
+tuple against 2.3 us to pickle the record).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ TEXT_END = b"\xff"
 _HELLO_START = 0xFD
 #: A record frame's header: RECORD_START and the payload's length.
 HEADER = struct.Struct("<BI")
-#: A connection's first bytes: 0xFD and the route of everything it sends.
+#: What a process sends on the socket with its pipe: 0xFD and the route of everything it sends.
 HELLO = struct.Struct("<BH")
 
 #: Frames above this size are refused by the listener; the worker truncates
@@ -122,7 +124,7 @@ def encode(record: Optional[logging.LogRecord], texts: Texts = None, route: int 
 
 
 def hello(route: int) -> bytes:
-    """The bytes that open a connection whose frames are for ``route``."""
+    """The hello a process sends, with its pipe, for frames of ``route``."""
     return HELLO.pack(_HELLO_START, route)
 
 

@@ -90,7 +90,7 @@ TextHandler = Callable[[int, "bytes | bytearray"], None]
 _TEXT_FRAME_LIMIT = _codec.MAX_PAYLOAD + 1024  # a longer unterminated line is not from a worker
 _RECORD_START_BYTE = bytes([_codec.RECORD_START])
 _FD_BYTES = array.array("i").itemsize
-# How long stopping may wait for a pipe whose writer keeps writing.
+# How long stopping may spend on one pipe whose writer keeps writing.
 _DRAIN_SECONDS = 2.0
 
 
@@ -162,7 +162,7 @@ class _Server:
                     return
             if self._received < _COALESCE_BELOW:
                 # A trickle: let more arrive before the next wake-up, so a
-                # wake-up's fixed cost (select, recv, write) is shared by many
+                # wake-up's fixed cost (select, read, write) is shared by many
                 # records, and senders skip waking the listener meanwhile.
                 time.sleep(_COALESCE_SECONDS)
 
@@ -364,12 +364,14 @@ class _Server:
             conn.pending = bytearray()
 
     def _drain(self) -> None:
-        """Read everything sent before the stop, with no window for loss.
+        """Read everything sent before the stop.
 
         After ``shutdown`` of the listening socket new connections are refused,
         yet the backlog can still be accepted; after ``SHUT_RD`` on a connection
         that has not sent its pipe yet, the sender gets EPIPE, while a pipe it
-        sent before stays readable. Each pipe is then drained to its end.
+        sent before stays readable. Each pipe is then drained and sealed (see
+        :meth:`_drain_pipe`); only one that cannot be sealed within
+        ``_DRAIN_SECONDS``, or without ``/proc``, is closed unsealed (and reported).
         """
         try:
             self._listening.shutdown(socket.SHUT_RDWR)
@@ -404,7 +406,7 @@ class _Server:
         deadline = time.monotonic() + _DRAIN_SECONDS
         try:
             while True:
-                while self._read(conn, stopping=True):
+                while self._read(conn, stopping=True) and time.monotonic() <= deadline:
                     pass
                 if conn not in self._connections:  # at its end, and closed
                     return
@@ -421,8 +423,11 @@ class _Server:
                     padder = os.open(f"/proc/self/fd/{conn.pipe}", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
                 if _seal(conn.pipe, padder):
                     break
-        except OSError as exc:  # no /proc, say: close now, as a socket would be shut down
-            self._report(f"could not seal the pipe of pid {conn.pid} before closing it: {exc}")
+        except OSError as exc:  # no /proc, say: close it now, unsealed
+            self._report(
+                f"could not seal the pipe of pid {conn.pid} before closing it ({exc}), "
+                "so what it wrote since the last read may be lost"
+            )
         finally:
             if padder >= 0:
                 os.close(padder)

@@ -52,8 +52,8 @@ def setup(
         buffered: ``False`` (default): every record is in the listener's
             pipe, in the kernel, before the logging call returns, so it
             survives its process being killed right after. ``True``: each
-            process gathers its records and sends them together (several times
-            less work per record): at most ``flush_interval`` seconds after
+            process gathers its records and sends them together (less work
+            per record, the listener's about half): at most ``flush_interval`` seconds after
             they were logged, every 64 KiB, before a fork, at exit and on
             SIGTERM; records still gathered when a process is SIGKILLed or
             calls ``os._exit`` are lost (call :func:`mplog.flush` first).

@@ -41,8 +41,8 @@ _SIGNAL_LOCK_SECONDS = 1.0
 # sockaddr_un holds 108 bytes on Linux, including the terminating NUL.
 _MAX_ADDRESS_BYTES = 107
 _SOCKET_NAME = "listener.sock"
-#: A worker's pipe holds this much, so bursts do not wait for the listener;
-#: at most this is reserved per pipe (the kernel's default is 64 KiB).
+#: A worker's pipe holds this much, so bursts do not wait for the listener.
+#: It counts against the user's pipe quota (the kernel's default is 64 KiB).
 PIPE_BYTES = 256 * 1024
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # named in fcntl from Python 3.10
 
@@ -76,7 +76,7 @@ class Queue:
 
     It pickles as its address, so it can be passed to a child any way at all
     (``initargs``, task arguments, ``Process`` args), and every process opens its
-    own connection on first use. ``put_nowait`` returns once the record is in
+    pipe to the listener on first use. ``put_nowait`` returns once the record is in
     the kernel, in this process's pipe to the listener.
 
     With ``flush_interval`` set, the queue is *buffered*: records gather in
@@ -234,16 +234,16 @@ class Queue:
 
     def _connect(self) -> int:
         """Introduce this process to the listener; return the pipe's write end."""
-        # The C socket type, whatever gevent or eventlet patched: connecting and
-        # every later write are plain blocking calls that never wait on an
-        # event loop (which may be the very thing that is stuck when something
-        # needs logging).
+        # The C socket type, whatever gevent or eventlet patched: connecting is
+        # a plain blocking call, as is every later write to the pipe, and none
+        # waits on an event loop (which may be the very thing that is stuck
+        # when something needs logging).
         sock = _socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         read_end, write_end = os.pipe()
         try:
             try:
                 fcntl.fcntl(write_end, F_SETPIPE_SZ, PIPE_BYTES)
-            except OSError:  # over the user's pipe quota: the default size still works
+            except OSError:  # over the user's pipe quota: a smaller pipe still works, with earlier back-pressure
                 pass
             sock.connect(self.address)
             fds = array.array("i", [read_end])

@@ -1,5 +1,5 @@
 """Text frames (lines formatted and encoded by the worker, written by the
-listener as they came) and record frames, on one connection: order, encodings,
+listener as they came) and record frames, on one pipe: order, encodings,
 and streams that are not mplog's."""
 
 from __future__ import annotations

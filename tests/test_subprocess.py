@@ -71,7 +71,7 @@ GEVENT_CHILD = textwrap.dedent(
 
 
 class Slow(logging.Handler):
-    """Makes the listener slow, so the children's socket buffers fill up."""
+    """Makes the listener slow, so the children's pipes fill up."""
 
     def __init__(self) -> None:
         super().__init__()
