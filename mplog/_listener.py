@@ -411,10 +411,7 @@ class _Server:
                 if conn not in self._connections:  # at its end, and closed
                     return
                 if time.monotonic() > deadline:
-                    self._report(
-                        f"pid {conn.pid} kept logging while the listener stopped; its pipe was closed "
-                        "unsealed, so what it wrote since the last read may be lost"
-                    )
+                    self._report_unsealed(conn, "it kept logging while the listener stopped")
                     break
                 if conn.pending:  # the writer is in the middle of a frame
                     time.sleep(0.001)
@@ -424,14 +421,16 @@ class _Server:
                 if _seal(conn.pipe, padder):
                     break
         except OSError as exc:  # no /proc, say: close it now, unsealed
-            self._report(
-                f"could not seal the pipe of pid {conn.pid} before closing it ({exc}), "
-                "so what it wrote since the last read may be lost"
-            )
+            self._report_unsealed(conn, f"it could not be sealed: {exc}")
         finally:
             if padder >= 0:
                 os.close(padder)
         self._disconnect(conn, stopping=True)
+
+    def _report_unsealed(self, conn: _Connection, why: str) -> None:
+        self._report(
+            f"the pipe of pid {conn.pid} was closed unsealed ({why}), so what it wrote since the last read may be lost"
+        )
 
     def _report(self, message: str) -> None:
         try:

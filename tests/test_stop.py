@@ -6,7 +6,9 @@ from __future__ import annotations
 import logging
 import os
 import random
+import signal
 import sys
+import time
 
 import pytest
 
@@ -19,12 +21,30 @@ from tests.conftest import file_handler, wait_for_path, wait_pid
 AFTER_THE_STOP = 50
 
 
+def _fork_running(body, *args) -> int:
+    """Fork a child that runs ``body(*args)`` and exits (0 if it returned); return its pid."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            body(*args)
+            code = 0
+        finally:
+            os._exit(code)
+    return pid
+
+
+def _stderr_into(path: str) -> None:
+    """Send this process's stderr (the fd and ``sys.stderr``) to ``path``."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(fd, 2)
+    sys.stderr = open(2, "w", closefd=False)
+
+
 def _log_through_the_stop(stderr_path: str, count_path: str, started_path: str, sizes) -> None:
     """A forked child: log until well after the listener has gone, with this
     process's stderr in a file; then write how many records were logged."""
-    fd = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.dup2(fd, 2)
-    sys.stderr = open(2, "w", closefd=False)
+    _stderr_into(stderr_path)
     handlers = [h for h in logging.getLogger().handlers if isinstance(h, mplog.QueueHandler)]
     logger = logging.getLogger(workload.LOGGER)
     seq = after = 0
@@ -64,14 +84,7 @@ def test_a_worker_logging_through_the_stop_loses_nothing(tmp_path, listener, siz
         log_path, stderr_path = str(tmp_path / f"{trial}.log"), str(tmp_path / f"{trial}.err")
         count_path, started_path = str(tmp_path / f"{trial}.count"), str(tmp_path / f"{trial}.started")
         with mplog.setup(file_handler(log_path), level="INFO", listener=listener):
-            pid = os.fork()
-            if pid == 0:
-                code = 1
-                try:
-                    _log_through_the_stop(stderr_path, count_path, started_path, sizes)
-                    code = 0
-                finally:
-                    os._exit(code)
+            pid = _fork_running(_log_through_the_stop, stderr_path, count_path, started_path, sizes)
             wait_for_path(started_path)
             if rng.random() < 0.5:
                 os.sched_yield()
@@ -106,9 +119,7 @@ def test_a_seal_fills_an_empty_pipe_and_never_joins_a_writers_bytes():
 
 def _write_one_huge_record(stderr_path: str, size: int) -> None:
     """A forked child: one record far larger than a pipe, then a small one."""
-    fd = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.dup2(fd, 2)
-    sys.stderr = open(2, "w", closefd=False)
+    _stderr_into(stderr_path)
     logger = logging.getLogger(workload.LOGGER)
     logger.info("%s", workload.message(0, 0, size))
     logger.info("%s", workload.message(0, 1, 10))
@@ -119,21 +130,11 @@ def test_a_writer_stopped_mid_frame_delays_the_stop_boundedly_and_loses_nothing(
     """A worker SIGSTOPped in the middle of writing a 4 MB record holds the stop
     for at most its bound; the part the listener had is discarded and reported,
     and once the worker runs again the whole record goes to its stderr."""
-    import signal
-    import time
-
     log_path, stderr_path = str(tmp_path / "app.log"), str(tmp_path / "err")
     size = 4 * 1024 * 1024
     with mplog.setup(file_handler(log_path), level="INFO") as session:
         session.listener._busy.acquire()  # the listener reads nothing: the worker's pipe fills
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                _write_one_huge_record(stderr_path, size)
-                code = 0
-            finally:
-                os._exit(code)
+        pid = _fork_running(_write_one_huge_record, stderr_path, size)
         time.sleep(0.5)  # the worker is blocked in the middle of its write
         os.kill(pid, signal.SIGSTOP)
         session.listener._busy.release()
