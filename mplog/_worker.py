@@ -16,6 +16,7 @@ import time
 from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 from . import _codec
+from ._format import PercentFormatter, SecondCachingFormatter, line_function
 from ._json import JsonFormatter
 from ._transport import Queue, check_flush_interval
 
@@ -36,41 +37,6 @@ _exception_formatter = logging.Formatter()
 
 
 _STYLES = {"%": logging.PercentStyle, "{": logging.StrFormatStyle, "$": logging.StringTemplateStyle}
-
-
-class _SecondCachingFormatter(logging.Formatter):
-    """A stock ``logging.Formatter`` that renders ``%(asctime)s`` once per second:
-    ``strftime`` only sees whole seconds, and it is the costliest part of a
-    format (about 40% of it). Output is identical."""
-
-    # (second, text) in one attribute, so threads never pair one's second with another's text
-    _cached: Tuple[Optional[int], str] = (None, "")
-
-    def formatTime(self, record: logging.LogRecord, datefmt: Optional[str] = None) -> str:  # noqa: N802
-        second = int(record.created)
-        cached = self._cached
-        if cached[0] != second:
-            cached = self._cached = (second, time.strftime(datefmt or self.default_time_format, self.converter(second)))
-        if datefmt or not self.default_msec_format:
-            return cached[1]
-        return self.default_msec_format % (cached[1], record.msecs)
-
-
-class _PercentFormatter(_SecondCachingFormatter):
-    """The same for a ``%``-style format, with the stock ``format`` unrolled for
-    records without a traceback or stack (0.3-0.5 us of a 1.7 us format)."""
-
-    def __init__(self, fmt: Optional[str], datefmt: Optional[str]) -> None:
-        super().__init__(fmt, datefmt, "%")
-        self._uses_time = self.usesTime()
-
-    def format(self, record: logging.LogRecord) -> str:
-        if record.exc_info or record.exc_text or record.stack_info:
-            return super().format(record)
-        record.message = record.getMessage()
-        if self._uses_time:
-            record.asctime = self.formatTime(record, self.datefmt)
-        return self._fmt % record.__dict__  # type: ignore[operator]
 
 
 class TextTarget(NamedTuple):
@@ -118,9 +84,9 @@ class TextTarget(NamedTuple):
         if self.style == "json":
             return JsonFormatter()
         if self.style == "%":
-            formatter: logging.Formatter = _PercentFormatter(self.fmt, self.datefmt)
+            formatter: logging.Formatter = PercentFormatter(self.fmt, self.datefmt)
         else:
-            formatter = _SecondCachingFormatter(self.fmt, self.datefmt, self.style)  # type: ignore[arg-type]
+            formatter = SecondCachingFormatter(self.fmt, self.datefmt, self.style)  # type: ignore[arg-type]
         if self.utc:
             formatter.converter = time.gmtime
         return formatter
@@ -199,10 +165,10 @@ class QueueHandler(logging.handlers.QueueHandler):
         self._fallback: Optional[logging.Handler] = None
         self._send_record = send_record or not text_targets
         self._texts: List[Tuple[int, logging.Formatter]] = [(t.level, t.formatter()) for t in text_targets]
-        # The route's only handler takes text frames: (its level, formatter, encode errors).
-        self._raw: Optional[Tuple[int, logging.Formatter, str]] = None
+        # The route's only handler takes text frames: (its level, how to render its line, encode errors).
+        self._raw: Optional[Tuple[int, Callable[[logging.LogRecord], str], str]] = None
         if len(text_targets) == 1 and not self._send_record and text_targets[0].raw_errors:
-            self._raw = (text_targets[0].level, self._texts[0][1], text_targets[0].raw_errors)
+            self._raw = (text_targets[0].level, line_function(self._texts[0][1]), text_targets[0].raw_errors)
 
     def handle(self, record: logging.LogRecord) -> Any:
         """Filter and emit ``record`` without taking the handler's lock: the
@@ -225,7 +191,7 @@ class QueueHandler(logging.handlers.QueueHandler):
             if record.levelno < raw[0]:
                 return
             try:
-                frame = (raw[1].format(record) + "\n").encode("utf-8", raw[2]) + _codec.TEXT_END
+                frame = raw[1](record).encode("utf-8", raw[2]) + _codec.TEXT_END
             except Exception:  # unrenderable: the general path sends it with a note saying why
                 frame = b""
             if frame and len(frame) <= _codec.MAX_PAYLOAD:
