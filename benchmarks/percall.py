@@ -6,7 +6,7 @@ Run:  python benchmarks/percall.py [--records 200000]
 
 Each method logs the same records (the format and message of the other
 benchmarks) from this process. mplog runs its listener as a process here
-(``listener="process"``), so the records cross the socket as a worker's do and
+(``listener="process"``), so the records cross a pipe as a worker's do and
 the listener's CPU can be read from the child's times. A script, not a test:
 the numbers depend on the machine.
 """
@@ -44,6 +44,13 @@ def _per_call(label: str, records: int) -> None:
 
 def _file_handler(path: str) -> logging.Handler:
     handler = logging.FileHandler(path, "w")
+    handler.setFormatter(logging.Formatter(FORMAT))
+    return handler
+
+
+def _rotating_file_handler(path: str) -> logging.Handler:
+    """mplog's own file, rotating by size: what the matrix's headline mplog row uses."""
+    handler = mplog.FileHandler(path, max_bytes="50 MiB", backup_count=1)
     handler.setFormatter(logging.Formatter(FORMAT))
     return handler
 
@@ -86,10 +93,14 @@ def main() -> None:
         )
         shared.put(None)
         drain.join()
-        for buffered in (False, True):
+        for label, make_handler, buffered in (
+            ("durable", _file_handler, False),
+            ("buffered", _file_handler, True),
+            ("durable, rotating mplog.FileHandler", _rotating_file_handler, False),
+        ):
             before = os.times()
-            with mplog.setup(_file_handler(path), level="INFO", listener="process", buffered=buffered):
-                _per_call(f"mplog ({'buffered' if buffered else 'durable'})", records)
+            with mplog.setup(make_handler(path), level="INFO", listener="process", buffered=buffered):
+                _per_call(f"mplog ({label})", records)
             after = os.times()
             listener = (after.children_user + after.children_system) - (before.children_user + before.children_system)
             print(f"{'  its listener, per record':44s} {listener / records * 1e6:6.2f} µs")
