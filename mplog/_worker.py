@@ -196,7 +196,7 @@ class QueueHandler(logging.handlers.QueueHandler):
                 frame = b""
             if frame and len(frame) <= _codec.MAX_PAYLOAD:
                 try:
-                    self.queue.send(frame)
+                    self.queue.send(frame, record.process)
                 except OSError as exc:
                     self._fall_back(exc).handle(self.prepare(record))
                 return

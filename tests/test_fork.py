@@ -3,6 +3,7 @@ deadlocks the child (the model is CPython's test_post_fork_child_no_deadlock).""
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import logging
 import multiprocessing
@@ -43,3 +44,42 @@ def test_fork_while_listener_busy(tmp_path, log_path):
     tally = workload.tally(log_path)
     tally.assert_complete({**{1000 + c: 1 for c in range(FORKS)}, 100: 3000, 101: 3000})
     assert workload.tally(str(tmp_path / "stream.log")).count(100) == 3000
+
+
+def _fork_in_c() -> int:
+    """fork() straight from libc: no at-fork hooks run (PyDLL keeps the GIL held)."""
+    return int(ctypes.PyDLL(None).fork())
+
+
+def test_fork_from_c_without_hooks(log_path):
+    """A child forked by C code (no at-fork hooks) sees the fork itself and opens a
+    pipe of its own, instead of writing into its parent's: each record arrives once."""
+    with mplog.setup(file_handler(log_path), level="INFO", listener="process"):
+        workload.log_records(1, 10)
+        pid = _fork_in_c()
+        if pid == 0:
+            status = 1
+            try:
+                workload.log_records(2, 10)
+                queue = logging.getLogger().handlers[0].queue
+                status = 0 if queue._pipe_pid == os.getpid() else 3  # 3: still on the parent's pipe
+            finally:
+                os._exit(status)
+        assert wait_pid(pid, timeout=30) == 0
+        workload.log_records(1, 10, start=10)
+    workload.tally(log_path).assert_complete({1: 20, 2: 10})
+
+
+def test_fork_from_c_does_not_send_the_parents_buffer(log_path):
+    """Buffered: a child forked by C code drops the records its parent had not sent
+    yet (the parent sends them), so none arrives twice."""
+    with mplog.setup(file_handler(log_path), level="INFO", listener="process", buffered=True, flush_interval=60):
+        workload.log_records(1, 10)
+        pid = _fork_in_c()
+        if pid == 0:
+            # Flush only: a child forked from C with the flusher thread running
+            # cannot start threads of its own (CPython's state was not reset).
+            mplog.flush()
+            os._exit(0)
+        assert wait_pid(pid, timeout=30) == 0
+    workload.tally(log_path).assert_complete({1: 10})
