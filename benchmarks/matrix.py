@@ -738,10 +738,11 @@ def records_for(size: int, args: argparse.Namespace) -> int:
 def cells(args: argparse.Namespace, run: int = 0) -> List[Cell]:
     """Every cell, in the order repetition ``run`` runs them.
 
-    Each repetition starts a group (one size, W and start method) with a
-    different method: a method's place in the run moved its cell by more than
-    the differences between mplog's modes (measured), so no method may always
-    go first, or always follow the same one.
+    Each repetition starts a group (one size, W and start method) with the
+    next method in turn: in the last release's matrix, the method that always
+    went first was the slowest of mplog's rows, and moved by more than the
+    differences between mplog's modes when run elsewhere in the order. (The
+    methods keep their cyclic order, so each still follows the same one.)
     """
     planned: List[Cell] = []
     methods = [m for m in args.methods if not METHODS[m].ceiling]

@@ -140,21 +140,15 @@ class Queue:
             return
         self.send(_codec.encode(record, route=self.route))
 
-    def send(self, frame: bytes, pid: Optional[int] = None) -> None:
+    def send(self, frame: bytes) -> None:
         """Write one encoded frame to this process's pipe (opening it first
         if needed), or add it to the buffer.
-
-        Args:
-            frame: the encoded frame.
-            pid: this process's id, if the caller has it at hand (the
-                record's ``process``): it spares a ``getpid()`` system call
-                per frame. Any other value only costs that call.
 
         Raises:
             OSError: the listener cannot be reached; ``frame`` was not taken
                 (records buffered before it went to stderr).
         """
-        if pid != self._pipe_pid and os.getpid() != self._pipe_pid:
+        if self._pipe_pid != os.getpid():
             # A fork the at-fork hook did not see (e.g. from C code): the lock
             # and pipe may be mid-use by a thread that does not exist here.
             self._after_fork_in_child()

@@ -86,7 +86,7 @@ class TextTarget(NamedTuple):
         if self.style == "%":
             formatter: logging.Formatter = PercentFormatter(self.fmt, self.datefmt)
         else:
-            formatter = SecondCachingFormatter(self.fmt, self.datefmt, self.style)  # type: ignore[arg-type]
+            formatter = SecondCachingFormatter(self.fmt, self.datefmt, self.style, validate=False)  # type: ignore[arg-type]
         if self.utc:
             formatter.converter = time.gmtime
         return formatter
@@ -196,7 +196,7 @@ class QueueHandler(logging.handlers.QueueHandler):
                 frame = b""
             if frame and len(frame) <= _codec.MAX_PAYLOAD:
                 try:
-                    self.queue.send(frame, record.process)
+                    self.queue.send(frame)
                 except OSError as exc:
                     self._fall_back(exc).handle(self.prepare(record))
                 return

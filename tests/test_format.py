@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mplog._format import PercentFormatter, SecondCachingFormatter
+from mplog._worker import TextTarget
 
 # Pieces of a handler's format: fields with various conversions, the message
 # (plain, padded, twice), literals, %% and stray % signs.
@@ -57,8 +58,10 @@ ARGUMENTS = st.one_of(
 )
 
 
-def _record(msg: Any, args: Any, created: float = 1764633600.123456, **extra: Any) -> logging.LogRecord:
-    record = logging.LogRecord("app.db", logging.WARNING, "/src/app.py", 42, msg, args, None, "query")
+def _record(
+    msg: Any, args: Any, created: float = 1764633600.123456, kind: type = logging.LogRecord, **extra: Any
+) -> logging.LogRecord:
+    record = kind("app.db", logging.WARNING, "/src/app.py", 42, msg, args, None, "query")
     record.created = created
     record.msecs = (created - int(created)) * 1000  # fractional, as Python 3.8-3.10 leave it
     record.relativeCreated = 1234.5
@@ -66,12 +69,12 @@ def _record(msg: Any, args: Any, created: float = 1764633600.123456, **extra: An
     return record
 
 
-def _outcome(render: Callable[[logging.LogRecord], str], record: logging.LogRecord) -> Tuple[str, Optional[str]]:
-    """What rendering gives: ("ok", text) or ("error", None)."""
+def _outcome(render: Callable[[logging.LogRecord], str], record: logging.LogRecord) -> Tuple[str, str]:
+    """What rendering gives: ("ok", text) or ("error", the exception's type)."""
     try:
         return "ok", render(record)
-    except Exception:
-        return "error", None
+    except Exception as exc:
+        return "error", type(exc).__name__
 
 
 def _check(fmt: str, msg: Any, args: Any, datefmt: Optional[str] = None, **extra: Any) -> None:
@@ -82,7 +85,7 @@ def _check(fmt: str, msg: Any, args: Any, datefmt: Optional[str] = None, **extra
     mine = PercentFormatter(fmt, datefmt)
     expected = _outcome(stock.format, _record(msg, args, **extra))
     assert _outcome(mine.format, _record(msg, args, **extra)) == expected
-    expected_line = (expected[0], None if expected[1] is None else expected[1] + "\n")
+    expected_line = (expected[0], expected[1] + "\n" if expected[0] == "ok" else expected[1])
     assert _outcome(mine.format_line, _record(msg, args, **extra)) == expected_line
     # Again, now that the message's spliced format is cached.
     assert _outcome(mine.format_line, _record(msg, args, **extra)) == expected_line
@@ -170,3 +173,37 @@ def test_message_formats_built_at_run_time_do_not_grow_the_cache():
     for n in range(5000):
         assert mine.format_line(_record(f"user {n}: %s", ("x",))) == f"WARNING user {n}: x\n"
     assert len(mine._spliced) <= 256
+
+
+class Redacting(logging.LogRecord):
+    """A record class with its own getMessage, as a record factory may install."""
+
+    def getMessage(self) -> str:  # noqa: N802
+        return super().getMessage().replace("hunter2", "***")
+
+
+def test_a_record_class_with_its_own_message_keeps_it():
+    """The message of a record class that overrides getMessage is its getMessage's."""
+    _check("%(levelname)s %(message)s", "password=%s", ("hunter2",), kind=Redacting)
+    line = PercentFormatter("%(message)s", None).format_line(_record("pw=%s", ("hunter2",), kind=Redacting))
+    assert line == "pw=***\n"
+
+
+def test_odd_but_accepted_formats():
+    """A key with parentheses (% nests them), a missing field (ValueError, as the
+    stock one says), and a format logging accepted only with validate=False."""
+    _check("%(u(id)s)s %(message)s", "m %s", ("x",), **{"u(id)s": "A", "u(id": "B"})
+    _check("%(missing)s %(message)s", "m %s", ("x",))
+    assert TextTarget(0, "plain line", None, "%", False).formatter().format(_record("m", ())) == "plain line"
+    assert TextTarget(0, "{message} {{x}}", None, "{", False).formatter().format(_record("m", ())) == "m {x}"
+
+
+def test_times_before_1970_and_a_changed_datefmt():
+    """A negative time is floored as strftime floors it; formatTime with another
+    datefmt in the same second is rendered anew."""
+    _check("%(asctime)s %(message)s", "m %s", ("x",), created=-0.5)
+    _check("%(asctime)s %(message)s", "m %s", ("x",), created=-86400.25)
+    mine, stock = PercentFormatter("%(message)s", None), logging.Formatter("%(message)s")
+    record = _record("m", (), created=100.0)
+    for datefmt in (None, "%Y", None, "%H:%M"):
+        assert mine.formatTime(record, datefmt) == stock.formatTime(record, datefmt)

@@ -11,8 +11,6 @@ from typing import List
 import pytest
 
 import mplog
-from mplog._transport import Queue
-from tests.conftest import file_handler
 
 
 class Collect(logging.Handler):
@@ -142,19 +140,3 @@ def test_lines_formatted_in_the_worker_are_identical(tmp_path, where, style, fmt
     fast_text = (tmp_path / "fast.log").read_text()
     assert fast_text == (tmp_path / "slow.log").read_text()
     assert "Traceback" in fast_text and "could not be rendered" in fast_text and BIG in fast_text
-
-
-def test_a_record_from_another_process_is_passed_on(log_path, monkeypatch):
-    """A record re-emitted here with another process's id (say, received from a
-    socket) arrives, and is not mistaken for a sign that this process forked."""
-    forks_seen = []
-    original = Queue._after_fork_in_child
-    monkeypatch.setattr(Queue, "_after_fork_in_child", lambda self: (forks_seen.append(1), original(self)))
-    with mplog.setup(file_handler(log_path), level="INFO", listener="process"):
-        logging.getLogger("local").info("first")
-        remote = logging.makeLogRecord({"name": "remote", "msg": "from pid %d", "args": (4242,), "process": 4242})
-        remote.levelno, remote.levelname = logging.INFO, "INFO"
-        logging.getLogger("remote").handle(remote)
-    with open(log_path) as lines:
-        assert lines.read().splitlines() == ["first", "from pid 4242"]
-    assert not forks_seen
