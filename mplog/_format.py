@@ -24,6 +24,7 @@ on this project's 2-core machine, CPython 3.11).
 from __future__ import annotations
 
 import logging
+import math
 import operator
 import re
 import time
@@ -54,7 +55,8 @@ class SecondCachingFormatter(logging.Formatter):
 
     # (second, msecs, datefmt, asctime, the second's strftime) in one
     # attribute, so threads never pair one's second with another's text.
-    _cached: Tuple[Optional[int], float, Optional[str], str, str] = (None, 0.0, None, "", "")
+    # The first second matches no time.
+    _cached: Tuple[float, float, Optional[str], str, str] = (math.inf, 0.0, None, "", "")
 
     def formatTime(self, record: logging.LogRecord, datefmt: Optional[str] = None) -> str:  # noqa: N802
         created = record.created
@@ -86,7 +88,7 @@ class _Positional(NamedTuple):
     text: str
     fields: Fields  # the keys' values, in order, from a record's __dict__
     # Around a lone plain %(message)s, when there is one: the format before
-    # and after it (% escaped), and their fields.
+    # and after it (% escaped), and their fields (None: no field after it).
     before: Optional[str] = None
     before_fields: Optional[Fields] = None
     after: str = ""
@@ -127,7 +129,13 @@ class PercentFormatter(SecondCachingFormatter):
         if positional is None or positional.before is None:
             return self.format(record) + "\n"
         msg, args = record.msg, record.args
-        if type(msg) is not str or type(args) is not tuple or not args or type(record).getMessage is not _GET_MESSAGE:
+        record_class = type(record)
+        if (
+            type(msg) is not str
+            or type(args) is not tuple
+            or not args
+            or (record_class is not logging.LogRecord and record_class.getMessage is not _GET_MESSAGE)
+        ):
             return self.format(record) + "\n"
         if record.exc_info or record.exc_text or record.stack_info:
             return super().format(record) + "\n"
@@ -138,10 +146,18 @@ class PercentFormatter(SecondCachingFormatter):
             return self.format(record) + "\n"
         values = record.__dict__
         if self._uses_time:
-            values["asctime"] = self.formatTime(record, self.datefmt)
+            # formatTime's cache, looked up here: most records share their millisecond with the one before.
+            cached = self._cached
+            if cached[1] == record.msecs and cached[0] <= record.created < cached[0] + 1 and cached[2] is self.datefmt:
+                values["asctime"] = cached[3]
+            else:
+                values["asctime"] = self.formatTime(record, self.datefmt)
         try:
-            return spliced % (positional.before_fields(values) + args + positional.after_fields(values))  # type: ignore[misc]
-        except Exception:  # the arguments do not fit the message: the stock path says how
+            fields = positional.before_fields(values) + args  # type: ignore[misc]
+            if positional.after_fields is not None:
+                fields += positional.after_fields(values)
+            return spliced % fields
+        except Exception:  # a missing field, or arguments that do not fit the message: the stock path says how
             return self.format(record) + "\n"
 
     def _splice(self, msg: str, positional: _Positional) -> str:
@@ -186,7 +202,7 @@ def _positional(fmt: str) -> Optional[_Positional]:
         "".join(parts[:part]),
         _getter(keys[:key]),
         "".join(parts[part + 1 :]),
-        _getter(keys[key + 1 :]),
+        _getter(keys[key + 1 :]) if keys[key + 1 :] else None,
     )
 
 

@@ -10,9 +10,9 @@ import threading
 from types import TracebackType
 from typing import Iterable, List, Optional, Tuple, Type, Union
 
-from . import _fork, _worker
+from . import _fork, _sigterm, _worker
 from ._listener import RUNNERS, QueueListener
-from ._transport import Queue, check_flush_interval, release_sigterm, remove_address
+from ._transport import Queue, check_flush_interval, remove_address
 from .exceptions import SetupError
 
 __all__ = ["Session", "active_session", "setup"]
@@ -257,7 +257,7 @@ class Session:
         atexit.unregister(self.stop)
         for handler in self._handlers:  # this process's own buffered records, if any
             handler.flush()
-        release_sigterm()
+        _sigterm.release()
         self.listener.stop()
         for logger, handler, saved in zip(self._loggers, self._handlers, self._saved):
             logger.removeHandler(handler)

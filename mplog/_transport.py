@@ -22,17 +22,16 @@ import fcntl
 import logging
 import os
 import shutil
-import signal
 import socket
 import sys
 import tempfile
 import threading
 import weakref
-from typing import Any, Callable, Optional, Tuple
+from typing import Callable, Optional, Tuple
 
-from . import _codec, _fork
+from . import _codec, _fork, _sigterm
 
-__all__ = ["BUFFER_BYTES", "Queue", "flush"]
+__all__ = ["BUFFER_BYTES", "Queue", "SpilledError", "flush"]
 
 #: A buffered queue sends its records once this many bytes have gathered.
 BUFFER_BYTES = 64 * 1024
@@ -68,6 +67,11 @@ def remove_address(address: str) -> None:
             os.unlink(address)
         except FileNotFoundError:
             pass
+
+
+class SpilledError(OSError):
+    """The listener could not be reached, and the buffered records, the one
+    being sent among them, were written to stderr instead."""
 
 
 class Queue:
@@ -107,8 +111,12 @@ class Queue:
         self._buffer = bytearray()
         self._pipe = -1  # this process's write end, once connected
         self._pipe_pid = os.getpid()
-        self._lock = threading.Lock()
-        self._sending_thread = 0  # who holds _lock: a SIGTERM handler must not send over a half-sent frame
+        self._lock = self._new_lock()
+        # Frames taken out of the buffer and not all written yet: set only
+        # while _lock is held, so a signal handler that can take the lock and
+        # finds it set has interrupted that very write.
+        self._writing = False
+        self._armed = False  # the flusher will send this buffer within flush_interval
         if self.flush_interval is not None:
             _flusher.queues.add(self)
         # Set by a listener thread of this process: records from this process
@@ -118,6 +126,12 @@ class Queue:
 
     def __repr__(self) -> str:
         return f"<mplog.Queue {self.address!r}>"
+
+    def _new_lock(self) -> "threading.Lock | threading.RLock":
+        # Buffered: reentrant, so that a SIGTERM handler that interrupted a
+        # flush of its own thread can see it (and a finalizer that logs during
+        # a flush does not deadlock). Durable sends never nest.
+        return threading.Lock() if self.flush_interval is None else threading.RLock()
 
     def __reduce__(self) -> Tuple[type, Tuple[str, int, Optional[float]]]:
         return (Queue, (self.address, self.route, self.flush_interval))
@@ -145,8 +159,9 @@ class Queue:
         if needed), or add it to the buffer.
 
         Raises:
-            OSError: the listener cannot be reached; ``frame`` was not taken
-                (records buffered before it went to stderr).
+            OSError: the listener cannot be reached; ``frame`` was not taken.
+            SpilledError: (buffered) the listener cannot be reached; ``frame``
+                and the records buffered with it went to stderr.
         """
         if self._pipe_pid != os.getpid():
             # A fork the at-fork hook did not see (e.g. from C code): the lock
@@ -156,59 +171,64 @@ class Queue:
             with self._lock:
                 self._send_locked(frame)
             return
-        with self._lock:
-            self._sending_thread = threading.get_ident()
-            buffer = self._buffer
-            was_empty = not buffer
-            buffer += frame
-            try:
-                if len(buffer) >= BUFFER_BYTES:
-                    self._flush_locked(keep_last=len(frame))
-                elif was_empty:
-                    _flusher.arm(self)
-            finally:
-                self._sending_thread = 0
-        if _sigterm_deferred:
-            _terminate()
+        # No lock to add a frame: ``bytearray +=`` is one step under the GIL,
+        # so the buffer holds whole frames whenever another thread or a signal
+        # handler looks. Only taking frames out (flushing) is locked.
+        buffer = self._buffer
+        buffer += frame
+        if len(buffer) >= BUFFER_BYTES:
+            self._flush(timeout=-1)
+        elif not self._armed:
+            self._armed = True
+            _flusher.arm(self)
 
     def flush(self) -> None:
         """Send what this process has buffered here, if anything (never raises:
         if the listener is gone, the records go to stderr)."""
         if self._pipe_pid != os.getpid():
             self._after_fork_in_child()
-        self._flush(timeout=-1)
-        if _sigterm_deferred:
-            _terminate()
-
-    def _flush(self, timeout: float) -> None:
-        """Send the buffer under the lock; give up if the lock stays taken for
-        ``timeout`` seconds (-1: wait). A signal handler passes a timeout: the
-        interrupted code of its own thread may hold the lock."""
-        if not self._lock.acquire(timeout=timeout):
-            return
-        self._sending_thread = threading.get_ident()
         try:
-            self._flush_locked()
-        except OSError:
+            self._flush(timeout=-1)
+        except SpilledError:
             pass
-        finally:
-            self._sending_thread = 0
-            self._lock.release()
 
-    def _flush_locked(self, keep_last: int = 0) -> None:
-        """Send the buffer. On failure, spill it to stderr, except its last
-        ``keep_last`` bytes (the frame the caller is still responsible for)."""
-        if not self._buffer:
-            return
+    def _flush(self, timeout: float) -> bool:
+        """Send the buffer under the lock; give up if the lock stays taken for
+        ``timeout`` seconds (-1: wait). Return False, sending nothing, if this
+        thread is in the middle of writing the buffer already (a signal handler
+        or a finalizer interrupted it): what it writes must not be cut into.
+
+        Raises:
+            SpilledError: the listener cannot be reached; the buffer went to stderr.
+        """
+        if not self._lock.acquire(timeout=timeout):
+            return True
         try:
-            self._send_locked(self._buffer)
-        except OSError as exc:
-            if keep_last:
-                del self._buffer[-keep_last:]
-            _spill(self._buffer, f"pid {os.getpid()} cannot reach the log listener at {self.address} ({exc})")
-            raise
+            if self._writing:
+                return False
+            self._writing = True
+            try:
+                self._flush_locked()
+            finally:
+                self._writing = False
+            return True
         finally:
-            self._buffer.clear()
+            self._lock.release()
+            _sigterm.run_deferred()
+
+    def _flush_locked(self) -> None:
+        buffer = self._buffer
+        if not buffer:
+            return
+        # A copy to write, so that other threads can go on adding frames (a
+        # bytearray cannot grow while os.write holds it).
+        data = bytes(buffer)
+        del buffer[: len(data)]
+        try:
+            self._send_locked(data)
+        except OSError as exc:
+            _spill(data, f"pid {os.getpid()} cannot reach the log listener at {self.address} ({exc})")
+            raise SpilledError(*exc.args) from exc
 
     def _send_locked(self, data: "bytes | bytearray") -> None:
         pipe = self._pipe
@@ -270,9 +290,10 @@ class Queue:
                 pass
         self._pipe = -1
         self._pipe_pid = os.getpid()
-        self._lock = threading.Lock()
-        self._sending_thread = 0
+        self._lock = self._new_lock()
+        self._writing = False
         self._buffer = bytearray()  # the parent's, flushed before the fork
+        self._armed = False  # this process has no flusher yet
         # Records from this child always cross the pipe (a listener process
         # sets its own marker after the fork).
         self._local = None
@@ -323,11 +344,18 @@ class _Flusher:
         self.queues: "weakref.WeakSet[Queue]" = weakref.WeakSet()
         self._pid = 0
         self._due = threading.Event()
+        self._starting = threading.Lock()
+        _fork.register(self)
+
+    def _after_fork_in_child(self) -> None:
+        self._starting = threading.Lock()  # a thread of the parent may have held it
 
     def arm(self, queue: Queue) -> None:
-        """``queue``'s buffer just stopped being empty."""
+        """``queue`` holds a frame that no flush has been promised for."""
         if self._pid != os.getpid():
-            self._start(queue)
+            with self._starting:  # two threads' first records: one flusher
+                if self._pid != os.getpid():
+                    self._start(queue)
         self._due.set()
 
     def _start(self, queue: Queue) -> None:
@@ -340,9 +368,10 @@ class _Flusher:
             util = sys.modules.get(name)
             if util is not None:  # children of these leave through os._exit, after their finalizers
                 util.Finalize(None, flush, exitpriority=100)
-        _catch_sigterm()
+        catch_sigterm()
 
     def _run(self, due: threading.Event) -> None:
+        _sigterm.block_in_this_thread()
         while True:
             due.wait()
             due.clear()
@@ -350,44 +379,26 @@ class _Flusher:
             interval = min((q.flush_interval or 0.0) for q in queues) if queues else 0.0
             threading.Event().wait(interval)  # sleep, in a way gevent's patching understands
             for queue in queues:
+                # Before taking the frames: a frame added after this arms again.
+                queue._armed = False
                 queue.flush()
 
 
 _flusher = _Flusher()
-_sigterm_deferred = False
 
 
-def _catch_sigterm() -> None:
-    """Flush on SIGTERM (``Pool.terminate()``, ``kill``), if nobody else handles it."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-    try:
-        if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
-            signal.signal(signal.SIGTERM, _on_sigterm)
-    except (ValueError, OSError):  # not the main interpreter, say
-        pass
+def catch_sigterm() -> None:
+    """On SIGTERM (``Pool.terminate()``, ``kill``), send what this process has
+    buffered, then die of the signal, if nobody else handles SIGTERM (and if
+    called from the main thread, the only one that can install the handler)."""
+    _sigterm.catch(_flush_for_sigterm)
 
 
-def release_sigterm() -> None:
-    """Put SIGTERM back to its default if mplog installed its handler here
-    (when the session that buffered in this process ends)."""
-    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is _on_sigterm:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-def _on_sigterm(signum: int, frame: Any) -> None:
-    global _sigterm_deferred
-    me = threading.get_ident()
-    if any(queue._sending_thread == me for queue in list(_flusher.queues)):
-        # Interrupted mid-send: sending the buffer now would cut into that
-        # frame. The send finishes, then terminates.
-        _sigterm_deferred = True
-        return
-    _terminate()
-
-
-def _terminate() -> None:
+def _flush_for_sigterm() -> bool:
     for queue in list(_flusher.queues):
-        queue._flush(timeout=_SIGNAL_LOCK_SECONDS)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    os.kill(os.getpid(), signal.SIGTERM)
+        try:
+            if not queue._flush(timeout=_SIGNAL_LOCK_SECONDS):
+                return False  # the signal came in the middle of this thread's write of it
+        except SpilledError:
+            pass
+    return True

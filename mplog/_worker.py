@@ -15,10 +15,9 @@ import threading
 import time
 from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple
 
-from . import _codec
+from . import _codec, _fork
 from ._format import PercentFormatter, SecondCachingFormatter, line_function
-from ._json import JsonFormatter
-from ._transport import Queue, check_flush_interval
+from ._transport import Queue, SpilledError, catch_sigterm, check_flush_interval
 
 __all__ = [
     "ENVIRONMENT_VARIABLE",
@@ -57,7 +56,9 @@ class TextTarget(NamedTuple):
     def of(cls, handler: logging.Handler) -> Optional["TextTarget"]:
         """The target for ``handler``, or ``None`` if only the handler itself can
         format and write its records (a subclass, filters, a custom formatter)."""
-        from ._files import FileHandler  # late: _files needs nothing from here
+        # Late: only the parent needs them, and _files needs nothing from here.
+        from ._files import FileHandler
+        from ._json import JsonFormatter
 
         if type(handler) not in (logging.StreamHandler, logging.FileHandler, FileHandler) or handler.filters:
             return None
@@ -82,6 +83,8 @@ class TextTarget(NamedTuple):
     def formatter(self) -> logging.Formatter:
         """A formatter equal to the handler's."""
         if self.style == "json":
+            from ._json import JsonFormatter  # late: JSON output is the exception
+
             return JsonFormatter()
         if self.style == "%":
             formatter: logging.Formatter = PercentFormatter(self.fmt, self.datefmt)
@@ -186,19 +189,21 @@ class QueueHandler(logging.handlers.QueueHandler):
         """Send ``record``: formatted for the listener's text handlers, and
         prepared for its other handlers."""
         raw = self._raw
-        if raw is not None and self.queue._local is None and self._fallback is None:
+        queue = self.queue
+        if raw is not None and queue._local is None:
             # The common case, kept in one function: one text frame, no record.
-            if record.levelno < raw[0]:
+            level, render, errors = raw
+            if record.levelno < level:
                 return
             try:
-                frame = raw[1](record).encode("utf-8", raw[2]) + _codec.TEXT_END
+                frame = render(record).encode("utf-8", errors) + _codec.TEXT_END
             except Exception:  # unrenderable: the general path sends it with a note saying why
                 frame = b""
-            if frame and len(frame) <= _codec.MAX_PAYLOAD:
+            if 0 < len(frame) <= _codec.MAX_PAYLOAD:
                 try:
-                    self.queue.send(frame)
+                    queue.send(frame)
                 except OSError as exc:
-                    self._fall_back(exc).handle(self.prepare(record))
+                    self._fail_over(exc, record)
                 return
         self._emit_general(record)
 
@@ -216,7 +221,7 @@ class QueueHandler(logging.handlers.QueueHandler):
             try:
                 self.queue.send(_codec.encode(prepared, texts, self.queue.route, record.created))
             except OSError as exc:
-                self._fall_back(exc).handle(prepared or self.prepare(record))
+                self._fail_over(exc, record)
         except RecursionError:
             raise
         except Exception:
@@ -254,13 +259,21 @@ class QueueHandler(logging.handlers.QueueHandler):
         if fallback is None:
             try:
                 self.queue.put_nowait(record)
-                return
             except OSError as exc:
-                fallback = self._fall_back(exc)
+                self._fail_over(exc, record)
+            return
         fallback.handle(record)
+
+    def _fail_over(self, exc: OSError, record: logging.LogRecord) -> None:
+        """``record`` could not be sent: switch to stderr, and write it there
+        unless it already went there with the buffer it was added to."""
+        fallback = self._fall_back(exc)
+        if not isinstance(exc, SpilledError):
+            fallback.handle(self.prepare(record))
 
     def _fall_back(self, exc: OSError) -> logging.Handler:
         """Switch to stderr for good, saying why once; return the stderr handler."""
+        self._raw = None
         self._fallback = _stderr_handler()
         sys.stderr.write(
             f"mplog: pid {os.getpid()} cannot reach the log listener at {self.queue.address} "
@@ -345,6 +358,19 @@ _current: Optional[WorkerConfig] = None
 _install_lock = threading.Lock()
 
 
+class _ForkHook:
+    """A forked child of a buffered session catches SIGTERM at once, in its
+    only thread: its first record may come from a thread it starts later."""
+
+    def _after_fork_in_child(self) -> None:
+        if _current is not None and _current.flush_interval is not None:
+            catch_sigterm()
+
+
+_fork_hook = _ForkHook()  # held here: _fork keeps weak references
+_fork.register(_fork_hook)
+
+
 def current() -> Optional[WorkerConfig]:
     """The config children of this process should use, if any."""
     return _current
@@ -364,6 +390,8 @@ def install(config: WorkerConfig) -> None:
     and writing the log file directly from a worker is what mplog replaces.
     """
     with _install_lock:
+        if config.flush_interval is not None:
+            catch_sigterm()  # the initializer runs in the main thread; the first record may not
         root = logging.getLogger()
         if any(isinstance(h, QueueHandler) and h.queue.address == config.address for h in root.handlers):
             set_current(config)

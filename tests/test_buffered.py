@@ -6,18 +6,21 @@ survives. (Pool.terminate() is in test_faults.py, in both modes.)"""
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 import multiprocessing
 import os
 import signal
+import threading
 import time
+from typing import Iterator, Optional, TextIO
 
 import pytest
 
 import mplog
 from mplog._transport import BUFFER_BYTES
 from tests import workload
-from tests.conftest import START_METHODS, file_handler, join_all, wait_pid
+from tests.conftest import START_METHODS, file_handler, join_all, wait_for_path, wait_pid
 
 # A workload record of size 100 is about 120 bytes on the wire.
 RECORDS_PER_BUFFER = BUFFER_BYTES // 120 + 1
@@ -151,6 +154,125 @@ def test_fork_sends_the_buffer_first(log_path):
         assert wait_pid(pid) == 0
         workload.log_records(0, 100, start=100)
     workload.tally(log_path).assert_complete({0: 200, 1: 100})
+
+
+# Small, page-sized, bigger than a whole buffer, and bigger than the pipe (a
+# write that blocks until the listener reads, while other threads run).
+THREAD_SIZES = (100, 100, 3000, 100, 4000, 100, 70_000, 100, 100, 300_000)
+
+
+def test_threads_of_one_process_share_its_buffer(log_path):
+    """Six threads of one worker fill one buffer at once while its flusher
+    (every millisecond) and the size limit both empty it: every record arrives
+    once and whole."""
+    context = multiprocessing.get_context("fork")
+    with mplog.setup(file_handler(log_path), level="INFO", buffered=True, flush_interval=0.001):
+        worker = context.Process(target=workload.log_from_threads, args=(0, 6, 300, THREAD_SIZES))
+        worker.start()
+        join_all([worker])
+    workload.tally(log_path).assert_complete({w: 300 for w in range(6)})
+
+
+def test_sigterm_while_threads_log(log_path):
+    """SIGTERM while four threads log, and a slow reader of the listener's
+    output keeps writes to the pipe waiting. The main thread (where the handler
+    runs) logs 30 small records, then one bigger than the pipe, whose flush
+    takes them along: the signal mostly lands mid-write, or while it waits for
+    another thread's write. The process still dies of it, every record whose
+    call returned in the main thread arrives, and each thread's records arrive
+    as an unbroken prefix, none torn or twice."""
+    context = multiprocessing.get_context("fork")
+    trials = 12
+    main_returned = []
+    with _slow_stream(log_path) as stream:
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        with mplog.setup(handler, level="INFO", buffered=True, flush_interval=60):
+            for trial in range(trials):
+                returned = context.RawArray("q", 1)
+                worker = context.Process(
+                    target=workload.log_from_threads,
+                    args=(trial * 4, 4, None, (100,), (100,) * 30 + (300_000,), returned),
+                )
+                worker.start()
+                time.sleep(0.05 + trial * 0.01)
+                os.kill(worker.pid, signal.SIGTERM)
+                worker.join(30)
+                if worker.is_alive():
+                    worker.kill()
+                    worker.join(5)
+                    pytest.fail(f"trial {trial}: SIGTERM did not end the worker within 30 s")
+                assert worker.exitcode == -signal.SIGTERM
+                main_returned.append(returned[0])
+    tally = workload.tally(log_path)
+    assert not tally.torn and not tally.duplicated()
+    for worker_id in range(trials * 4):
+        got = sorted(tally.seqs.get(worker_id, {}))
+        assert got == list(range(len(got))), f"worker {worker_id}: gaps"
+    delivered = [tally.count(trial * 4 + 3) for trial in range(trials)]
+    assert all(d >= r for d, r in zip(delivered, main_returned)), f"main thread: {delivered} of {main_returned}"
+    assert sum(main_returned) > trials * 10  # the signal came while it logged
+
+
+def test_sigterm_mid_write_waits_for_the_write(tmp_path, log_path):
+    """The main thread logs 30 small records and two of 600 KB, whose write
+    blocks (the listener holds the first, the pipe fills with the second) when
+    a second thread logs 20 records and sends the process SIGTERM. The handler,
+    in the main thread, must neither wait for the lock that thread holds nor
+    write into the middle of its write: the write finishes, then the 20 records
+    are sent, then the process dies of the signal."""
+    sent = str(tmp_path / "sent")
+    gate = threading.Event()
+    with _slow_stream(log_path, gate) as stream:
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        with mplog.setup(handler, level="INFO", buffered=True, flush_interval=60):
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    threading.Thread(target=workload.log_then_kill_self, args=(2, 20, 0.5, sent), daemon=True).start()
+                    workload.log_records(1, 30)
+                    workload.log_records(1, 2, sizes=(600_000,), start=30)
+                    time.sleep(60)
+                finally:
+                    os._exit(1)
+            try:
+                wait_for_path(sent)
+            finally:
+                gate.set()
+            assert wait_pid(pid) == -signal.SIGTERM
+    workload.tally(log_path).assert_complete({1: 32, 2: 20})
+
+
+@contextlib.contextmanager
+def _slow_stream(path: str, gate: Optional[threading.Event] = None) -> Iterator[TextIO]:
+    """A text stream into a pipe that a thread copies to ``path`` at about
+    30 MB/s (once ``gate`` is set): slower than the workers log, so their
+    writes wait for it."""
+    read_end, write_end = os.pipe()
+    stream = open(write_end, "w", encoding="utf-8")
+
+    def copy() -> None:
+        if gate is not None:
+            gate.wait(60)
+        with open(path, "wb") as out, open(read_end, "rb", buffering=0) as pipe:
+            while True:
+                chunk = pipe.read(65536)
+                if not chunk:
+                    return
+                out.write(chunk)
+                time.sleep(0.002)
+
+    copier = threading.Thread(target=copy)
+    copier.start()
+    try:
+        yield stream
+    finally:
+        if gate is not None:
+            gate.set()
+        stream.close()
+        copier.join(60)
+    assert not copier.is_alive()
 
 
 def test_bad_buffering_arguments_fail_at_the_call():

@@ -148,22 +148,25 @@ def test_exception_and_stack_take_the_stock_path():
 
 @pytest.mark.parametrize("datefmt", [None, "%H:%M:%S", "%Y"])
 @pytest.mark.parametrize("converter", [time.localtime, time.gmtime])
-def test_asctime_across_milliseconds_and_seconds(datefmt, converter):
-    """The cached time is right for every millisecond and second boundary, local or UTC."""
+@pytest.mark.parametrize("base", [1764633599.0, -3.0])
+def test_asctime_across_milliseconds_and_seconds(datefmt, converter, base):
+    """The cached time is right for every millisecond and second boundary, local
+    or UTC, after 1970 or before; format and format_line each keep their own
+    formatter, so each meets every new time first."""
     stock = logging.Formatter("%(asctime)s %(message)s", datefmt)
     mine = PercentFormatter("%(asctime)s %(message)s", datefmt)
+    mine_lines = PercentFormatter("%(asctime)s %(message)s", datefmt)
     other_style = SecondCachingFormatter("{asctime} {message}", datefmt, "{")
     stock_other = logging.Formatter("{asctime} {message}", datefmt, "{")
-    for formatter in (stock, mine, other_style, stock_other):
+    for formatter in (stock, mine, mine_lines, other_style, stock_other):
         formatter.converter = converter  # type: ignore[method-assign]
-    base = 1764633599.0
-    for step in [0.0, 0.0004, 0.001, 0.5, 0.999, 0.9996, 1.0, 1.0001, 61.25, 3600.5, 0.25]:
+    for step in [0.0, 0.0004, 0.001, 0.5, 0.999, 0.9996, 1.0, 1.0001, 2.0, 2.5, 1.5, 61.25, 3600.5, 0.25]:
 
         def record(step: float = step) -> logging.LogRecord:
             return _record("t %s", (step,), base + step)
 
         expected = stock.format(record())
-        assert (mine.format(record()), mine.format_line(record())) == (expected, expected + "\n")
+        assert (mine.format(record()), mine_lines.format_line(record())) == (expected, expected + "\n")
         assert other_style.format(record()) == stock_other.format(record())
 
 
@@ -207,3 +210,8 @@ def test_times_before_1970_and_a_changed_datefmt():
     record = _record("m", (), created=100.0)
     for datefmt in (None, "%Y", None, "%H:%M"):
         assert mine.formatTime(record, datefmt) == stock.formatTime(record, datefmt)
+    # A line after formatTime was asked for another datefmt in the same millisecond.
+    lines, stock = PercentFormatter("%(asctime)s %(message)s", None), logging.Formatter("%(asctime)s %(message)s")
+    record = _record("m %s", ("x",), created=100.0)
+    assert lines.formatTime(record, "%Y") == stock.formatTime(record, "%Y")
+    assert lines.format_line(record) == stock.format(record) + "\n"

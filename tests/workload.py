@@ -12,10 +12,11 @@ import logging
 import os
 import re
 import signal
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 LOGGER = "work"
 LINE = re.compile(r"^w=(\d+) seq=(\d+) size=(\d+) ([a-z]*)$")
@@ -26,12 +27,18 @@ def message(worker: int, seq: int, size: int) -> str:
     return f"w={worker} seq={seq} size={size} {letter * size}"
 
 
-def log_records(worker: int, count: int, sizes: Sequence[int] = (100,), start: int = 0) -> None:
-    """Log ``count`` workload records, cycling through ``sizes``."""
+def log_records(
+    worker: int, count: int, sizes: Sequence[int] = (100,), start: int = 0, returned: Optional[Any] = None
+) -> None:
+    """Log ``count`` workload records, cycling through ``sizes``; after each
+    call, set ``returned[0]`` (shared memory, say) to the number of calls that
+    have returned."""
     logger = logging.getLogger(LOGGER)
     for seq in range(start, start + count):
         size = sizes[seq % len(sizes)]
         logger.info("%s", message(worker, seq, size))
+        if returned is not None:
+            returned[0] = seq + 1
 
 
 def init_and_log(initializer, worker: int, count: int, sizes: Sequence[int] = (100,)) -> None:
@@ -60,11 +67,43 @@ def log_then_exit(initializer, worker: int, count: int, how: str, done_path: Opt
     raise AssertionError(f"unknown exit {how!r}")
 
 
+def log_then_kill_self(worker: int, count: int, delay: float, sent_path: str) -> None:
+    """Wait ``delay`` seconds, log ``count`` records, send this process
+    SIGTERM, and say so by creating ``sent_path``."""
+    time.sleep(delay)
+    log_records(worker, count)
+    os.kill(os.getpid(), signal.SIGTERM)
+    open(sent_path, "w").close()
+
+
 def log_forever(initializer, worker: int, sizes: Sequence[int]) -> None:
     """Log until killed (for SIGKILL trials)."""
     if initializer is not None:
         initializer()
     log_records(worker, 10**9, sizes)
+
+
+def log_from_threads(
+    first_worker: int,
+    threads: int,
+    count: Optional[int],
+    sizes: Sequence[int],
+    main_sizes: Sequence[int] = (),
+    returned: Any = None,
+) -> None:
+    """Log from ``threads`` threads at once, as workers ``first_worker`` + 0, 1,
+    ...; ``count`` records each, or until killed when ``count`` is None. The
+    main thread is the last worker: it logs ``main_sizes`` (default ``sizes``)
+    and counts its returned calls in ``returned``, as ``log_records`` does."""
+    workers = [
+        threading.Thread(target=log_records, args=(first_worker + t, count or 10**9, sizes), daemon=True)
+        for t in range(threads - 1)
+    ]
+    for thread in workers:
+        thread.start()
+    log_records(first_worker + threads - 1, count or 10**9, main_sizes or sizes, returned=returned)
+    for thread in workers:
+        thread.join()
 
 
 @dataclass
