@@ -17,6 +17,7 @@ from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 from . import _codec, _fork
 from ._format import PercentFormatter, SecondCachingFormatter, line_function
+from ._json import JsonFormatter
 from ._transport import Queue, SpilledError, catch_sigterm, check_flush_interval
 
 __all__ = [
@@ -56,9 +57,7 @@ class TextTarget(NamedTuple):
     def of(cls, handler: logging.Handler) -> Optional["TextTarget"]:
         """The target for ``handler``, or ``None`` if only the handler itself can
         format and write its records (a subclass, filters, a custom formatter)."""
-        # Late: only the parent needs them, and _files needs nothing from here.
-        from ._files import FileHandler
-        from ._json import JsonFormatter
+        from ._files import FileHandler  # late: _files needs nothing from here
 
         if type(handler) not in (logging.StreamHandler, logging.FileHandler, FileHandler) or handler.filters:
             return None
@@ -83,8 +82,6 @@ class TextTarget(NamedTuple):
     def formatter(self) -> logging.Formatter:
         """A formatter equal to the handler's."""
         if self.style == "json":
-            from ._json import JsonFormatter  # late: JSON output is the exception
-
             return JsonFormatter()
         if self.style == "%":
             formatter: logging.Formatter = PercentFormatter(self.fmt, self.datefmt)

@@ -368,10 +368,10 @@ def _seqs(path) -> List[int]:
 AS_NOBODY = """
 import logging, os, sys, time
 sys.path.insert(0, {root!r})
-from mplog import FileHandler, setup
+import mplog
 from tests import workload
-# Everything is imported first (mplog's parent side loads on first use): the
-# interpreter's files may be out of reach for uid nobody (e.g. under /root).
+# Everything is imported first: the interpreter's files may be out of reach
+# for uid nobody (e.g. under /root).
 os.setgid(65534)
 os.setuid(65534)
 
@@ -384,9 +384,9 @@ def wait(name):
     while not os.path.exists(os.path.join(signals, name)):
         time.sleep(0.01)
 
-handler = FileHandler(os.path.join(directory, "app.log"), max_buffer=4000)
+handler = mplog.FileHandler(os.path.join(directory, "app.log"), max_buffer=4000)
 handler.setFormatter(logging.Formatter("%(created)r %(message)s"))
-with setup(handler, level="INFO"):
+with mplog.setup(handler, level="INFO"):
     workload.log_records(0, 100)
     signal("logged")
     wait("locked")  # the file is gone and the directory is not ours any more
