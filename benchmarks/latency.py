@@ -24,7 +24,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import List
+from typing import Any, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -78,10 +78,10 @@ def main() -> None:
         latencies: List[float] = []
         write_frames = handler.write_frames
 
-        def timed(frames: bytes) -> None:
+        def timed(frames: List[Any]) -> None:
             write_frames(frames)
             now = time.time()
-            latencies.extend(now - float(sent) for sent in _SENT.findall(frames))
+            latencies.extend(now - float(sent) for sent in _SENT.findall(b"".join(frames)))
 
         handler.write_frames = timed  # type: ignore[method-assign]
         _run(handler, args.rate / WORKERS, args.seconds, args.buffered)

@@ -43,6 +43,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 RECORD_START = 0xFE
 #: Ends a text frame; never part of its UTF-8 text.
 TEXT_END = b"\xff"
+#: Text frames as the listener passes them on: bytes or a bytearray of whole
+#: frames, or a memoryview of exactly one frame (a long line, not copied).
+Frames = Union[bytes, bytearray, memoryview]
 _HELLO_START = 0xFD
 #: A record frame's header: RECORD_START and the payload's length.
 HEADER = struct.Struct("<BI")
@@ -169,6 +172,13 @@ def text_frames(lines: Sequence[str], errors: str) -> bytes:
     """Text frames for lines a worker could not send as such (e.g. a truncated
     record for a route that takes text frames); ``errors`` as for ``str.encode``."""
     return b"".join(line.encode("utf-8", errors) + TEXT_END for line in lines)
+
+
+def frame_texts(chunks: Sequence[Frames]) -> List[Frames]:
+    """The text in ``chunks`` of frames, without their ``TEXT_END`` markers,
+    in pieces for ``os.writev``: a one-frame view drops its last byte, uncopied;
+    other chunks are copied once."""
+    return [chunk[:-1] if type(chunk) is memoryview else chunk.replace(TEXT_END, b"") for chunk in chunks]
 
 
 Decoded = Tuple[int, float, Optional[logging.LogRecord], Optional[Tuple[Optional[str], ...]]]

@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-from ._codec import TEXT_END
+from ._codec import TEXT_END, Frames, frame_texts
 
 __all__ = ["FileHandler"]
 
@@ -36,6 +36,8 @@ _STAMP = "%Y-%m-%d_%H-%M-%S"
 LATE_GRACE_SECONDS = 5.0
 _RETRY_SECONDS = 0.5
 _WRITE_CHUNK = 256 * 1024
+# The most pieces one os.writev takes (the kernel refuses more).
+_IOV_MAX = max(16, os.sysconf("SC_IOV_MAX")) if "SC_IOV_MAX" in os.sysconf_names else 1024
 
 
 def parse_size(value: Union[int, str], name: str) -> int:
@@ -286,18 +288,19 @@ class FileHandler(logging.Handler):
         with self.lock:  # type: ignore[union-attr]
             self._write_encoded(encoded)
 
-    def write_frames(self, frames: bytes) -> None:
+    def write_frames(self, frames: List[Frames]) -> None:
         """Write text frames: lines the workers formatted and encoded, each
-        followed by ``TEXT_END`` (only when ``encoding`` is UTF-8 and there is no
-        time rotation: frames carry no record time)."""
+        followed by ``TEXT_END``, in chunks as the listener received them (only
+        when ``encoding`` is UTF-8 and there is no time rotation: frames carry no
+        record time)."""
         with self.lock:  # type: ignore[union-attr]
-            if self.max_bytes is not None and self._size + len(frames) > self.max_bytes:
-                self._write_encoded([(0.0, line) for line in frames.split(TEXT_END)[:-1]])
+            if self.max_bytes is not None and self._size + sum(map(len, frames)) > self.max_bytes:
+                self._write_encoded([(0.0, line) for line in b"".join(frames).split(TEXT_END)[:-1]])
             elif self._fault is not None and not self._recover():
-                self._hold([frames.replace(TEXT_END, b"")])
+                self._hold([b"".join(frames).replace(TEXT_END, b"")])
             else:
                 self._check_identity()
-                self._write(frames.replace(TEXT_END, b""))
+                self._write(*frame_texts(frames))
 
     def _write_encoded(self, lines: Sequence[Tuple[float, bytes]]) -> None:
         if self._fault is not None and not self._recover():
@@ -330,37 +333,43 @@ class FileHandler(logging.Handler):
 
     # --- writing and faults -----------------------------------------------------
 
-    def _write(self, data: Union[bytes, bytearray]) -> None:
-        if not data:
+    def _write(self, *parts: Frames) -> None:
+        if not any(parts):
             return
         if self._fault is not None:
-            self._hold([bytes(data)])
+            self._hold([b"".join(parts)])
         else:
             try:
-                self._write_all(data)
+                self._write_all(*parts)
             except OSError as exc:
                 self._enter_fault(exc)
 
-    def _write_all(self, data: Union[bytes, bytearray]) -> None:
-        """Write ``data``; on failure, what was not written goes back to the
-        front of the held bytes (so a line resumes exactly where it stopped)."""
+    def _write_all(self, *parts: Frames) -> None:
+        """Write ``parts``, in order; on failure, what was not written goes back
+        to the front of the held bytes (so a line resumes exactly where it stopped)."""
+        unwritten = [part for part in parts if part]
+        if not unwritten:
+            return
         if self._fd < 0:
             try:
                 self._open()
             except OSError:
-                self._held[:0] = data
+                self._held[:0] = b"".join(unwritten)
                 raise
-        with memoryview(data) as whole:  # released at once, so a bytearray can be cleared after
-            view = whole
-            while view:
-                try:
-                    written = os.write(self._fd, view)
-                except OSError:
-                    self._held[:0] = view  # keep exactly what is left: the line resumes where it stopped
-                    view.release()  # the traceback keeps this frame alive; the buffer must not stay exported
-                    raise
-                self._size += written
-                view = view[written:]
+        while unwritten:
+            try:
+                written = os.writev(self._fd, unwritten[:_IOV_MAX])
+            except OSError:
+                self._held[:0] = b"".join(unwritten)
+                raise
+            self._size += written
+            done = 0
+            while done < len(unwritten) and written >= len(unwritten[done]):
+                written -= len(unwritten[done])
+                done += 1
+            del unwritten[:done]
+            if written:  # a short write: the rest of that piece (a copy, or a view of bytes nobody changes)
+                unwritten[0] = unwritten[0][written:]
 
     def _hold(self, chunks: List[bytes]) -> None:
         for chunk in chunks:

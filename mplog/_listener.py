@@ -86,7 +86,9 @@ class _Connection:
 
 
 FrameHandler = Callable[[int, float, Optional[logging.LogRecord], Optional[Tuple[Optional[str], ...]]], None]
-TextHandler = Callable[[int, "bytes | bytearray"], None]
+TextHandler = Callable[[int, _codec.Frames], None]
+# A text frame at least this long is handed on as a view of the read, not copied.
+_LONG_FRAME = 4096
 _TEXT_FRAME_LIMIT = _codec.MAX_PAYLOAD + 1024  # a longer unterminated line is not from a worker
 _RECORD_START_BYTE = bytes([_codec.RECORD_START])
 _FD_BYTES = array.array("i").itemsize
@@ -255,30 +257,40 @@ class _Server:
 
     def _consume(self, conn: _Connection, data: bytes) -> bool:
         pending = conn.pending
+        start = 0  # where the frames that begin in this read start
         if pending:
-            pending += data
-            if pending[0] != _codec.RECORD_START and _codec.TEXT_END not in data:
-                return self._check_unterminated(conn)  # still inside one long line: nothing to parse
-            buf: "bytes | bytearray" = pending
-        else:
-            buf = data
-        pos = self._take_frames(buf, 0, conn, fresh=buf is data)
-        if pos < 0:
-            return False
-        if buf is pending:
-            del pending[:pos]
-        elif pos < len(buf):
-            conn.pending = bytearray(buf[pos:])
+            # First complete the frame an earlier read began. A text frame takes
+            # only this read's bytes up to its end; the rest is parsed in place.
+            if pending[0] == _codec.RECORD_START:
+                start = len(data)
+            else:
+                start = data.find(_codec.TEXT_END) + 1
+                if not start:  # still inside one long line: nothing to parse
+                    pending += data
+                    return self._check_unterminated(conn)
+            pending += memoryview(data)[:start]
+            pos = self._take_frames(pending, 0, conn)
+            if pos < 0:
+                return False
+            if pos == len(pending):  # the listener may hold on to what it took: start afresh
+                conn.pending = pending = bytearray()
+            else:
+                del pending[:pos]
+        if start < len(data):
+            pos = self._take_frames(data, start, conn)
+            if pos < 0:
+                return False
+            pending += memoryview(data)[pos:]
         return self._check_unterminated(conn)
 
-    def _take_frames(self, buf: "bytes | bytearray", pos: int, conn: _Connection, fresh: bool) -> int:
+    def _take_frames(self, buf: "bytes | bytearray", pos: int, conn: _Connection) -> int:
         """Deliver every complete frame from ``pos``; return where the first
         incomplete one starts, or -1 if the connection was refused."""
         while pos < len(buf):
             if buf[pos] == _codec.RECORD_START:
                 end = self._take_record(buf, pos, conn)
             else:
-                end = self._take_texts(buf, pos, conn, whole=fresh and not pos)
+                end = self._take_texts(buf, pos, conn)
             if end <= pos:
                 return end if end < 0 else pos
             pos = end
@@ -299,11 +311,10 @@ class _Server:
         self._deliver(buf[pos + _codec.HEADER.size : end], conn)
         return end
 
-    def _take_texts(self, buf: "bytes | bytearray", pos: int, conn: _Connection, whole: bool) -> int:
+    def _take_texts(self, buf: "bytes | bytearray", pos: int, conn: _Connection) -> int:
         """Deliver the complete text frames from ``pos`` (up to the next record
         frame); return where they end, ``pos`` if there are none, -1 if the
-        connection was refused. ``whole``: ``buf`` is a fresh read, which can be
-        passed on without a copy if it is all text frames."""
+        connection was refused."""
         record_at = buf.find(_RECORD_START_BYTE, pos)
         if record_at < 0:
             end = buf.rfind(_codec.TEXT_END, pos) + 1
@@ -314,7 +325,19 @@ class _Server:
         else:
             self._refuse(conn, f"pid {conn.pid} sent a text frame cut short by a record frame")
             return -1
-        self._deliver_text(buf if whole and end == len(buf) else buf[pos:end], conn)
+        if type(buf) is bytes:
+            # Long lines are passed on as views of this read, uncopied: copying
+            # was most of the listener's work for 64 KiB records.
+            view = memoryview(buf)
+            while True:
+                stop = buf.find(_codec.TEXT_END, pos, end) + 1
+                if stop - pos < _LONG_FRAME:
+                    break
+                self._deliver_text(view[pos:stop], conn)
+                pos = stop
+                if pos == end:
+                    return end
+        self._deliver_text(buf if pos == 0 and end == len(buf) else buf[pos:end], conn)
         return end
 
     def _check_unterminated(self, conn: _Connection) -> bool:
@@ -330,7 +353,7 @@ class _Server:
         self._disconnect(conn)
         return False
 
-    def _deliver_text(self, frames: "bytes | bytearray", conn: _Connection) -> None:
+    def _deliver_text(self, frames: _codec.Frames, conn: _Connection) -> None:
         try:
             self._on_text(conn.route, frames)
         except Exception:  # a handler bug must not stop the listener
@@ -454,8 +477,8 @@ class _Route:
         self.pending: List[List[Tuple[float, str]]] = [[] for _ in self.writers]
         # A lone text handler that takes UTF-8 bytes gets text frames, written as they came.
         self.raw_errors: Optional[str] = None
-        self.raw_pending: List["bytes | bytearray"] = []
-        self.write_frames: Callable[[bytes], None] = _no_frames
+        self.raw_pending: List[_codec.Frames] = []
+        self.write_frames: Callable[[List[_codec.Frames]], None] = _no_frames
         if len(handlers) == 1 and self.text_targets and self.text_targets[0].raw_errors:
             self.raw_errors = self.text_targets[0].raw_errors
             self.write_frames = _frame_writer_for(handlers[0])
@@ -611,7 +634,7 @@ class QueueListener:
         if record is not None:
             self._handle(self.prepare(record), route.record_handlers)
 
-    def _on_text(self, route_number: int, frames: "bytes | bytearray") -> None:
+    def _on_text(self, route_number: int, frames: _codec.Frames) -> None:
         if not 0 <= route_number < len(self._routes):
             raise ValueError(f"text frames for route {route_number}; this listener has {len(self._routes)}")
         route = self._routes[route_number]
@@ -627,8 +650,7 @@ class QueueListener:
     def _write_pending(self) -> None:
         for route in self._routes:
             if route.raw_pending:
-                frames = b"".join(route.raw_pending)
-                route.raw_pending.clear()
+                frames, route.raw_pending = route.raw_pending, []
                 route.write_frames(frames)
             for write, pending in zip(route.writers, route.pending):
                 if pending:
@@ -781,11 +803,11 @@ def _writer_for(handler: logging.Handler) -> Writer:
     return functools.partial(_write_to_stream, handler)
 
 
-def _no_frames(frames: bytes) -> None:
+def _no_frames(frames: List[_codec.Frames]) -> None:
     raise AssertionError("text frames for a route that does not take them")  # _on_text routes them elsewhere
 
 
-def _frame_writer_for(handler: logging.Handler) -> Callable[[bytes], None]:
+def _frame_writer_for(handler: logging.Handler) -> Callable[[List[_codec.Frames]], None]:
     """How the listener writes text frames to a handler whose target has ``raw_errors``."""
     if isinstance(handler, FileHandler):
         return handler.write_frames
@@ -793,9 +815,9 @@ def _frame_writer_for(handler: logging.Handler) -> Callable[[bytes], None]:
     return functools.partial(_write_frames_to_stream, handler)
 
 
-def _write_frames_to_stream(handler: logging.StreamHandler, frames: bytes) -> None:  # type: ignore[type-arg]
+def _write_frames_to_stream(handler: logging.StreamHandler, frames: List[_codec.Frames]) -> None:  # type: ignore[type-arg]
     """Write text frames to a handler's stream as bytes, under its lock."""
-    data = frames.replace(_codec.TEXT_END, b"")
+    data = b"".join(frames).replace(_codec.TEXT_END, b"")
     with handler.lock:  # type: ignore[union-attr]
         try:
             if handler.stream is None:  # a FileHandler opened with delay=True

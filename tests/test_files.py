@@ -203,21 +203,25 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
-def test_disk_full_holds_then_drops_and_counts_exactly(small_disk, capfd):
+@pytest.mark.parametrize("size", [100, 20_000])
+def test_disk_full_holds_then_drops_and_counts_exactly(small_disk, capfd, size):
     """ENOSPC: no crash and no hang; records are held up to max_buffer, then
     dropped and counted; when space returns, writing resumes and the log says how
-    many were dropped. Lines in the file + the dropped count = records sent."""
+    many were dropped. Lines in the file + the dropped count = records sent.
+    With 20,000-byte lines the disk fills in the middle of one (a short write):
+    it resumes where it stopped."""
+    after = min(100, 200_000 // size)  # records logged once there is room again: they fit
     filler = small_disk / "filler"
     filler.write_bytes(b"x" * (440 * 1024))
     handler = _handler(small_disk / "app.log", max_buffer="32 KiB")
     with mplog.setup(handler, level="INFO"):
         for seq in range(3000):
-            logging.getLogger("work").info("%s", workload.message(0, seq, 100))
+            logging.getLogger("work").info("%s", workload.message(0, seq, size))
         assert handler._fault is not None, "the disk never filled up"
         filler.unlink()
         time.sleep(0.6)  # past the retry interval
-        for seq in range(3000, 3100):
-            logging.getLogger("work").info("%s", workload.message(0, seq, 100))
+        for seq in range(3000, 3000 + after):
+            logging.getLogger("work").info("%s", workload.message(0, seq, size))
     lines = _read_lines(str(small_disk / "app.log"))
     notices = [line for line in lines if "records were dropped" in line]
     assert len(notices) == 1, notices
@@ -226,8 +230,8 @@ def test_disk_full_holds_then_drops_and_counts_exactly(small_disk, capfd):
     for line in kept:
         message = line.partition(" ")[2]
         match = workload.LINE.match(message)
-        assert match and message == workload.message(0, int(match[2]), 100), f"torn: {line[:200]!r}"
-    assert len(kept) + dropped == 3100
+        assert match and message == workload.message(0, int(match[2]), size), f"torn: {line[:200]!r}"
+    assert len(kept) + dropped == 3000 + after
     assert dropped > 0
     err = capfd.readouterr().err
     assert err.count("No space left on device") == 1 and "writing" in err and "again" in err

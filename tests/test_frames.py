@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import socket
+import time
 
 import pytest
 
@@ -108,6 +110,40 @@ def _raw_pipe(address: str, data: bytes) -> None:
     queue = mplog.Queue(address)
     queue.send(data)
     queue.close()
+
+
+@pytest.mark.parametrize("handler_kind", ["stdlib", "mplog"])
+def test_frames_split_anywhere_arrive_whole_and_in_order(log_path, handler_kind):
+    """Lines from 50 B to 70 KiB (long ones are written from views of the
+    listener's reads, short ones copied), with record frames between them,
+    written to the pipe in random pieces that the listener reads one by one:
+    the file holds every line, whole and in order."""
+    rng = random.Random(6)
+    lines, frames = [], []
+    for seq in range(120):
+        line = f"seq={seq} " + "x" * rng.choice([50, 3000, 4095, 4096, 5000, 70_000]) + "\n"
+        lines.append(line)
+        if seq % 7 == 3:  # as a worker sends a record that also needs a record handler
+            record = logging.LogRecord("frames", logging.INFO, __file__, 1, "rec", None, None)
+            frames.append(_codec.encode(record, [line[:-1]]))
+        else:
+            frames.append(line.encode() + _codec.TEXT_END)
+    stream = b"".join(frames)
+    if handler_kind == "mplog":
+        handler = mplog.FileHandler(log_path)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = file_handler(log_path)
+    with mplog.setup(handler) as session:
+        queue = mplog.Queue(session.queue.address)
+        pos = 0
+        while pos < len(stream):
+            piece = rng.choice([1, 7, 100, 4000, 5000, 40_000, 100_000])
+            queue.send(stream[pos : pos + piece])
+            pos += piece
+            time.sleep(0.003)  # past the listener's 2 ms pause: each piece is a read of its own
+        queue.close()
+    assert open(log_path, encoding="utf-8").read() == "".join(lines)
 
 
 def test_streams_that_are_not_mplogs_are_refused_and_reported(log_path):
