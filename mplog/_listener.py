@@ -817,7 +817,7 @@ def _frame_writer_for(handler: logging.Handler) -> Callable[[List[_codec.Frames]
 
 def _write_frames_to_stream(handler: logging.StreamHandler, frames: List[_codec.Frames]) -> None:  # type: ignore[type-arg]
     """Write text frames to a handler's stream as bytes, under its lock."""
-    data = b"".join(frames).replace(_codec.TEXT_END, b"")
+    texts = _codec.frame_texts(frames)
     with handler.lock:  # type: ignore[union-attr]
         try:
             if handler.stream is None:  # a FileHandler opened with delay=True
@@ -825,13 +825,13 @@ def _write_frames_to_stream(handler: logging.StreamHandler, frames: List[_codec.
             stream = handler.stream
             stream.flush()  # whatever the listener's own process wrote as text goes first
             if type(stream) is io.TextIOWrapper and codecs.lookup(stream.encoding).name == "utf-8":
-                stream.buffer.write(data)
+                stream.buffer.writelines(texts)  # a long line bypasses the buffer, uncopied
                 stream.buffer.flush()
             else:  # the stream was replaced since setup(): hand it text
-                stream.write(data.decode("utf-8", "backslashreplace"))
+                stream.write(b"".join(texts).decode("utf-8", "backslashreplace"))
                 stream.flush()
         except Exception:
-            lines = data.count(b"\n")
+            lines = b"".join(texts).count(b"\n")
             handler.handleError(_notice(f"mplog: writing {lines} lines to {handler!r} failed"))
 
 
