@@ -276,7 +276,7 @@ class _Server:
                 conn.pending = pending = bytearray()
             else:
                 del pending[:pos]
-        if start < len(data):
+        if start < len(data):  # pending is empty: the text frame it completed was taken
             pos = self._take_frames(data, start, conn)
             if pos < 0:
                 return False
