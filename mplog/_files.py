@@ -347,15 +347,13 @@ class FileHandler(logging.Handler):
     def _write_all(self, *parts: Frames) -> None:
         """Write ``parts``, in order; on failure, what was not written goes back
         to the front of the held bytes (so a line resumes exactly where it stopped)."""
-        unwritten = [part for part in parts if part]
-        if not unwritten:
-            return
-        if self._fd < 0:
+        if self._fd < 0:  # opened even with nothing to write: recovering from a fault checks it can be
             try:
                 self._open()
             except OSError:
-                self._held[:0] = b"".join(unwritten)
+                self._held[:0] = b"".join(parts)
                 raise
+        unwritten = [part for part in parts if part]
         while unwritten:
             try:
                 written = os.writev(self._fd, unwritten[:_IOV_MAX])
