@@ -8,6 +8,8 @@ import os
 import pickle
 import stat
 
+import pytest
+
 import mplog
 from mplog import _codec
 from tests.conftest import NEEDS_ROOT, wait_pid
@@ -23,6 +25,29 @@ def test_socket_is_private():
         assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
         assert stat.S_IMODE(os.stat(session.queue.address).st_mode) == 0o600
         assert os.stat(directory).st_uid == os.getuid()
+
+
+@pytest.mark.parametrize("tmpdir_kind", ["usable", "too long", "missing", "unset"])
+def test_socket_directory_follows_tmpdir_or_falls_back_to_tmp(tmp_path, monkeypatch, tmpdir_kind):
+    """The private directory goes under $TMPDIR when a socket path there fits
+    in sockaddr_un, else under /tmp; it is 0700 and removed with the session."""
+    long_dir = tmp_path / ("d" * 120)
+    tmpdir = {"usable": tmp_path, "too long": long_dir, "missing": tmp_path / "missing", "unset": None}[tmpdir_kind]
+    long_dir.mkdir()
+    if tmpdir is None:
+        monkeypatch.delenv("TMPDIR", raising=False)
+    else:
+        monkeypatch.setenv("TMPDIR", str(tmpdir))
+    collect = Collect()
+    with mplog.setup(collect) as session:
+        logging.getLogger("tmpdir").warning("via %s", tmpdir_kind)
+        directory = os.path.dirname(session.queue.address)
+        assert os.path.dirname(directory) == (str(tmp_path) if tmpdir_kind == "usable" else "/tmp")
+        assert os.path.basename(directory).startswith("mplog-")
+        assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
+    assert not os.path.exists(directory)
+    assert [r.getMessage() for r in collect.records] == [f"via {tmpdir_kind}"]
+    assert os.listdir(long_dir) == []
 
 
 def _as_nobody_send(address: str, frame: bytes) -> int:
