@@ -49,8 +49,12 @@ Each trial runs in a fresh Python process (so no method inherits another's
 threads, at-fork hooks or imports), in its own temporary directory that is
 removed afterwards. Workers are joined with a deadline and killed by pid when
 they overrun; a trial process that does not finish is killed with its process
-group and its cell says "hung". mplog and this script are copied at start
-(someone may be editing them), so every trial runs the same code.
+group and its cell says "hung". mplog, this script and ``workload.py`` are
+copied at start (someone may be editing them), so every trial runs the same
+code. What a worker runs lives in ``workload.py``, and the trial process
+imports this script rather than running it, so a spawned worker imports only
+``workload.py`` and the method under test, not this script's own imports
+(~34 ms of CPU for every spawned worker of every method, before the split).
 
 Usage::
 
@@ -76,7 +80,6 @@ import argparse
 import compileall
 import contextlib
 import faulthandler
-import functools
 import hashlib
 import importlib.util
 import json
@@ -90,7 +93,6 @@ import resource
 import shutil
 import signal
 import statistics
-import string
 import subprocess
 import sys
 import tempfile
@@ -102,26 +104,37 @@ HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent
 RESULTS_DIR = HERE / "results"
 
-FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
-# loguru's own syntax for the same line; {extra[name]} because loguru's {name}
-# is the calling module, which differs between fork and spawn children.
-LOGURU_FORMAT = "{time:YYYY-MM-DD HH:mm:ss,SSS} {process} {level} {extra[name]}: {message}"
-LOGGER_NAME = "bench"
-# Four arguments, as real code logs: formatting them is part of the cost.
-MESSAGE = "w=%d seq=%d status=%s data=%s"
-LOGURU_MESSAGE = "w={} seq={} status={} data={}"
-STATUSES = ("ok", "retry", "miss", "slow")
+sys.path.insert(0, str(HERE))  # also when imported by the trial process, from a copy
+from workload import (  # noqa: E402
+    BACKUP_COUNT,
+    FORMAT,
+    LOGGER_NAME,
+    LOGURU_FORMAT,
+    MAX_BYTES,
+    MESSAGE,
+    Load,
+    clh_handler,
+    file_handler,
+    inherited_worker,
+    log_through_root,
+    loguru_worker,
+    mplog_file_handler,
+    mplog_worker,
+    own_handler_worker,
+    payload_variants,
+    queue_worker,
+    rotating_handler,
+    status_of,
+    variant_index,
+)
+
 LINE = re.compile(
     rb"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (\d+) INFO "
     + LOGGER_NAME.encode()
     + rb": w=(\d+) seq=(\d+) status=([a-z]+) data=([0-9A-Za-z]*)$"
 )
-MAX_BYTES = 50 * 1024 * 1024
-BACKUP_COUNT = 20  # the stdlib's and concurrent-log-handler's; mplog's keeps every file
 BIG_PAYLOAD = 4096  # payloads above this log --big-records records per worker
 LOG_NAME = "bench.log"
-
-_ALPHABET = string.ascii_letters + string.digits  # 62 characters
 
 
 class Method(NamedTuple):
@@ -148,149 +161,6 @@ METHODS: Dict[str, Method] = {
     "single": Method("ceiling: 1 process FileHandler", None, False, False, True),
     "raw": Method("ceiling: 1 process os.write", None, False, False, True),
 }
-
-
-# --- the workload (shared by workers, ceilings and verification) ------------------
-
-
-@functools.lru_cache(maxsize=None)
-def payload_variants(size: int) -> Tuple[str, ...]:
-    """The 62 payloads of ``size`` characters: rotations of the alphabet.
-
-    Precomputed so that a 64 KiB payload costs the worker a lookup, not a
-    copy: the loop should time logging, not building the message.
-    """
-    text = _ALPHABET * (size // len(_ALPHABET) + 2)
-    return tuple(text[start : start + size] for start in range(len(_ALPHABET)))
-
-
-def variant_index(worker: int, seq: int) -> int:
-    # Neighbouring records get different payloads, so a line spliced from two
-    # records, or cut short, is not what it claims to be.
-    return (worker * 7919 + seq * 31) % len(_ALPHABET)
-
-
-def status_of(worker: int, seq: int) -> str:
-    return STATUSES[(worker + seq) % len(STATUSES)]
-
-
-class Load(NamedTuple):
-    """What one worker logs, and where it reports the time its loop took."""
-
-    worker: int
-    records: int
-    size: int
-    timing_dir: str
-
-
-def log_loop(log: Callable[..., Any], message: str, load: Load) -> float:
-    """Log ``load.records`` records through ``log``; return the seconds it took."""
-    w = load.worker
-    variants = payload_variants(load.size)
-    started = time.perf_counter()
-    for seq in range(load.records):
-        log(message, w, seq, STATUSES[(w + seq) % 4], variants[(w * 7919 + seq * 31) % 62])
-    return time.perf_counter() - started
-
-
-def report_loop(load: Load, seconds: float) -> None:
-    Path(load.timing_dir, str(load.worker)).write_text(repr(seconds))
-
-
-# --- handlers ---------------------------------------------------------------------
-
-
-def file_handler(path: str) -> logging.Handler:
-    handler = logging.FileHandler(path, mode="a")
-    handler.setFormatter(logging.Formatter(FORMAT))
-    return handler
-
-
-def rotating_handler(path: str) -> logging.Handler:
-    handler = logging.handlers.RotatingFileHandler(path, mode="a", maxBytes=MAX_BYTES, backupCount=BACKUP_COUNT)
-    handler.setFormatter(logging.Formatter(FORMAT))
-    return handler
-
-
-def mplog_file_handler(path: str) -> logging.Handler:
-    """mplog's own file: rotates at the same size as the other rotating methods,
-    and keeps every rotated file (``backup_count=None``), so that verification
-    reads back every record that was written."""
-    import mplog
-
-    handler = mplog.FileHandler(path, max_bytes=MAX_BYTES, backup_count=None)
-    handler.setFormatter(logging.Formatter(FORMAT))
-    return handler
-
-
-def clh_handler(path: str) -> logging.Handler:
-    from concurrent_log_handler import ConcurrentRotatingFileHandler
-
-    handler = ConcurrentRotatingFileHandler(path, mode="a", maxBytes=MAX_BYTES, backupCount=BACKUP_COUNT)
-    handler.setFormatter(logging.Formatter(FORMAT))
-    return handler
-
-
-# --- workers (module level, so spawned children can import them) -------------------
-
-
-def _log_through_root(load: Load) -> float:
-    logging.getLogger().setLevel(logging.INFO)
-    return log_loop(logging.getLogger(LOGGER_NAME).info, MESSAGE, load)
-
-
-def _log_with(handler: logging.Handler, load: Load) -> float:
-    """Log ``load`` with ``handler`` added to the root logger; return the loop's seconds."""
-    root = logging.getLogger()
-    root.addHandler(handler)
-    try:
-        return _log_through_root(load)
-    finally:
-        root.removeHandler(handler)
-
-
-def own_handler_worker(make_handler: Callable[[str], logging.Handler], path: str, load: Load) -> None:
-    """Log through this process's own handler on the shared file."""
-    handler = make_handler(path)
-    try:
-        seconds = _log_with(handler, load)
-    finally:
-        # Fork children leave through os._exit(), which skips logging.shutdown().
-        handler.close()
-    report_loop(load, seconds)
-
-
-def mplog_worker(initializer: Callable[[], None], load: Load) -> None:
-    """Log through mplog; ``initializer`` wires a spawned child (no-op under fork)."""
-    initializer()
-    report_loop(load, _log_through_root(load))
-
-
-def queue_worker(queue: Any, load: Load) -> None:
-    """Log through the cookbook QueueHandler onto a multiprocessing.Queue."""
-    try:
-        seconds = _log_with(logging.handlers.QueueHandler(queue), load)
-    finally:
-        # The cookbook's orderly exit: wait until the feeder thread has written
-        # every buffered record to the pipe, so none is lost with us.
-        queue.close()
-        queue.join_thread()
-    report_loop(load, seconds)
-
-
-def inherited_worker(_unused: None, load: Load) -> None:
-    """Log through whatever the fork inherited (multiprocessing-logging's handler).
-
-    Its queue's feeder thread is joined by multiprocessing's exit handlers.
-    """
-    report_loop(load, _log_through_root(load))
-
-
-def loguru_worker(logger: Any, load: Load) -> None:
-    """Log through the loguru logger handed over by the parent (pickled under
-    spawn, as loguru's docs prescribe for enqueue=True)."""
-    bound = logger.bind(name=LOGGER_NAME)
-    report_loop(load, log_loop(bound.info, LOGURU_MESSAGE, load))
 
 
 # --- one trial, in its own process ----------------------------------------------------
@@ -436,7 +306,7 @@ def run_single_ceiling(path: str, loads: Sequence[Load]) -> float:
     root = logging.getLogger()
     root.addHandler(handler)
     try:
-        seconds = sum(_log_through_root(load) for load in loads)
+        seconds = sum(log_through_root(load) for load in loads)
     finally:
         root.removeHandler(handler)
         handler.close()
@@ -627,6 +497,13 @@ def _failure(status: str, note: str) -> Dict[str, Any]:
     return {"status": status, "problems": [note] if note else []}
 
 
+# The trial process imports the driver rather than running it as a script: a
+# spawned worker re-runs its parent's main script (as __mp_main__), and with
+# `-c` there is none, so a worker imports only workload.py and what the method
+# under test needs.
+TRIAL_COMMAND = "import sys; sys.path.insert(0, sys.argv[1]); import matrix; sys.exit(matrix.trial_main(sys.argv[2]))"
+
+
 def run_in_subprocess(script: Path, spec: Dict[str, Any], env: Dict[str, str]) -> Dict[str, Any]:
     """Run one trial in a fresh interpreter, in a temporary directory removed afterwards."""
     directory = Path(tempfile.mkdtemp(prefix="mplog-matrix-"))
@@ -641,7 +518,7 @@ def _run_and_collect(script: Path, spec: Dict[str, Any], env: Dict[str, str], di
     limit = spec["timeout"] + 120
     with (directory / "stdout").open("wb") as stdout, err.open("wb") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, str(script), "--run-trial", json.dumps(spec)],
+            [sys.executable, "-c", TRIAL_COMMAND, str(script.parent), json.dumps(spec)],
             stdout=stdout,
             stderr=stderr,
             env=env,
@@ -1181,15 +1058,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--plot", nargs="?", const=str(RESULTS_DIR / "matrix.png"), help="write a PNG (default path: %(const)s)")
     add("--json", nargs="?", const=str(RESULTS_DIR / "matrix.json"), help="write raw results (default: %(const)s)")
     add("--from-json", metavar="PATH", help="print tables (and --plot) from a saved --json file; run nothing")
-    add("--run-trial", help=argparse.SUPPRESS)  # internal: the trial process
     return parser
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.run_trial:
-        return args
     defaults = {"workers": [2, 4], "records": 10_000, "repeat": 1} if args.quick else {}
     defaults = {"workers": [1, 2, 4, 8, 16], "records": 50_000, "repeat": 3, **defaults}
     for name, value in defaults.items():
@@ -1332,8 +1206,6 @@ def report(
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    if args.run_trial:
-        return trial_main(args.run_trial)
     if args.from_json:
         snapshot, results, elapsed = load_json(Path(args.from_json), args)
         args.json = None  # the file read is the record; do not rewrite it
@@ -1344,6 +1216,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # Trials run a copy of this script too: editing it mid-run changes nothing.
         script = Path(snapshot_dir, "matrix.py")
         shutil.copyfile(__file__, script)
+        shutil.copyfile(HERE / "workload.py", Path(snapshot_dir, "workload.py"))
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([snapshot_dir, os.environ.get("PYTHONPATH", "")]))
         results = run_matrix(args, script, env)
     return report(args, snapshot, results, time.monotonic() - started)
