@@ -198,7 +198,7 @@ class QueueHandler(logging.handlers.QueueHandler):
                 frame = b""
             if 0 < len(frame) <= _codec.MAX_PAYLOAD:
                 try:
-                    queue.send(frame)
+                    queue.send(frame, record.process)
                 except OSError as exc:
                     self._fail_over(exc, record)
                 return
@@ -216,7 +216,7 @@ class QueueHandler(logging.handlers.QueueHandler):
                 prepared = prepared or self.prepare(record)
                 texts = self._format_texts(prepared)
             try:
-                self.queue.send(_codec.encode(prepared, texts, self.queue.route, record.created))
+                self.queue.send(_codec.encode(prepared, texts, self.queue.route, record.created), record.process)
             except OSError as exc:
                 self._fail_over(exc, record)
         except RecursionError:

@@ -83,3 +83,29 @@ def test_fork_from_c_does_not_send_the_parents_buffer(log_path):
             os._exit(0)
         assert wait_pid(pid, timeout=30) == 0
     workload.tally(log_path).assert_complete({1: 10})
+
+
+def test_fork_from_c_drops_a_parents_record_handled_in_the_child(log_path):
+    """Buffered: a record the parent created before a C fork, handled in the child
+    (as a MemoryHandler both hold would), is added to the inherited buffer without
+    a pid check; sending that buffer finds the fork and drops it all, so nothing
+    arrives twice and the child does not write through its parent's pipe."""
+    with mplog.setup(file_handler(log_path), level="INFO", listener="process", buffered=True, flush_interval=60):
+        workload.log_records(1, 10)
+        held = logging.getLogger(workload.LOGGER).makeRecord(
+            workload.LOGGER, logging.INFO, __file__, 1, "%s", (workload.message(3, 0, 10),), None
+        )
+        pid = _fork_in_c()
+        if pid == 0:
+            status = 1
+            try:
+                queue = logging.getLogger().handlers[0].queue
+                logging.getLogger().handle(held)
+                inherited = queue._pipe_pid != os.getpid() and len(queue._buffer) > 0
+                mplog.flush()  # as in the test above: no flusher thread in this child
+                status = 0 if inherited and queue._pipe_pid == os.getpid() and not queue._buffer else 3
+            finally:
+                os._exit(status)
+        assert wait_pid(pid, timeout=30) == 0
+        logging.getLogger().handle(held)  # the parent's own copy
+    workload.tally(log_path).assert_complete({1: 10, 3: 1})

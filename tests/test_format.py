@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import types
 from typing import Any, Callable, Optional, Tuple
 
 import pytest
@@ -31,6 +32,7 @@ FORMAT_PIECES = st.sampled_from(
         "%(relativeCreated).1f",
         "%(thread)x",
         "%(missing)s",
+        "%(getMessage)s",
         "%(levelno)r",
         "%%",
         "%",
@@ -190,6 +192,28 @@ def test_a_record_class_with_its_own_message_keeps_it():
     _check("%(levelname)s %(message)s", "password=%s", ("hunter2",), kind=Redacting)
     line = PercentFormatter("%(message)s", None).format_line(_record("pw=%s", ("hunter2",), kind=Redacting))
     assert line == "pw=***\n"
+
+
+class Answering(logging.LogRecord):
+    """A record class with a class-level field and a __getattr__ that answers
+    any other: the stock formatter reads the record's __dict__, so neither counts."""
+
+    user = "from the class"
+
+    def __getattr__(self, name: str) -> str:
+        return f"<{name}>"
+
+
+def test_fields_are_found_where_the_stock_formatter_finds_them():
+    """Fields are read as attributes only where that gives what the record's
+    __dict__ gives: not from a record subclass, not for a name of LogRecord's
+    own (a method), not for a dotted name; a class attribute is no field."""
+    for fmt in ("%(user)s %(message)s", "%(request)s %(message)s", "%(message)s %(user)s"):
+        _check(fmt, "m %s", ("x",), kind=Answering)
+    _check("%(user)s %(message)s", "m %s", ("x",), kind=Answering, user="from the record")
+    _check("%(getMessage)s %(message)s", "m %s", ("x",))
+    _check("%(__class__)s %(message)s", "m %s", ("x",))
+    _check("%(a.b)s %(message)s", "m %s", ("x",), **{"a.b": "dotted", "a": types.SimpleNamespace(b="nested")})
 
 
 def test_odd_but_accepted_formats():
