@@ -53,7 +53,7 @@ def _new_private_address() -> str:
     spawned worker's start, and only the parent ever calls this.
     """
     problems = []
-    for parent in dict.fromkeys(filter(None, (os.environ.get("TMPDIR"), "/tmp"))):
+    for parent in dict.fromkeys(os.path.abspath(path) for path in (os.environ.get("TMPDIR"), "/tmp") if path):
         try:
             directory = _new_private_directory(parent)
         except OSError as exc:

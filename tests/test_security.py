@@ -27,13 +27,21 @@ def test_socket_is_private():
         assert os.stat(directory).st_uid == os.getuid()
 
 
-@pytest.mark.parametrize("tmpdir_kind", ["usable", "too long", "missing", "unset"])
+@pytest.mark.parametrize("tmpdir_kind", ["usable", "relative", "too long", "missing", "unset"])
 def test_socket_directory_follows_tmpdir_or_falls_back_to_tmp(tmp_path, monkeypatch, tmpdir_kind):
-    """The private directory goes under $TMPDIR when a socket path there fits
-    in sockaddr_un, else under /tmp; it is 0700 and removed with the session."""
+    """The private directory goes under $TMPDIR (made absolute: workers may run
+    elsewhere) when a socket path there fits in sockaddr_un, else under /tmp;
+    it is 0700 and removed with the session."""
     long_dir = tmp_path / ("d" * 120)
-    tmpdir = {"usable": tmp_path, "too long": long_dir, "missing": tmp_path / "missing", "unset": None}[tmpdir_kind]
+    tmpdir = {
+        "usable": tmp_path,
+        "relative": os.path.basename(tmp_path),
+        "too long": long_dir,
+        "missing": tmp_path / "missing",
+        "unset": None,
+    }[tmpdir_kind]
     long_dir.mkdir()
+    monkeypatch.chdir(tmp_path.parent)
     if tmpdir is None:
         monkeypatch.delenv("TMPDIR", raising=False)
     else:
@@ -42,7 +50,7 @@ def test_socket_directory_follows_tmpdir_or_falls_back_to_tmp(tmp_path, monkeypa
     with mplog.setup(collect) as session:
         logging.getLogger("tmpdir").warning("via %s", tmpdir_kind)
         directory = os.path.dirname(session.queue.address)
-        assert os.path.dirname(directory) == (str(tmp_path) if tmpdir_kind == "usable" else "/tmp")
+        assert os.path.dirname(directory) == (str(tmp_path) if tmpdir_kind in ("usable", "relative") else "/tmp")
         assert os.path.basename(directory).startswith("mplog-")
         assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
     assert not os.path.exists(directory)
