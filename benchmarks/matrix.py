@@ -522,6 +522,7 @@ def _run_and_collect(script: Path, spec: Dict[str, Any], env: Dict[str, str], di
             stdout=stdout,
             stderr=stderr,
             env=env,
+            cwd=str(script.parent),  # `-c` puts the working directory on sys.path: the snapshot's
             start_new_session=True,
         )
         try:
@@ -1217,6 +1218,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         script = Path(snapshot_dir, "matrix.py")
         shutil.copyfile(__file__, script)
         shutil.copyfile(HERE / "workload.py", Path(snapshot_dir, "workload.py"))
+        # Every spawned worker imports it: compiled once, as mplog's copy is.
+        compileall.compile_file(str(Path(snapshot_dir, "workload.py")), quiet=1)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([snapshot_dir, os.environ.get("PYTHONPATH", "")]))
         results = run_matrix(args, script, env)
     return report(args, snapshot, results, time.monotonic() - started)

@@ -16,7 +16,8 @@ formats), and save on the way there:
   spares the record its ``__dict__`` (CPython 3.11+ makes one only when it is
   asked for), so this path is kept to records of class ``LogRecord`` itself: a
   subclass may keep fields elsewhere than in ``__dict__``, which is where the
-  stock formatter reads them, or render its message differently. It leaves
+  stock formatter reads them, or render its message differently (and only
+  while ``LogRecord.getMessage`` is logging's own). It leaves
   ``record.message`` unset, which only the stock ``Formatter`` itself reads.
 
 For ``"%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"`` and a
@@ -44,6 +45,11 @@ _MESSAGE_CONVERSION = re.compile(r"%[#0+ -]*(?:\*|\d+)?(?:\.(?:\*|\d+))?[hlL]?[d
 # Spliced formats kept per formatter; programs that build their message
 # formats at run time (with arguments too) would otherwise grow it without end.
 _SPLICED_LIMIT = 256
+
+# Splicing stands in for LogRecord.getMessage, so it is done only while the
+# class has logging's own (a library may replace it, to redact, say).
+_LOG_RECORD = logging.LogRecord
+_STOCK_GET_MESSAGE = _LOG_RECORD.getMessage if _LOG_RECORD.getMessage.__module__ == "logging" else None
 
 
 Fields = Callable[[Dict[str, Any]], Tuple[Any, ...]]
@@ -132,7 +138,13 @@ class PercentFormatter(SecondCachingFormatter):
         if positional is None or positional.before is None:
             return self.format(record) + "\n"
         msg, args = record.msg, record.args
-        if type(msg) is not str or type(args) is not tuple or not args or type(record) is not logging.LogRecord:
+        if (
+            type(msg) is not str
+            or type(args) is not tuple
+            or not args
+            or type(record) is not _LOG_RECORD
+            or _LOG_RECORD.getMessage is not _STOCK_GET_MESSAGE
+        ):
             return self.format(record) + "\n"
         if record.exc_info or record.exc_text or record.stack_info:
             return super().format(record) + "\n"

@@ -45,15 +45,19 @@ F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # named in fcntl from Pytho
 
 
 def _new_private_address() -> str:
-    """Return a socket path inside a fresh directory only this user can enter:
-    under ``$TMPDIR`` if it is set, can be written and is short enough for a
-    socket path, else under /tmp.
+    """Return a socket path inside a fresh directory only this user can enter,
+    in the first of the places ``tempfile`` would use (``tempfile.tempdir``,
+    ``$TMPDIR``, ``$TEMP``, ``$TMP``, /tmp, /var/tmp, /usr/tmp, the working
+    directory) where one can be made and the path fits in a socket address.
 
     Not ``tempfile.mkdtemp``: importing tempfile would add 1.6 ms to every
     spawned worker's start, and only the parent ever calls this.
     """
+    chosen = getattr(sys.modules.get("tempfile"), "tempdir", None)
+    environment = [os.environ.get(name) for name in ("TMPDIR", "TEMP", "TMP")]
+    candidates = [chosen, *environment, "/tmp", "/var/tmp", "/usr/tmp", os.curdir]
     problems = []
-    for parent in dict.fromkeys(os.path.abspath(path) for path in (os.environ.get("TMPDIR"), "/tmp") if path):
+    for parent in dict.fromkeys(os.path.abspath(path) for path in candidates if path):
         try:
             directory = _new_private_directory(parent)
         except OSError as exc:
@@ -79,16 +83,21 @@ def _new_private_directory(parent: str) -> str:
 
 
 def remove_address(address: str) -> None:
-    """Remove the socket file and, if it is mplog's own, its private directory."""
+    """Remove the socket file and, if it is mplog's own, its private directory
+    (quietly: a process that has given up its rights since may not be able to)."""
+    directory = os.path.dirname(address)
+    own = os.path.basename(directory).startswith("mplog-")
     try:
         os.unlink(address)
     except FileNotFoundError:
         pass
-    directory = os.path.dirname(address)
-    if os.path.basename(directory).startswith("mplog-"):
+    except OSError:
+        if not own:
+            raise
+    if own:
         try:
             os.rmdir(directory)
-        except OSError:  # gone already, or holding something of someone else's: leave it
+        except OSError:  # gone already, not ours to remove any more, or holding something of someone else's
             pass
 
 
@@ -175,7 +184,7 @@ class Queue:
         if local is not None and local[0] == os.getpid():
             local[1](record, self.route)
             return
-        self.send(_codec.encode(record, route=self.route), record.process)
+        self.send(_codec.encode(record, route=self.route), getattr(record, "process", None))
 
     def send(self, frame: bytes, created_in: Optional[int] = None) -> None:
         """Write one encoded frame to this process's pipe (opening it first
@@ -328,7 +337,6 @@ class Queue:
             except OSError:
                 pass
         self._pipe = -1
-        self._pipe_pid = os.getpid()
         self._lock = self._new_lock()
         self._writing = False
         self._buffer = bytearray()  # the parent's, flushed before the fork
@@ -336,6 +344,8 @@ class Queue:
         # Records from this child always cross the pipe (a listener process
         # sets its own marker after the fork).
         self._local = None
+        # Last: until now a signal handler that sends sees the fork not yet handled.
+        self._pipe_pid = os.getpid()
 
 
 def _write_rest(pipe: int, rest: bytes) -> None:

@@ -194,11 +194,12 @@ class QueueHandler(logging.handlers.QueueHandler):
                 return
             try:
                 frame = render(record).encode("utf-8", errors) + _codec.TEXT_END
-            except Exception:  # unrenderable: the general path sends it with a note saying why
+                created_in = record.process
+            except Exception:  # unrenderable, or made without LogRecord's fields: the general path copes
                 frame = b""
             if 0 < len(frame) <= _codec.MAX_PAYLOAD:
                 try:
-                    queue.send(frame, record.process)
+                    queue.send(frame, created_in)
                 except OSError as exc:
                     self._fail_over(exc, record)
                 return
@@ -216,7 +217,8 @@ class QueueHandler(logging.handlers.QueueHandler):
                 prepared = prepared or self.prepare(record)
                 texts = self._format_texts(prepared)
             try:
-                self.queue.send(_codec.encode(prepared, texts, self.queue.route, record.created), record.process)
+                frame = _codec.encode(prepared, texts, self.queue.route, record.created)
+                self.queue.send(frame, getattr(record, "process", None))
             except OSError as exc:
                 self._fail_over(exc, record)
         except RecursionError:

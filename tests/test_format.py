@@ -204,6 +204,16 @@ class Answering(logging.LogRecord):
         return f"<{name}>"
 
 
+def test_a_getmessage_patched_on_logrecord_is_used(monkeypatch):
+    """A library that replaces LogRecord.getMessage for every record (to redact,
+    say) gets its message: splicing stands in for logging's own only."""
+    stock_get_message = logging.LogRecord.getMessage
+    monkeypatch.setattr(logging.LogRecord, "getMessage", lambda self: stock_get_message(self).replace("hunter2", "***"))
+    _check("%(levelname)s %(message)s", "password=%s", ("hunter2",))
+    line = PercentFormatter("%(name)s: %(message)s", None).format_line(_record("pw=%s", ("hunter2",)))
+    assert line == "app.db: pw=***\n"
+
+
 def test_fields_are_found_where_the_stock_formatter_finds_them():
     """Fields are read as attributes only where that gives what the record's
     __dict__ gives: not from a record subclass, not for a name of LogRecord's

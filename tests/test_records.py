@@ -140,3 +140,20 @@ def test_lines_formatted_in_the_worker_are_identical(tmp_path, where, style, fmt
     fast_text = (tmp_path / "fast.log").read_text()
     assert fast_text == (tmp_path / "slow.log").read_text()
     assert "Traceback" in fast_text and "could not be rendered" in fast_text and BIG in fast_text
+
+
+@pytest.mark.parametrize("handlers", [1, 2])
+@pytest.mark.parametrize("buffered", [False, True])
+def test_a_record_without_the_usual_fields_is_still_written(tmp_path, handlers, buffered):
+    """A record some code built by hand, without ``process``: the logging call
+    returns and the line is written, with one text handler (the worker's
+    direct path) and with two."""
+    files = [logging.FileHandler(tmp_path / f"{n}.log") for n in range(handlers)]
+    for handler in files:
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    with mplog.setup(*files, level="INFO", listener="process", buffered=buffered):
+        record = logging.getLogger("app").makeRecord("app", logging.INFO, __file__, 1, "hello %s", ("x",), None)
+        del record.process
+        logging.getLogger("app").handle(record)
+    for n in range(handlers):
+        assert (tmp_path / f"{n}.log").read_text() == "INFO app: hello x\n"

@@ -7,6 +7,8 @@ import logging
 import os
 import pickle
 import stat
+import tempfile
+import threading
 
 import pytest
 
@@ -27,11 +29,15 @@ def test_socket_is_private():
         assert os.stat(directory).st_uid == os.getuid()
 
 
-@pytest.mark.parametrize("tmpdir_kind", ["usable", "relative", "too long", "missing", "unset"])
+@pytest.mark.parametrize("tmpdir_kind", ["usable", "relative", "too long", "missing", "unset", "tempfile.tempdir"])
 def test_socket_directory_follows_tmpdir_or_falls_back_to_tmp(tmp_path, monkeypatch, tmpdir_kind):
-    """The private directory goes under $TMPDIR (made absolute: workers may run
-    elsewhere) when a socket path there fits in sockaddr_un, else under /tmp;
-    it is 0700 and removed with the session."""
+    """The private directory goes where tempfile would put it (tempfile.tempdir,
+    then $TMPDIR, made absolute: workers may run elsewhere) when a socket path
+    there fits in sockaddr_un, else under /tmp; it is 0700 and removed with the
+    session."""
+    for name in ("TEMP", "TMP"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path) if tmpdir_kind == "tempfile.tempdir" else None)
     long_dir = tmp_path / ("d" * 120)
     tmpdir = {
         "usable": tmp_path,
@@ -39,6 +45,7 @@ def test_socket_directory_follows_tmpdir_or_falls_back_to_tmp(tmp_path, monkeypa
         "too long": long_dir,
         "missing": tmp_path / "missing",
         "unset": None,
+        "tempfile.tempdir": "/tmp",
     }[tmpdir_kind]
     long_dir.mkdir()
     monkeypatch.chdir(tmp_path.parent)
@@ -50,12 +57,37 @@ def test_socket_directory_follows_tmpdir_or_falls_back_to_tmp(tmp_path, monkeypa
     with mplog.setup(collect) as session:
         logging.getLogger("tmpdir").warning("via %s", tmpdir_kind)
         directory = os.path.dirname(session.queue.address)
-        assert os.path.dirname(directory) == (str(tmp_path) if tmpdir_kind in ("usable", "relative") else "/tmp")
+        under_tmp_path = tmpdir_kind in ("usable", "relative", "tempfile.tempdir")
+        assert os.path.dirname(directory) == (str(tmp_path) if under_tmp_path else "/tmp")
         assert os.path.basename(directory).startswith("mplog-")
         assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
     assert not os.path.exists(directory)
     assert [r.getMessage() for r in collect.records] == [f"via {tmpdir_kind}"]
     assert os.listdir(long_dir) == []
+
+
+@NEEDS_ROOT
+def test_a_session_stopped_after_dropping_privileges_stops_quietly():
+    """A process that started mplog as root and then became nobody can still
+    stop it: the socket and its directory are no longer its to remove, and
+    that is not an error."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            errors: list = []
+            threading.excepthook = errors.append
+            descriptors = len(os.listdir("/proc/self/fd"))
+            collect = Collect()
+            with mplog.setup(collect):
+                os.setgid(NOBODY)
+                os.setuid(NOBODY)
+                logging.getLogger("dropped").warning("still here")
+            logged = [r.getMessage() for r in collect.records] == ["still here"]
+            code = 0 if logged and not errors and len(os.listdir("/proc/self/fd")) == descriptors else 3
+        finally:
+            os._exit(code)
+    assert wait_pid(pid) == 0
 
 
 def _as_nobody_send(address: str, frame: bytes) -> int:
