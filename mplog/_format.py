@@ -202,15 +202,15 @@ def _positional(fmt: str) -> Optional[_Positional]:
         return None
     parts.append(fmt[position:])
     if len(message_at) != 1 or keys.count("message") != 1 or not all(map(_is_record_field, keys)):
-        return _Positional("".join(parts), _getter(keys))
+        return _Positional("".join(parts), _tuple_getter(operator.itemgetter, keys))
     part, key = message_at[0]
     return _Positional(
         "".join(parts),
-        _getter(keys),
+        _tuple_getter(operator.itemgetter, keys),
         "".join(parts[:part]),
-        _attribute_getter(keys[:key]),
+        _tuple_getter(operator.attrgetter, keys[:key]),
         "".join(parts[part + 1 :]),
-        _attribute_getter(keys[key + 1 :]) if keys[key + 1 :] else None,
+        _tuple_getter(operator.attrgetter, keys[key + 1 :]) if keys[key + 1 :] else None,
     )
 
 
@@ -221,24 +221,15 @@ def _is_record_field(key: str) -> bool:
     return key.isidentifier() and not hasattr(logging.LogRecord, key)
 
 
-def _getter(keys: List[str]) -> Fields:
-    """A function returning the values of ``keys`` in a dict, as a tuple."""
+def _tuple_getter(get: Callable[..., Callable[[Any], Any]], keys: List[str]) -> Callable[[Any], Tuple[Any, ...]]:
+    """``get(*keys)`` (``operator.itemgetter`` for a dict, ``attrgetter`` for a
+    record), always returning a tuple, whatever the number of keys."""
     if len(keys) > 1:
-        return operator.itemgetter(*keys)
+        return get(*keys)
     if keys:
-        key = keys[0]
-        return lambda values: (values[key],)
-    return lambda values: ()
-
-
-def _attribute_getter(keys: List[str]) -> RecordFields:
-    """A function returning the attributes ``keys`` of a record, as a tuple."""
-    if len(keys) > 1:
-        return operator.attrgetter(*keys)
-    if keys:
-        key = keys[0]
-        return lambda record: (getattr(record, key),)
-    return lambda record: ()
+        one = get(keys[0])
+        return lambda source: (one(source),)
+    return lambda source: ()
 
 
 def line_function(formatter: logging.Formatter) -> Callable[[logging.LogRecord], str]:
