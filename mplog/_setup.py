@@ -10,9 +10,14 @@ import threading
 from types import TracebackType
 from typing import Iterable, List, Optional, Tuple, Type, Union
 
-from . import _fork, _sigterm, _worker
+from . import _install, _sigterm
+from ._address import remove_address
+from ._buffered import check_flush_interval
+from ._config import ENVIRONMENT_VARIABLE, RouteConfig, WorkerConfig, check_handlers
+from ._handler import QueueHandler, route_handler
 from ._listener import RUNNERS, QueueListener
-from ._transport import Queue, check_flush_interval, remove_address
+from ._queue import Queue
+from ._targets import route_targets
 from .exceptions import SetupError
 
 __all__ = ["Session", "active_session", "setup"]
@@ -122,12 +127,7 @@ def _check_logger_names(loggers: Iterable[str]) -> Tuple[str, ...]:
 
 
 def _check_handlers(handlers: Tuple[logging.Handler, ...], allowed: Tuple[str, ...]) -> None:
-    for position, handler in enumerate(handlers):
-        if not isinstance(handler, logging.Handler):
-            raise TypeError(
-                f"mplog.setup() argument {position + 1} must be a logging.Handler, "
-                f"got {handler!r} ({type(handler).__name__})"
-            )
+    check_handlers(handlers, "mplog.setup()")
     wanted = set(handlers)
     elsewhere = [
         name
@@ -168,34 +168,39 @@ class Session:
         except OSError as exc:
             remove_address(self.queue.address)
             raise SetupError(f"mplog.setup() could not start its listener: {exc}") from exc
-
-        root = self._loggers[0]
         if level is not None:
-            root.setLevel(level)
-        routes = []
-        for route, (logger, group) in enumerate(zip(self._loggers, groups)):
-            targets, send_record = self.listener.route_targets(route)
-            name = "" if logger is root else logger.name
-            routes.append(
-                _worker.RouteConfig(name, logger.propagate, min(h.level for h in group), targets, send_record)
-            )
-        config = _worker.WorkerConfig(
-            self.queue.address, root.level, tuple(routes), _explicit_logger_levels(), flush_interval
-        )
-        self._handlers = []
-        for route, logger in enumerate(self._loggers):
-            queue = self.queue if route == 0 else Queue(self.queue.address, route, flush_interval)
-            if self.listener.runner == "thread":
-                queue._local = self.queue._local
-            handler = config.handler(route, queue)
-            logger.handlers[:] = [handler]
-            self._handlers.append(handler)
-        self._saved_config = _worker.current()
-        self._saved_environment = os.environ.get(_worker.ENVIRONMENT_VARIABLE)
-        _worker.set_current(config)
-        os.environ[_worker.ENVIRONMENT_VARIABLE] = config.to_json()
+            self._loggers[0].setLevel(level)
+        config = self._worker_config(groups, flush_interval)
+        self._handlers = self._install_handlers(config)
+        self._saved_config = _install.current()
+        self._saved_environment = os.environ.get(ENVIRONMENT_VARIABLE)
+        _install.set_current(config)
+        os.environ[ENVIRONMENT_VARIABLE] = config.to_json()
         atexit.register(self.stop)
-        _fork.register(self)
+
+    def _worker_config(
+        self, groups: List[Tuple[logging.Handler, ...]], flush_interval: Optional[float]
+    ) -> WorkerConfig:
+        """What every process needs to log through this session's listener."""
+        root = self._loggers[0]
+        routes = []
+        for logger, group in zip(self._loggers, groups):
+            targets, send_record = route_targets(group)
+            name = "" if logger is root else logger.name
+            routes.append(RouteConfig(name, logger.propagate, min(h.level for h in group), targets, send_record))
+        return WorkerConfig(self.queue.address, root.level, tuple(routes), _explicit_logger_levels(), flush_interval)
+
+    def _install_handlers(self, config: WorkerConfig) -> List[QueueHandler]:
+        """Make a worker handler the only handler of each of this session's loggers."""
+        handlers = []
+        for route, (logger, spec) in enumerate(zip(self._loggers, config.routes)):
+            queue = self.queue if route == 0 else Queue(self.queue.address, route, config.flush_interval)
+            if self.listener.runner == "thread":
+                queue._deliver_here(self.listener.handle)
+            handler = route_handler(queue, spec)
+            logger.handlers[:] = [handler]
+            handlers.append(handler)
+        return handlers
 
     def __repr__(self) -> str:
         state = "active" if self.active else "stopped"
@@ -264,11 +269,11 @@ class Session:
             for previous in saved:
                 logger.addHandler(previous)
         self._loggers[0].setLevel(self._saved_level)
-        _worker.set_current(self._saved_config)
+        _install.set_current(self._saved_config)
         if self._saved_environment is None:
-            os.environ.pop(_worker.ENVIRONMENT_VARIABLE, None)
+            os.environ.pop(ENVIRONMENT_VARIABLE, None)
         else:
-            os.environ[_worker.ENVIRONMENT_VARIABLE] = self._saved_environment
+            os.environ[ENVIRONMENT_VARIABLE] = self._saved_environment
         # With a listener process these are this process's unused copies;
         # closing them still matters (a file handler reopens the current file
         # on its next use instead of writing through a stale descriptor).

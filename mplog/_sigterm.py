@@ -33,6 +33,10 @@ _RESEND_SECONDS = 0.05
 # thread is in the middle of writing a buffer (the signal interrupted it).
 _flush_all: Optional[Callable[[], bool]] = None
 _deferred = False  # the handler ran mid-write: the write finishes, then terminates
+# The handler is running in this thread: the watcher's repeated SIGTERMs land
+# inside it (say, while it waits for another thread's write) and must not start
+# it again, nesting until the stack overflows.
+_terminating = False
 _wakeup_write = -1  # our end of the wakeup fd, while Python writes signal numbers to it
 _wakeup_read = -1
 _watcher_pid = 0  # the process whose watcher thread reads _wakeup_read
@@ -84,13 +88,19 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 
 def _terminate() -> None:
-    global _deferred
-    _deferred = False
-    if _flush_all is not None and not _flush_all():
-        _deferred = True
+    global _deferred, _terminating
+    if _terminating:
         return
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    os.kill(os.getpid(), signal.SIGTERM)
+    _terminating = True
+    try:
+        _deferred = False
+        if _flush_all is not None and not _flush_all():
+            _deferred = True
+            return
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+    finally:
+        _terminating = False
 
 
 def _start_watcher() -> None:
@@ -181,8 +191,8 @@ class _AfterFork:
     it inherited the handler."""
 
     def _after_fork_in_child(self) -> None:
-        global _deferred
-        _deferred = False
+        global _deferred, _terminating
+        _deferred = _terminating = False
         _forget_inherited()
         if signal.getsignal(signal.SIGTERM) is _on_sigterm:
             _start_watcher()

@@ -31,8 +31,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ._handler import QueueHandler
 from ._setup import active_session, setup
-from ._worker import QueueHandler
 
 # Logger is made on first use (see __getattr__), so it cannot be listed here.
 __all__ = ["GUNICORN_LOGGERS", "on_exit", "on_reload", "on_starting", "post_fork"]

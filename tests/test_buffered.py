@@ -18,7 +18,7 @@ from typing import Iterator, Optional, TextIO
 import pytest
 
 import mplog
-from mplog._transport import BUFFER_BYTES
+from mplog._buffered import BUFFER_BYTES
 from tests import workload
 from tests.conftest import START_METHODS, file_handler, join_all, wait_for_path, wait_pid
 

@@ -10,7 +10,7 @@ import pickle
 import pytest
 
 import mplog
-from mplog import _codec, _worker
+from mplog import _codec, _config
 
 
 def _prepared(msg="hello %s", args=("world",), **extra) -> logging.LogRecord:
@@ -83,7 +83,7 @@ def test_garbage_is_rejected_with_valueerror(payload):
 def test_queue_and_initializer_pickle_with_every_protocol(protocol):
     """A Queue pickles as its address; the initializer carries the active config."""
     queue = pickle.loads(pickle.dumps(mplog.Queue("/tmp/x/listener.sock"), protocol))
-    assert queue.address == "/tmp/x/listener.sock" and queue._local is None
+    assert queue.address == "/tmp/x/listener.sock" and queue._local_pid == 0
     with mplog.setup(logging.NullHandler(), level="INFO") as session:
         restored = pickle.loads(pickle.dumps(mplog.initializer, protocol))
         assert restored._config.address == session.queue.address
@@ -93,9 +93,9 @@ def test_queue_and_initializer_pickle_with_every_protocol(protocol):
 
 def test_worker_config_json_roundtrip():
     """The environment-variable form of the config parses back to the same value."""
-    target = _worker.TextTarget(0, "%(message)s", None, "%", False)
-    routes = (_worker.RouteConfig("", True, 0, (target,), False), _worker.RouteConfig("gunicorn.access", False, 20))
-    config = _worker.WorkerConfig("/tmp/a/listener.sock", 20, routes, (("noisy", 40),))
-    assert _worker.WorkerConfig.from_json(config.to_json()) == config
+    target = _config.TextTarget(0, "%(message)s", None, "%", False)
+    routes = (_config.RouteConfig("", True, 0, (target,), False), _config.RouteConfig("gunicorn.access", False, 20))
+    config = _config.WorkerConfig("/tmp/a/listener.sock", 20, routes, (("noisy", 40),))
+    assert _config.WorkerConfig.from_json(config.to_json()) == config
     with pytest.raises(ValueError, match="not an mplog config"):
-        _worker.WorkerConfig.from_json("{}")
+        _config.WorkerConfig.from_json("{}")

@@ -21,6 +21,7 @@ import pytest
 
 import mplog
 from mplog._files import Periods, parse_duration, parse_size
+from mplog._targets import route_targets
 from tests import workload
 from tests.conftest import IN_CI, NEEDS_ROOT, join_all, requires, wait_for_path
 
@@ -262,7 +263,7 @@ def test_json_lines(tmp_path):
     handler = mplog.FileHandler(tmp_path / "app.log")
     handler.setFormatter(mplog.JsonFormatter())
     with mplog.setup(handler, level="INFO") as session:
-        assert session.listener.route_targets(0)[0][0].style == "json"
+        assert route_targets(session.handlers)[0][0].style == "json"
         process = multiprocessing.get_context("spawn").Process(target=_log_json, args=(mplog.initializer,))
         process.start()
         join_all([process])

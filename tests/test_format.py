@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mplog._config import TextTarget
 from mplog._format import PercentFormatter, SecondCachingFormatter
-from mplog._worker import TextTarget
 
 # Pieces of a handler's format: fields with various conversions, the message
 # (plain, padded, twice), literals, %% and stray % signs.

@@ -108,7 +108,7 @@ def _raw_connection(address: str, data: bytes) -> None:
 def _raw_pipe(address: str, data: bytes) -> None:
     """Introduce a pipe as a worker does, then write ``data`` to it as it is."""
     queue = mplog.Queue(address)
-    queue.send(data)
+    queue._send(data)
     queue.close()
 
 
@@ -139,7 +139,7 @@ def test_frames_split_anywhere_arrive_whole_and_in_order(log_path, handler_kind)
         pos = 0
         while pos < len(stream):
             piece = rng.choice([1, 7, 100, 4000, 5000, 40_000, 100_000])
-            queue.send(stream[pos : pos + piece])
+            queue._send(stream[pos : pos + piece])
             pos += piece
             time.sleep(0.003)  # past the listener's 2 ms pause: each piece is a read of its own
         queue.close()

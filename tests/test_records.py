@@ -11,6 +11,7 @@ from typing import List
 import pytest
 
 import mplog
+from mplog._targets import route_targets
 
 
 class Collect(logging.Handler):
@@ -131,7 +132,7 @@ def test_lines_formatted_in_the_worker_are_identical(tmp_path, where, style, fmt
     for handler in (fast, slow):
         handler.setFormatter(formatter)
     with mplog.setup(fast, slow, level="INFO") as session:
-        targets, send_record = session.listener.route_targets(0)
+        targets, send_record = route_targets(session.handlers)
         assert len(targets) == 1 and send_record
         process = multiprocessing.get_context(where).Process(target=_worker, args=(mplog.initializer,))
         process.start()

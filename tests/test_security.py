@@ -100,7 +100,7 @@ def _as_nobody_send(address: str, frame: bytes) -> int:
             os.setgid(NOBODY)
             os.setuid(NOBODY)
             try:
-                mplog.Queue(address).send(frame)
+                mplog.Queue(address)._send(frame)
                 code = 0
             except PermissionError:
                 code = 13
@@ -153,9 +153,9 @@ def test_a_pickle_payload_is_never_unpickled(tmp_path):
     collect = Collect()
     with mplog.setup(collect) as session:
         queue = mplog.Queue(session.queue.address)
-        queue.send(_codec.HEADER.pack(_codec.RECORD_START, len(payload)) + payload)
+        queue._send(_codec.HEADER.pack(_codec.RECORD_START, len(payload)) + payload)
         after = logging.LogRecord("intruder", logging.ERROR, __file__, 1, "after the garbage", None, None)
-        queue.send(_codec.encode(after))
+        queue._send(_codec.encode(after))
         queue.close()
     assert not os.path.exists(marker)
     messages = [r.getMessage() for r in collect.records]

@@ -13,7 +13,7 @@ import time
 import pytest
 
 import mplog
-from mplog import _listener
+from mplog import _server
 from tests import workload
 from tests.conftest import file_handler, wait_for_path, wait_pid
 
@@ -105,12 +105,12 @@ def test_a_seal_fills_an_empty_pipe_and_never_joins_a_writers_bytes():
     padder = os.open(f"/proc/self/fd/{read_end}", os.O_WRONLY | os.O_NONBLOCK)
     os.set_blocking(write_end, False)
     try:
-        assert _listener._seal(read_end, padder)
+        assert _server.seal(read_end, padder)
         with pytest.raises(BlockingIOError):
             os.write(write_end, b"x")
         assert os.read(read_end, 1 << 20) == bytes(os.sysconf("SC_PAGE_SIZE"))
         os.write(write_end, b"x")
-        assert not _listener._seal(read_end, padder)
+        assert not _server.seal(read_end, padder)
         assert os.read(read_end, 1 << 20) == b"x"
     finally:
         for fd in (read_end, write_end, padder):
@@ -142,7 +142,7 @@ def test_a_writer_stopped_mid_frame_delays_the_stop_boundedly_and_loses_nothing(
     took = time.monotonic() - stopping
     os.kill(pid, signal.SIGCONT)
     assert wait_pid(pid) == 0
-    assert took < _listener._DRAIN_SECONDS + 1.0
+    assert took < _server.DRAIN_SECONDS + 1.0
     text = open(log_path, encoding="utf-8").read()
     assert "bytes received were discarded" in text and workload.message(0, 0, size) not in text
     assert _seqs_on_stderr(stderr_path) == [0, 1]

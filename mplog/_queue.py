@@ -17,93 +17,26 @@ from __future__ import annotations
 
 import _socket
 import array
-import atexit
 import fcntl
 import logging
 import os
 import socket
-import sys
 import threading
-import weakref
 from typing import Callable, Optional, Tuple
 
 from . import _codec, _fork, _sigterm
+from ._address import new_private_address
+from ._buffered import BUFFER_BYTES, SpilledError, check_flush_interval, flusher, spill
 
-__all__ = ["BUFFER_BYTES", "Queue", "SpilledError", "flush"]
+__all__ = ["F_SETPIPE_SZ", "PIPE_BYTES", "LocalHandle", "Queue"]
 
-#: A buffered queue sends its records once this many bytes have gathered.
-BUFFER_BYTES = 64 * 1024
-_SIGNAL_LOCK_SECONDS = 1.0
-
-# sockaddr_un holds 108 bytes on Linux, including the terminating NUL.
-_MAX_ADDRESS_BYTES = 107
-_SOCKET_NAME = "listener.sock"
 #: A worker's pipe holds this much, so bursts do not wait for the listener.
 #: It counts against the user's pipe quota (the kernel's default is 64 KiB).
 PIPE_BYTES = 256 * 1024
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # named in fcntl from Python 3.10
 
-
-def _new_private_address() -> str:
-    """Return a socket path inside a fresh directory only this user can enter,
-    in the first of the places ``tempfile`` would use (``tempfile.tempdir``,
-    ``$TMPDIR``, ``$TEMP``, ``$TMP``, /tmp, /var/tmp, /usr/tmp, the working
-    directory) where one can be made and the path fits in a socket address.
-
-    Not ``tempfile.mkdtemp``: importing tempfile would add 1.6 ms to every
-    spawned worker's start, and only the parent ever calls this.
-    """
-    chosen = getattr(sys.modules.get("tempfile"), "tempdir", None)
-    environment = [os.environ.get(name) for name in ("TMPDIR", "TEMP", "TMP")]
-    candidates = [chosen, *environment, "/tmp", "/var/tmp", "/usr/tmp", os.curdir]
-    problems = []
-    for parent in dict.fromkeys(os.path.abspath(path) for path in candidates if path):
-        try:
-            directory = _new_private_directory(parent)
-        except OSError as exc:
-            problems.append(f"{parent}: {exc}")
-            continue
-        address = os.path.join(directory, _SOCKET_NAME)
-        if len(os.fsencode(address)) <= _MAX_ADDRESS_BYTES:
-            return address
-        os.rmdir(directory)
-        problems.append(f"{address!r} is longer than a Unix socket path can be")
-    raise OSError(f"cannot make a private directory for the listener's socket ({'; '.join(problems)})")
-
-
-def _new_private_directory(parent: str) -> str:
-    for _ in range(100):
-        directory = os.path.join(parent, "mplog-" + os.urandom(6).hex())
-        try:
-            os.mkdir(directory, 0o700)
-        except FileExistsError:
-            continue
-        return directory
-    raise FileExistsError(f"no free name for a new directory in {parent}")
-
-
-def remove_address(address: str) -> None:
-    """Remove the socket file and, if it is mplog's own, its private directory
-    (quietly: a process that has given up its rights since may not be able to)."""
-    directory = os.path.dirname(address)
-    own = os.path.basename(directory).startswith("mplog-")
-    try:
-        os.unlink(address)
-    except FileNotFoundError:
-        pass
-    except OSError:
-        if not own:
-            raise
-    if own:
-        try:
-            os.rmdir(directory)
-        except OSError:  # gone already, not ours to remove any more, or holding something of someone else's
-            pass
-
-
-class SpilledError(OSError):
-    """The listener could not be reached, and the buffered records, the one
-    being sent among them, were written to stderr instead."""
+#: How a listener thread takes records from its own process: ``handle(record, route)``.
+LocalHandle = Callable[[logging.LogRecord, int], None]
 
 
 class Queue:
@@ -117,7 +50,7 @@ class Queue:
 
     With ``flush_interval`` set, the queue is *buffered*: records gather in
     this process and go to the listener together, at most ``flush_interval``
-    seconds after they were logged, once :data:`BUFFER_BYTES` have gathered,
+    seconds after they were logged, once 64 KiB have gathered,
     before this process forks, when it exits (normally, through
     ``multiprocessing``, or on SIGTERM when no other handler is installed) and
     on :func:`mplog.flush`. What is still buffered when the process is killed
@@ -136,8 +69,14 @@ class Queue:
         ValueError: ``flush_interval`` is not a positive number of seconds up to 60.
     """
 
+    # The package's own protocol with this class, besides the public methods:
+    # the worker handler sends ready-made frames with _send() and asks
+    # _local_pid whether records go to a listener thread of this process
+    # (set with _deliver_here() by that listener); the flusher calls
+    # _flush_for_signal() on SIGTERM.
+
     def __init__(self, address: Optional[str] = None, route: int = 0, flush_interval: Optional[float] = None) -> None:
-        self.address: str = address if address is not None else _new_private_address()
+        self.address: str = address if address is not None else new_private_address()
         self.route = route
         self.flush_interval = check_flush_interval(flush_interval)
         self._buffer = bytearray()
@@ -150,10 +89,11 @@ class Queue:
         self._writing = False
         self._armed = False  # the flusher will send this buffer within flush_interval
         if self.flush_interval is not None:
-            _flusher.queues.add(self)
-        # Set by a listener thread of this process: records from this process
-        # are handed to it directly instead of crossing a pipe.
-        self._local: Optional[Tuple[int, Callable[[logging.LogRecord, int], None]]] = None
+            flusher.queues.add(self)
+        # The pid of a process whose listener thread takes records put here
+        # directly (with _local_handle) instead of across a pipe; 0: none.
+        self._local_pid = 0
+        self._local_handle: Optional[LocalHandle] = None
         _fork.register(self)
 
     def __repr__(self) -> str:
@@ -168,10 +108,15 @@ class Queue:
     def __reduce__(self) -> Tuple[type, Tuple[str, int, Optional[float]]]:
         return (Queue, (self.address, self.route, self.flush_interval))
 
-    def delivers_locally(self) -> bool:
+    def _deliver_here(self, handle: Optional[LocalHandle]) -> None:
+        """Hand records put here in this process to ``handle`` directly (a
+        listener thread of this process), or again across the pipe (``None``)."""
+        self._local_handle = handle
+        self._local_pid = 0 if handle is None else os.getpid()
+
+    def _delivers_locally(self) -> bool:
         """Whether records put here go straight to a listener thread of this process."""
-        local = self._local
-        return local is not None and local[0] == os.getpid()
+        return self._local_pid == os.getpid()
 
     def put_nowait(self, record: logging.LogRecord) -> None:
         """Hand a prepared record to the listener (blocking only while the
@@ -180,13 +125,13 @@ class Queue:
         Raises:
             OSError: the listener cannot be reached (stopped, killed, never started).
         """
-        local = self._local
-        if local is not None and local[0] == os.getpid():
-            local[1](record, self.route)
+        handle = self._local_handle
+        if handle is not None and self._local_pid == os.getpid():
+            handle(record, self.route)
             return
-        self.send(_codec.encode(record, route=self.route), getattr(record, "process", None))
+        self._send(_codec.encode(record, route=self.route), getattr(record, "process", None))
 
-    def send(self, frame: bytes, created_in: Optional[int] = None) -> None:
+    def _send(self, frame: bytes, created_in: Optional[int] = None) -> None:
         """Write one encoded frame to this process's pipe (opening it first
         if needed), or add it to the buffer.
 
@@ -220,7 +165,7 @@ class Queue:
             self._flush(timeout=-1)
         elif not self._armed:
             self._armed = True
-            _flusher.arm(self)
+            flusher.arm()
 
     def _check_fork(self) -> None:
         if self._pipe_pid != os.getpid():
@@ -239,18 +184,32 @@ class Queue:
         except SpilledError:
             pass
 
+    def _flush_for_signal(self, timeout: float) -> bool:
+        """Send what is buffered, from a signal handler: return False, sending
+        nothing, if the signal interrupted this thread's own write of the
+        buffer (it must finish first). If another thread holds the buffer's
+        lock for ``timeout`` seconds (its write is stuck on a full pipe), the
+        frames still buffered go to stderr, so dying now loses none of them."""
+        try:
+            return self._flush(timeout)
+        except SpilledError:
+            return True
+
     def _flush(self, timeout: float) -> bool:
-        """Send the buffer under the lock; give up if the lock stays taken for
-        ``timeout`` seconds (-1: wait). Return False, sending nothing, if this
-        thread is in the middle of writing the buffer already (a signal handler
-        or a finalizer interrupted it): what it writes must not be cut into.
+        """Send the buffer under the lock, waiting at most ``timeout`` seconds
+        for it (-1: as long as it takes). Return False, sending nothing, if
+        this thread is in the middle of writing the buffer already (a signal
+        handler or a finalizer interrupted it): what it writes must not be
+        cut into.
 
         Raises:
-            SpilledError: the listener cannot be reached; the buffer went to stderr.
+            SpilledError: the listener cannot be reached, or the lock stayed
+                taken for ``timeout`` seconds; the buffer went to stderr.
         """
         self._check_fork()
         if not self._lock.acquire(timeout=timeout):
-            return True
+            self._spill_unlocked(timeout)
+            return True  # nothing was buffered
         try:
             if self._writing:
                 return False
@@ -264,8 +223,23 @@ class Queue:
             self._lock.release()
             _sigterm.run_deferred()
 
+    def _spill_unlocked(self, timeout: float) -> None:
+        """Write what is buffered to stderr, if anything, and raise SpilledError."""
+        # Taking frames out without the lock is safe here: the holder is in
+        # the middle of writing frames it took out earlier, and what is in the
+        # buffer now is whole frames (see _send).
+        buffer = self._buffer
+        data = bytes(buffer)
+        if not data:
+            return
+        del buffer[: len(data)]
+        why = f"pid {os.getpid()} waited {timeout:g} s for another thread's write to the log listener"
+        spill(data, why)
+        raise SpilledError(f"{why}; the buffer went to stderr")
+
     def _flush_locked(self) -> None:
         buffer = self._buffer
+        self._armed = False  # before taking the frames: one added after this arms the flusher again
         if not buffer:
             return
         # A copy to write, so that other threads can go on adding frames (a
@@ -275,7 +249,7 @@ class Queue:
         try:
             self._send_locked(data)
         except OSError as exc:
-            _spill(data, f"pid {os.getpid()} cannot reach the log listener at {self.address} ({exc})")
+            spill(data, f"pid {os.getpid()} cannot reach the log listener at {self.address} ({exc})")
             raise SpilledError(*exc.args) from exc
 
     def _send_locked(self, data: "bytes | bytearray") -> None:
@@ -342,8 +316,8 @@ class Queue:
         self._buffer = bytearray()  # the parent's, flushed before the fork
         self._armed = False  # this process has no flusher yet
         # Records from this child always cross the pipe (a listener process
-        # sets its own marker after the fork).
-        self._local = None
+        # sets its own delivery after the fork).
+        self._deliver_here(None)
         # Last: until now a signal handler that sends sees the fork not yet handled.
         self._pipe_pid = os.getpid()
 
@@ -351,103 +325,3 @@ class Queue:
 def _write_rest(pipe: int, rest: bytes) -> None:
     while rest:
         rest = rest[os.write(pipe, rest) :]
-
-
-def check_flush_interval(value: Optional[float]) -> Optional[float]:
-    """``value`` if it is ``None`` or a usable flush interval.
-
-    Raises:
-        ValueError: not a positive number of seconds up to 60.
-    """
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 60:
-        raise ValueError(f"flush_interval must be a number of seconds > 0 and <= 60, got {value!r}")
-    return float(value)
-
-
-def flush() -> None:
-    """Send every record this process has buffered (``setup(buffered=True)``).
-
-    mplog does this itself at exit, before a fork, on SIGTERM when no other
-    SIGTERM handler is installed, and at least every ``flush_interval``; call it
-    from your own SIGTERM handler, or before ``os._exit``."""
-    for queue in list(_flusher.queues):
-        queue.flush()
-
-
-def _spill(data: "bytes | bytearray", why: str) -> None:
-    """Write buffered frames that can no longer reach the listener to stderr."""
-    sys.stderr.write(f"mplog: {why}; {len(data)} bytes of buffered records follow\n")
-    for line in _codec.readable_lines(bytes(data)):
-        sys.stderr.write(line + "\n")
-    sys.stderr.flush()
-
-
-class _Flusher:
-    """Sends each buffered queue's records at most ``flush_interval`` seconds
-    after the first of them was logged: one daemon thread per process, started
-    with its first buffered record, idle while nothing is buffered."""
-
-    def __init__(self) -> None:
-        self.queues: "weakref.WeakSet[Queue]" = weakref.WeakSet()
-        self._pid = 0
-        self._due = threading.Event()
-        self._starting = threading.Lock()
-        _fork.register(self)
-
-    def _after_fork_in_child(self) -> None:
-        self._starting = threading.Lock()  # a thread of the parent may have held it
-
-    def arm(self, queue: Queue) -> None:
-        """``queue`` holds a frame that no flush has been promised for."""
-        if self._pid != os.getpid():
-            with self._starting:  # two threads' first records: one flusher
-                if self._pid != os.getpid():
-                    self._start(queue)
-        self._due.set()
-
-    def _start(self, queue: Queue) -> None:
-        self._pid = os.getpid()
-        self._due = threading.Event()
-        threading.Thread(target=self._run, args=(self._due,), name="mplog-flusher", daemon=True).start()
-        # Ways out of a process that skip the flusher's next tick:
-        atexit.register(flush)  # normal exit (logging.shutdown flushes handlers too)
-        for name in ("multiprocessing.util", "multiprocess.util"):
-            util = sys.modules.get(name)
-            if util is not None:  # children of these leave through os._exit, after their finalizers
-                util.Finalize(None, flush, exitpriority=100)
-        catch_sigterm()
-
-    def _run(self, due: threading.Event) -> None:
-        _sigterm.block_in_this_thread()
-        while True:
-            due.wait()
-            due.clear()
-            queues = list(self.queues)
-            interval = min((q.flush_interval or 0.0) for q in queues) if queues else 0.0
-            threading.Event().wait(interval)  # sleep, in a way gevent's patching understands
-            for queue in queues:
-                # Before taking the frames: a frame added after this arms again.
-                queue._armed = False
-                queue.flush()
-
-
-_flusher = _Flusher()
-
-
-def catch_sigterm() -> None:
-    """On SIGTERM (``Pool.terminate()``, ``kill``), send what this process has
-    buffered, then die of the signal, if nobody else handles SIGTERM (and if
-    called from the main thread, the only one that can install the handler)."""
-    _sigterm.catch(_flush_for_sigterm)
-
-
-def _flush_for_sigterm() -> bool:
-    for queue in list(_flusher.queues):
-        try:
-            if not queue._flush(timeout=_SIGNAL_LOCK_SECONDS):
-                return False  # the signal came in the middle of this thread's write of it
-        except SpilledError:
-            pass
-    return True

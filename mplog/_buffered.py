@@ -1,0 +1,143 @@
+"""Buffered mode: the flusher thread that sends each process's gathered
+records in time, :func:`mplog.flush`, SIGTERM, and records spilled to stderr
+when the listener cannot take them."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+import threading
+import weakref
+from typing import Optional, Protocol
+
+from . import _codec, _fork, _sigterm, _stderr
+
+__all__ = [
+    "BUFFER_BYTES",
+    "SIGNAL_LOCK_SECONDS",
+    "BufferedQueue",
+    "SpilledError",
+    "catch_sigterm",
+    "check_flush_interval",
+    "flush",
+    "flusher",
+    "spill",
+]
+
+#: A buffered queue sends its records once this many bytes have gathered.
+BUFFER_BYTES = 64 * 1024
+#: How long a SIGTERM handler waits for another thread that is sending a
+#: queue's buffer before it writes what is left to stderr instead.
+SIGNAL_LOCK_SECONDS = 1.0
+
+
+class BufferedQueue(Protocol):
+    """What the flusher needs of a buffered :class:`mplog.Queue`."""
+
+    flush_interval: Optional[float]
+
+    def flush(self) -> None:
+        """Send what is buffered (never raises)."""
+
+    def _flush_for_signal(self, timeout: float) -> bool:
+        """Send or spill what is buffered; False if this thread is mid-write."""
+
+
+class SpilledError(OSError):
+    """The listener could not be reached, and the buffered records, the one
+    being sent among them, were written to stderr instead."""
+
+
+def check_flush_interval(value: Optional[float]) -> Optional[float]:
+    """``value`` if it is ``None`` or a usable flush interval.
+
+    Raises:
+        ValueError: not a positive number of seconds up to 60.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 60:
+        raise ValueError(f"flush_interval must be a number of seconds > 0 and <= 60, got {value!r}")
+    return float(value)
+
+
+def spill(data: "bytes | bytearray", why: str) -> None:
+    """Write buffered frames that can no longer reach the listener to stderr."""
+    _stderr.report(f"{why}; {len(data)} bytes of buffered records follow")
+    _stderr.write_lines(_codec.readable_lines(bytes(data)))
+
+
+def flush() -> None:
+    """Send every record this process has buffered (``setup(buffered=True)``).
+
+    mplog does this itself at exit, before a fork, on SIGTERM when no other
+    SIGTERM handler is installed, and at least every ``flush_interval``; call it
+    from your own SIGTERM handler, or before ``os._exit``."""
+    for queue in list(flusher.queues):
+        queue.flush()
+
+
+def catch_sigterm() -> None:
+    """On SIGTERM (``Pool.terminate()``, ``kill``), send what this process has
+    buffered, then die of the signal, if nobody else handles SIGTERM (and if
+    called from the main thread, the only one that can install the handler)."""
+    _sigterm.catch(_flush_for_sigterm)
+
+
+def _flush_for_sigterm() -> bool:
+    for queue in list(flusher.queues):
+        if not queue._flush_for_signal(SIGNAL_LOCK_SECONDS):
+            return False  # the signal came in the middle of this thread's write of it
+    return True
+
+
+class _Flusher:
+    """Sends each buffered queue's records at most ``flush_interval`` seconds
+    after the first of them was logged: one daemon thread per process, started
+    with its first buffered record, idle while nothing is buffered."""
+
+    def __init__(self) -> None:
+        self.queues: "weakref.WeakSet[BufferedQueue]" = weakref.WeakSet()
+        self._pid = 0
+        self._due = threading.Event()
+        self._starting = threading.Lock()
+        _fork.register(self)
+
+    def _after_fork_in_child(self) -> None:
+        self._starting = threading.Lock()  # a thread of the parent may have held it
+
+    def arm(self) -> None:
+        """A queue holds a frame that no flush has been promised for."""
+        if self._pid != os.getpid():
+            with self._starting:  # two threads' first records: one flusher
+                if self._pid != os.getpid():
+                    self._start()
+        self._due.set()
+
+    def _start(self) -> None:
+        self._pid = os.getpid()
+        self._due = threading.Event()
+        threading.Thread(target=self._run, args=(self._due,), name="mplog-flusher", daemon=True).start()
+        # Ways out of a process that skip the flusher's next tick:
+        atexit.register(flush)  # normal exit (logging.shutdown flushes handlers too)
+        for name in ("multiprocessing.util", "multiprocess.util"):
+            util = sys.modules.get(name)
+            if util is not None:  # children of these leave through os._exit, after their finalizers
+                util.Finalize(None, flush, exitpriority=100)
+        catch_sigterm()
+
+    def _run(self, due: threading.Event) -> None:
+        _sigterm.block_in_this_thread()
+        while True:
+            due.wait()
+            due.clear()
+            queues = list(self.queues)
+            interval = min((q.flush_interval or 0.0) for q in queues) if queues else 0.0
+            threading.Event().wait(interval)  # sleep, in a way gevent's patching understands
+            for queue in queues:
+                queue.flush()
+
+
+#: The flusher of this process; buffered queues add themselves to its ``queues``.
+flusher = _Flusher()

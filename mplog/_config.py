@@ -1,0 +1,106 @@
+"""What a worker needs to log like its parent, in a form that crosses
+processes (pickled with the initializer, or as JSON in the environment), and
+the checks of what users pass in."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Iterable, NamedTuple, Optional, Tuple
+
+from ._buffered import check_flush_interval
+from ._format import PercentFormatter, SecondCachingFormatter
+from ._json import JsonFormatter
+
+__all__ = ["ENVIRONMENT_VARIABLE", "RouteConfig", "TextTarget", "WorkerConfig", "check_handlers"]
+
+#: Set by ``mplog.setup()`` for child processes that inherit the environment.
+ENVIRONMENT_VARIABLE = "MPLOG_CONFIG"
+
+
+class TextTarget(NamedTuple):
+    """How to format a record for one listener handler that only writes text
+    (a plain ``StreamHandler``/``FileHandler`` with a plain ``Formatter``), so the
+    worker formats and the listener only writes."""
+
+    level: int
+    fmt: Optional[str]
+    datefmt: Optional[str]
+    style: str  # "%", "{", "$", or "json" for mplog.JsonFormatter
+    utc: bool
+    #: When the handler can take text frames (UTF-8 bytes, newline-terminated,
+    #: written as they are): how the worker encodes them, as in ``str.encode``.
+    raw_errors: Optional[str] = None
+
+    def formatter(self) -> logging.Formatter:
+        """A formatter equal to the handler's."""
+        if self.style == "json":
+            return JsonFormatter()
+        if self.style == "%":
+            formatter: logging.Formatter = PercentFormatter(self.fmt, self.datefmt)
+        else:
+            formatter = SecondCachingFormatter(self.fmt, self.datefmt, self.style, validate=False)  # type: ignore[arg-type]
+        if self.utc:
+            formatter.converter = time.gmtime
+        return formatter
+
+
+class RouteConfig(NamedTuple):
+    """One logger that ships to the listener, and what its handler sends."""
+
+    logger: str  # "" for the root logger
+    propagate: bool
+    handler_level: int
+    text_targets: Tuple[TextTarget, ...] = ()
+    send_record: bool = True
+
+
+class WorkerConfig(NamedTuple):
+    """What a worker needs to log like its parent: where the listener is, which
+    loggers ship to it (route ``i`` is ``routes[i]``), and the parent's levels."""
+
+    address: str
+    root_level: int
+    routes: Tuple[RouteConfig, ...]
+    logger_levels: Tuple[Tuple[str, int], ...] = ()
+    flush_interval: Optional[float] = None  # None: durable, else buffered
+
+    def to_json(self) -> str:
+        """Serialise for the environment variable."""
+        return json.dumps(self)
+
+    @classmethod
+    def from_json(cls, text: str) -> "WorkerConfig":
+        """Parse what :meth:`to_json` wrote.
+
+        Raises:
+            ValueError: ``text`` is not such a config.
+        """
+        try:
+            address, root_level, routes, logger_levels, flush_interval = json.loads(text)
+            return cls(
+                address,
+                root_level,
+                tuple(
+                    RouteConfig(name, propagate, level, tuple(TextTarget(*t) for t in targets), send_record)
+                    for name, propagate, level, targets, send_record in routes
+                ),
+                tuple((name, level) for name, level in logger_levels),
+                check_flush_interval(flush_interval),
+            )
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{ENVIRONMENT_VARIABLE} is not an mplog config: {text!r} ({exc})") from None
+
+
+def check_handlers(handlers: Iterable[object], caller: str) -> None:
+    """Check that every one of ``handlers`` is a ``logging.Handler``.
+
+    Raises:
+        TypeError: one is not; the message names ``caller`` and its position.
+    """
+    for position, handler in enumerate(handlers, 1):
+        if not isinstance(handler, logging.Handler):
+            raise TypeError(
+                f"{caller} argument {position} must be a logging.Handler, got {handler!r} ({type(handler).__name__})"
+            )

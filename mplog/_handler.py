@@ -1,0 +1,211 @@
+"""The worker side's handler: ships each record to the listener, formatted
+where the listener only writes text, and falls back to stderr for good if the
+listener cannot be reached."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import sys
+from typing import Any, Callable, List, Optional, Sequence, Tuple
+
+from . import _codec, _stderr
+from ._buffered import SpilledError
+from ._config import RouteConfig, TextTarget
+from ._format import line_function
+from ._queue import Queue
+
+__all__ = ["QueueHandler", "route_handler"]
+
+_FALLBACK_FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
+_exception_formatter = logging.Formatter()
+
+
+class QueueHandler(logging.handlers.QueueHandler):
+    """Sends each record to the listener through an :class:`mplog.Queue`.
+
+    A drop-in look-alike of ``logging.handlers.QueueHandler``: ``prepare`` renders
+    the message and traceback in the worker (so arguments never need to be
+    picklable), ``enqueue`` hands the result to the queue. If the listener cannot
+    be reached (stopped, or its process killed), the handler says so once on
+    stderr and writes this and every later record there instead: a logging call
+    never blocks on a dead listener and never raises into the caller.
+
+    When the listener's handlers include plain text handlers (see
+    :class:`TextTarget`), the worker formats the line for each of them, so the
+    listener only writes; the record itself is sent only if another handler
+    needs it.
+
+    Args:
+        queue: where the listener reads.
+        level: records below this level are not sent at all.
+    """
+
+    # mplog.Queue is write-only; typeshed's QueueHandler wants a get() it never calls.
+    queue: Queue  # type: ignore[assignment]
+
+    def __init__(self, queue: Queue, level: int = logging.NOTSET) -> None:
+        super().__init__(queue)  # type: ignore[arg-type]
+        self.setLevel(level)
+        self._fallback: Optional[logging.Handler] = None
+        self._send_record = True
+        self._texts: List[Tuple[int, logging.Formatter]] = []
+        # The route's only handler takes text frames: (its level, how to render its line, encode errors).
+        self._raw: Optional[Tuple[int, Callable[[logging.LogRecord], str], str]] = None
+
+    def _format_for(self, text_targets: Sequence[TextTarget], send_record: bool) -> None:
+        """Format the lines of the listener's text handlers here: one per
+        target, in the listener's order; ``send_record``: whether any other
+        listener handler needs the record as well."""
+        self._send_record = send_record or not text_targets
+        self._texts = [(t.level, t.formatter()) for t in text_targets]
+        self._raw = None
+        if len(text_targets) == 1 and not self._send_record and text_targets[0].raw_errors:
+            self._raw = (text_targets[0].level, line_function(self._texts[0][1]), text_targets[0].raw_errors)
+
+    def handle(self, record: logging.LogRecord) -> Any:
+        """Filter and emit ``record`` without taking the handler's lock: the
+        queue serialises sends itself, and a call is cheaper without it."""
+        if self.filters:
+            result = self.filter(record)
+            if not result:
+                return result
+            if isinstance(result, logging.LogRecord):  # Python 3.12+: a filter may replace the record
+                record = result
+        self.emit(record)
+        return record
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Send ``record``: formatted for the listener's text handlers, and
+        prepared for its other handlers."""
+        raw = self._raw
+        queue = self.queue
+        if raw is not None and queue._local_pid == 0:
+            # The common case, kept in one function: one text frame, no record.
+            level, render, errors = raw
+            if record.levelno < level:
+                return
+            try:
+                frame = render(record).encode("utf-8", errors) + _codec.TEXT_END
+                created_in = record.process
+            except Exception:  # unrenderable, or made without LogRecord's fields: the general path copes
+                frame = b""
+            if 0 < len(frame) <= _codec.MAX_PAYLOAD:
+                try:
+                    queue._send(frame, created_in)
+                except OSError as exc:
+                    self._fail_over(exc, record)
+                return
+        self._emit_general(record)
+
+    def _emit_general(self, record: logging.LogRecord) -> None:
+        try:
+            if not self._texts or self._fallback is not None or self.queue._delivers_locally():
+                self.enqueue(self.prepare(record))
+                return
+            prepared = self.prepare(record) if self._send_record else None
+            try:
+                texts = self._format_texts(record)
+            except Exception:  # unrenderable message: the prepared copy carries it with a note
+                prepared = prepared or self.prepare(record)
+                texts = self._format_texts(prepared)
+            try:
+                frame = _codec.encode(prepared, texts, self.queue.route, record.created)
+                self.queue._send(frame, getattr(record, "process", None))
+            except OSError as exc:
+                self._fail_over(exc, record)
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+    def flush(self) -> None:
+        """Send the records this process has buffered for the listener (buffered mode)."""
+        self.queue.flush()
+
+    def _format_texts(self, record: logging.LogRecord) -> List[Optional[str]]:
+        levelno = record.levelno
+        return [formatter.format(record) if levelno >= level else None for level, formatter in self._texts]
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        """Return a copy of ``record`` with its message rendered and its
+        traceback formatted, leaving the original untouched for other handlers.
+
+        Override to add or change fields; what you return is what is sent.
+        """
+        message = _render_message(record)
+        exc_text = record.exc_text
+        if record.exc_info and not exc_text:
+            exc_text = _exception_formatter.formatException(record.exc_info)
+        prepared = logging.LogRecord.__new__(type(record))
+        prepared.__dict__.update(record.__dict__)
+        prepared.msg = prepared.message = message
+        prepared.args = None
+        prepared.exc_info = None
+        prepared.exc_text = exc_text
+        return prepared
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        """Put a prepared record on the queue, or on stderr if the listener is gone."""
+        fallback = self._fallback
+        if fallback is None:
+            try:
+                self.queue.put_nowait(record)
+            except OSError as exc:
+                self._fail_over(exc, record)
+            return
+        fallback.handle(record)
+
+    def _fail_over(self, exc: OSError, record: logging.LogRecord) -> None:
+        """``record`` could not be sent: switch to stderr, and write it there
+        unless it already went there with the buffer it was added to."""
+        try:
+            fallback = self._fall_back(exc)
+            if not isinstance(exc, SpilledError):
+                fallback.handle(self.prepare(record))
+        except RecursionError:
+            raise
+        except Exception:  # never into the caller: logging's own rules for handler errors
+            self.handleError(record)
+
+    def _fall_back(self, exc: OSError) -> logging.Handler:
+        """Switch to stderr for good, saying why once; return the stderr handler."""
+        self._raw = None
+        self._fallback = _StderrHandler()
+        _stderr.report(
+            f"pid {os.getpid()} cannot reach the log listener at {self.queue.address} "
+            f"({type(exc).__name__}: {exc}); its records go to stderr from now on"
+        )
+        return self._fallback
+
+
+def _render_message(record: logging.LogRecord) -> str:
+    try:
+        return record.getMessage()
+    except Exception as exc:  # bad %-arguments or a broken __str__: keep the record
+        try:
+            shown = f"{record.msg!r} % {record.args!r}"
+        except Exception:
+            shown = f"<{type(record.msg).__name__} message with {type(record.args).__name__} arguments>"
+        return f"{shown} [mplog: the message could not be rendered: {type(exc).__name__}: {exc}]"
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes records to whatever ``sys.stderr`` is when they come, as
+    ``logging.lastResort`` does (so nothing if it is ``None``)."""
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)  # not StreamHandler's: it would bind today's stream
+        self.setFormatter(logging.Formatter(_FALLBACK_FORMAT))
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+
+def route_handler(queue: Queue, route: RouteConfig) -> QueueHandler:
+    """The worker handler for one route: what it sends on ``queue``, formatted as ``route`` says."""
+    handler = QueueHandler(queue, route.handler_level)
+    handler._format_for(route.text_targets, route.send_record)
+    return handler

@@ -1,0 +1,130 @@
+"""Installing the worker handler in a process that did not inherit it by
+fork: ``install()``, and :data:`mplog.initializer` for process pools."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any, Callable, Optional, Tuple
+
+from . import _fork
+from ._buffered import catch_sigterm
+from ._config import ENVIRONMENT_VARIABLE, WorkerConfig
+from ._handler import QueueHandler, route_handler
+from ._queue import Queue
+
+__all__ = ["Initializer", "current", "initializer", "install", "set_current"]
+
+# The config this process's children should use: set by setup() in the parent,
+# by install() in a worker, and inherited by forked children.
+_current: Optional[WorkerConfig] = None
+_install_lock = threading.Lock()
+
+
+class _ForkHook:
+    """A forked child of a buffered session catches SIGTERM at once, in its
+    only thread: its first record may come from a thread it starts later."""
+
+    def _after_fork_in_child(self) -> None:
+        if _current is not None and _current.flush_interval is not None:
+            catch_sigterm()
+
+
+_fork_hook = _ForkHook()  # held here: _fork keeps weak references
+_fork.register(_fork_hook)
+
+
+def current() -> Optional[WorkerConfig]:
+    """The config children of this process should use, if any."""
+    return _current
+
+
+def set_current(config: Optional[WorkerConfig]) -> None:
+    """Record (or clear) the config for this process's children."""
+    global _current
+    _current = config
+
+
+def install(config: WorkerConfig) -> None:
+    """Make this process's loggers ship to the listener in ``config``.
+
+    Handlers already on those loggers are closed and removed: in a spawned
+    worker they are the worker's own (e.g. from module-level ``basicConfig``),
+    and writing the log file directly from a worker is what mplog replaces.
+    """
+    with _install_lock:
+        if config.flush_interval is not None:
+            catch_sigterm()  # the initializer runs in the main thread; the first record may not
+        root = logging.getLogger()
+        if any(isinstance(h, QueueHandler) and h.queue.address == config.address for h in root.handlers):
+            set_current(config)
+            return  # inherited by fork, or installed before
+        for route, spec in enumerate(config.routes):
+            logger = logging.getLogger(spec.logger or None)
+            for handler in list(logger.handlers):
+                logger.removeHandler(handler)
+                handler.close()
+            logger.addHandler(route_handler(Queue(config.address, route, config.flush_interval), spec))
+            if spec.logger:
+                logger.propagate = spec.propagate
+        root.setLevel(config.root_level)
+        for name, level in config.logger_levels:
+            logging.getLogger(name).setLevel(level)
+        set_current(config)
+
+
+class Initializer:
+    """``mplog.initializer``: pass it as ``initializer=`` to ``Pool`` or
+    ``ProcessPoolExecutor`` (any start method), or call it at the top of a
+    ``Process`` target.
+
+    When pickled for a spawn or forkserver child it carries the parent's
+    active config with it, so no ``initargs`` are needed. To run your own
+    initializer as well, give it and its arguments as ``initargs``::
+
+        Pool(initializer=mplog.initializer, initargs=(my_init, arg1, arg2))
+    """
+
+    def __init__(self, config: Optional[WorkerConfig] = None) -> None:
+        self._config = config
+
+    def __repr__(self) -> str:
+        return "mplog.initializer"
+
+    def __reduce__(self) -> Tuple[Callable[..., "Initializer"], Tuple[Optional[WorkerConfig]]]:
+        return (Initializer, (self._config or _current,))
+
+    def __call__(self, user_initializer: Optional[Callable[..., Any]] = None, *args: Any) -> None:
+        """Install the worker handler, then call ``user_initializer(*args)``.
+
+        Raises:
+            TypeError: ``user_initializer`` is given but not callable.
+        """
+        if user_initializer is not None and not callable(user_initializer):
+            raise TypeError(
+                "mplog.initializer: the first initarg must be your initializer (a callable), "
+                f"got {user_initializer!r} ({type(user_initializer).__name__})"
+            )
+        config = self._config or _current or _config_from_environment()
+        if config is None:
+            import warnings
+
+            warnings.warn(
+                "mplog.initializer ran, but no mplog.setup() is active in the parent; "
+                "this process logs as it would without mplog",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        else:
+            install(config)
+        if user_initializer is not None:
+            user_initializer(*args)
+
+
+def _config_from_environment() -> Optional[WorkerConfig]:
+    text = os.environ.get(ENVIRONMENT_VARIABLE)
+    return WorkerConfig.from_json(text) if text else None
+
+
+initializer = Initializer()

@@ -1,0 +1,95 @@
+"""Which of the listener's handlers take lines the workers formatted (a plain
+``StreamHandler`` or ``FileHandler`` with a plain ``Formatter``), and which of
+those take them as UTF-8 bytes, written as they arrive."""
+
+from __future__ import annotations
+
+import codecs
+import io
+import locale
+import logging
+import time
+from typing import Optional, Sequence, Tuple
+
+from ._config import TextTarget
+from ._files import FileHandler
+from ._json import JsonFormatter
+
+__all__ = ["route_targets", "text_target_of"]
+
+_TEXT_HANDLERS = (logging.StreamHandler, logging.FileHandler, FileHandler)
+_STYLES = {"%": logging.PercentStyle, "{": logging.StrFormatStyle, "$": logging.StringTemplateStyle}
+# Error handlers under which UTF-8 output never holds bytes 0xF5-0xFF (so text
+# frames stay unambiguous); the surrogate ones can produce any byte.
+_SAFE_ERRORS = ("strict", "replace", "ignore", "backslashreplace", "xmlcharrefreplace", "namereplace")
+
+
+def route_targets(handlers: Sequence[logging.Handler]) -> Tuple[Tuple[TextTarget, ...], bool]:
+    """What a worker sends for one group of handlers: the lines to format
+    (one per text handler, in order), and whether any handler needs the record."""
+    targets = [text_target_of(handler) for handler in handlers]
+    return tuple(t for t in targets if t is not None), None in targets
+
+
+def text_target_of(handler: logging.Handler) -> Optional[TextTarget]:
+    """The target for ``handler``, or ``None`` if only the handler itself can
+    format and write its records (a subclass, filters, a custom formatter)."""
+    if type(handler) not in _TEXT_HANDLERS or handler.filters:
+        return None
+    formatter = handler.formatter or logging.Formatter()
+    raw_errors = _raw_errors(handler)
+    if type(formatter) is JsonFormatter:
+        return TextTarget(handler.level, None, None, "json", False, raw_errors)
+    if not _is_stock_formatter(formatter):
+        return None
+    style = next((char for char, kind in _STYLES.items() if type(formatter._style) is kind), None)
+    if style is None:
+        return None
+    utc = formatter.converter is time.gmtime
+    return TextTarget(handler.level, formatter._fmt, formatter.datefmt, style, utc, raw_errors)
+
+
+def _is_stock_formatter(formatter: logging.Formatter) -> bool:
+    """Whether ``formatter`` formats as a plain ``logging.Formatter`` does, so
+    a worker's own formatter with the same format gives the same lines."""
+    return (
+        type(formatter) is logging.Formatter
+        and formatter.converter in (time.localtime, time.gmtime)
+        and formatter.default_time_format == logging.Formatter.default_time_format
+        and formatter.default_msec_format == logging.Formatter.default_msec_format
+        and not getattr(formatter._style, "_defaults", None)
+    )
+
+
+def _raw_errors(handler: logging.Handler) -> Optional[str]:
+    """``TextTarget.raw_errors`` for a handler :func:`text_target_of` accepts:
+    set when the listener can write UTF-8 bytes to it directly, else ``None``.
+
+    Where the handler would fail on an unencodable character (``errors`` strict)
+    the worker escapes it instead, keeping the line."""
+    if handler.terminator != "\n":  # type: ignore[attr-defined]
+        return None
+    output = _encoding_and_errors(handler)
+    if output is None:
+        return None
+    encoding, errors = output
+    try:
+        if codecs.lookup(encoding).name != "utf-8" or errors not in _SAFE_ERRORS:
+            return None
+    except LookupError:
+        return None
+    return "backslashreplace" if errors == "strict" else errors
+
+
+def _encoding_and_errors(handler: logging.Handler) -> Optional[Tuple[str, str]]:
+    """How ``handler`` encodes what it writes, if it writes to a byte buffer
+    the listener can write to as well."""
+    if isinstance(handler, FileHandler):
+        # Time rotation files each line by its record's time, which text frames do not carry.
+        return None if handler.periods is not None else (handler.encoding, "backslashreplace")
+    stream = getattr(handler, "stream", None)
+    if stream is None and isinstance(handler, logging.FileHandler):  # delay=True: not opened yet
+        return handler.encoding or locale.getpreferredencoding(False), getattr(handler, "errors", None) or "strict"
+    if type(stream) is io.TextIOWrapper and isinstance(getattr(stream, "buffer", None), io.BufferedWriter):
+        return stream.encoding, stream.errors or "strict"
+    return None

@@ -1,0 +1,79 @@
+"""The queue's buffer under SIGTERM while another thread's send is stuck."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+
+import mplog
+from mplog import _buffered
+from tests.conftest import wait_pid
+
+_RECORD = "x" * 4000
+
+
+def _blocked_on_a_pipe(native_id: int) -> bool:
+    with open(f"/proc/self/task/{native_id}/wchan") as wchan:
+        return "pipe_write" in wchan.read()
+
+
+def _child_stuck_then_terminated(stderr_path: str) -> None:
+    """In a forked child of a buffered session whose listener is stuck: one
+    thread logs until its send blocks on the full pipe (holding the buffer's
+    lock), the main thread buffers three more records, then SIGTERM."""
+    sys.stderr = open(stderr_path, "w", encoding="utf-8")
+    log = logging.getLogger("child")
+    sender: list = []
+
+    def fill_the_pipe() -> None:
+        sender.append(threading.get_native_id())
+        while True:
+            log.warning(_RECORD)
+
+    threading.Thread(target=fill_the_pipe, daemon=True).start()
+    deadline = time.monotonic() + 30
+    while not (sender and _blocked_on_a_pipe(sender[0])):
+        if time.monotonic() > deadline:
+            os._exit(3)  # the premise failed: the sender never blocked
+        time.sleep(0.01)
+    for number in range(3):
+        log.warning("buffered while stuck %d", number)
+    os.kill(os.getpid(), signal.SIGTERM)  # the handler flushes, then the process dies of the signal
+    time.sleep(_buffered.SIGNAL_LOCK_SECONDS + 30)
+    os._exit(4)  # never reached if SIGTERM ended the process
+
+
+def test_sigterm_spills_the_buffer_when_another_threads_send_is_stuck(tmp_path):
+    """SIGTERM gives up waiting for a send stuck on a full pipe after
+    ``SIGNAL_LOCK_SECONDS``; the records still in the buffer then go to stderr
+    rather than dying with the process."""
+    release = threading.Event()
+
+    class Stuck(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            release.wait(120)
+
+    stderr_path = str(tmp_path / "child.stderr")
+    with mplog.setup(Stuck(), buffered=True, flush_interval=60):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                _child_stuck_then_terminated(stderr_path)
+            except BaseException:
+                traceback.print_exc()  # into the file the test reads
+            finally:
+                os._exit(1)
+        try:
+            status = wait_pid(pid)
+        finally:
+            release.set()
+    with open(stderr_path, encoding="utf-8") as stderr:
+        spilled = stderr.read()
+    assert status == -signal.SIGTERM
+    for number in range(3):
+        assert f"buffered while stuck {number}" in spilled
