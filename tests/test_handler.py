@@ -71,3 +71,24 @@ def test_a_handler_error_on_the_fallback_follows_raise_exceptions(tmp_path, monk
     err = capsys.readouterr().err
     assert "after the kill" in err
     assert "cannot reach the log listener" not in err
+
+
+def test_a_handler_that_fails_to_close_in_the_listener_process_is_reported(capfd):
+    """The listener process closes its handlers before it exits; one whose
+    close() raises is named on stderr rather than passed over in silence."""
+
+    test_process = os.getpid()
+
+    class FailsToClose(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            pass
+
+        def close(self) -> None:
+            super().close()
+            if os.getpid() != test_process:  # only the listener process's copy fails
+                raise OSError("the disk went away")
+
+    with mplog.setup(FailsToClose(), listener="process"):
+        logging.getLogger("app").warning("one record")
+    err = capfd.readouterr().err
+    assert "could not close" in err and "the disk went away" in err
