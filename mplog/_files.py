@@ -18,16 +18,27 @@ import sys
 import threading
 import time
 import zlib
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
 from ._codec import TEXT_END, Frames, frame_texts
 
 __all__ = ["FileHandler"]
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.IGNORECASE)
-_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+# A number and its unit, as sizes and durations are written ("64 KiB", "7d");
+# which units a quantity takes is looked up in its own table.
+_QUANTITY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
+# "k", "kb" are 1000; "ki", "kib" are 1024 (any case); "b" or nothing is a byte.
+_BYTES_PER_UNIT = {
+    "": 1,
+    "b": 1,
+    **{
+        prefix + suffix: base**power
+        for power, prefix in enumerate("kmgt", 1)
+        for suffix, base in (("", 1000), ("b", 1000), ("i", 1024), ("ib", 1024))
+    },
+}
+_SECONDS_PER_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_Number = TypeVar("_Number", int, float)
 _STEP_UNITS = {"S": 1, "M": 60, "H": 3600}
 _STAMP = "%Y-%m-%d_%H-%M-%S"
 # A rotated time period stays uncompressed this long, so records that arrive
@@ -45,21 +56,8 @@ def parse_size(value: Union[int, str], name: str) -> int:
     Raises:
         ValueError: not a positive size.
     """
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be a size in bytes or a string like '10 MiB', got {value!r}")
-    if isinstance(value, int):
-        size = value
-    elif isinstance(value, str) and _SIZE.match(value):
-        number, unit = _SIZE.match(value).groups()  # type: ignore[union-attr]
-        unit = (unit or "").lower()
-        base = 1024 if "i" in unit else 1000
-        power = "bkmgt".index(unit[0]) if unit else 0
-        size = int(float(number) * (base**power if unit[:1] != "b" else 1))
-    else:
-        raise ValueError(f"{name} must be a size in bytes or a string like '10 MiB', got {value!r}")
-    if size <= 0:
-        raise ValueError(f"{name} must be positive, got {value!r}")
-    return size
+    size = int(_parse_quantity(value, name, (int,), _BYTES_PER_UNIT, "a size in bytes or a string like '10 MiB'"))
+    return _positive(size, value, name)
 
 
 def parse_duration(value: Union[int, float, str], name: str) -> float:
@@ -68,18 +66,34 @@ def parse_duration(value: Union[int, float, str], name: str) -> float:
     Raises:
         ValueError: not a positive duration.
     """
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be seconds or a string like '7d', got {value!r}")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    elif isinstance(value, str) and _DURATION.match(value):
-        number, unit = _DURATION.match(value).groups()  # type: ignore[union-attr]
-        seconds = float(number) * _DURATION_UNITS[unit.lower()]
-    else:
-        raise ValueError(f"{name} must be seconds or a string like '7d', got {value!r}")
-    if seconds <= 0:
+    seconds = float(_parse_quantity(value, name, (int, float), _SECONDS_PER_UNIT, "seconds or a string like '7d'"))
+    return _positive(seconds, value, name)
+
+
+def _parse_quantity(
+    value: object, name: str, numbers: Tuple[type, ...], units: Dict[str, int], expected: str
+) -> Union[int, float]:
+    """``value`` in base units: a number of one of the types ``numbers`` as it
+    is, or a string of a number and one of ``units`` (any case).
+
+    Raises:
+        ValueError: naming ``name`` and what was ``expected``.
+    """
+    if isinstance(value, numbers) and not isinstance(value, bool):
+        return value  # type: ignore[return-value]
+    match = _QUANTITY.match(value) if isinstance(value, str) else None
+    # Looked up, not indexed: the pattern takes any letters, and ignoring case
+    # lets through more than ASCII ("\u017f", a long s, matches "s").
+    factor = units.get(match.group(2).lower()) if match else None
+    if match is None or factor is None:
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+    return float(match.group(1)) * factor
+
+
+def _positive(number: _Number, value: object, name: str) -> _Number:
+    if number <= 0:
         raise ValueError(f"{name} must be positive, got {value!r}")
-    return seconds
+    return number
 
 
 class Periods:

@@ -309,6 +309,9 @@ def test_stdlib_rotating_handlers_lose_nothing_under_mplog(tmp_path, kind):
     "options, message",
     [
         ({"max_bytes": "ten"}, "max_bytes must be a size"),
+        ({"max_bytes": "10 ib"}, "max_bytes must be a size"),
+        ({"max_buffer": "1 IB"}, "max_buffer must be a size"),
+        ({"max_age": "5 \u017f"}, "max_age must be seconds"),
         ({"max_bytes": -1}, "max_bytes must be positive"),
         ({"when": "X"}, "when must be one of"),
         ({"when": "M", "interval": 7}, "does not divide a day"),
@@ -326,11 +329,52 @@ def test_bad_options_raise_value_error(tmp_path, options, message):
         mplog.FileHandler(tmp_path / "app.log", **options)
 
 
+@pytest.mark.parametrize(
+    "value",
+    ["10 ib", "10 i", "10 iB", "1 IB", "10 bi", "10 KiBs", "10 kb b", "ten", "", " ", "MiB", "-5", "1e3", "1,5 KiB"],
+)
+def test_a_size_that_cannot_be_parsed_names_the_option(value):
+    """Every unparsable size is the ValueError naming the option and what was
+    expected ("10 ib" used to escape as str.index's "substring not found")."""
+    expected = f"max_bytes must be a size in bytes or a string like '10 MiB', got {value!r}"
+    with pytest.raises(ValueError) as raised:
+        parse_size(value, "max_bytes")
+    assert str(raised.value) == expected
+
+
+@pytest.mark.parametrize("value", [True, 1.5, None, b"10", [10]])
+def test_a_size_of_the_wrong_type_names_the_option(value):
+    """Only ints and strings are sizes: anything else names the option too."""
+    with pytest.raises(ValueError, match=r"^max_buffer must be a size in bytes or a string like '10 MiB', got "):
+        parse_size(value, "max_buffer")
+
+
+@pytest.mark.parametrize("value", ["5 \u017f", "5 ms", "5 y", "7 days", "", "d", True, None, b"5"])
+def test_a_duration_that_cannot_be_parsed_names_the_option(value):
+    """Every unparsable duration is the ValueError naming the option ("5 \u017f",
+    a long s that matches [smhdw] ignoring case, used to escape as a KeyError)."""
+    with pytest.raises(ValueError) as raised:
+        parse_duration(value, "max_age")
+    assert str(raised.value) == f"max_age must be seconds or a string like '7d', got {value!r}"
+
+
+@pytest.mark.parametrize("value, name", [(0, "max_bytes"), ("0 KiB", "max_bytes"), ("0.0001 b", "max_buffer")])
+def test_a_size_that_is_not_positive_names_the_option(value, name):
+    """Zero, or a fraction of a byte, is refused as not positive."""
+    with pytest.raises(ValueError) as raised:
+        parse_size(value, name)
+    assert str(raised.value) == f"{name} must be positive, got {value!r}"
+
+
 def test_sizes_durations_and_aligned_periods():
     """Units parse as documented; periods align to the clock, not to start time."""
     assert parse_size("64 KiB", "x") == 65536 and parse_size("10MB", "x") == 10_000_000
     assert parse_size(512, "x") == 512 and parse_size("1 GiB", "x") == 1 << 30
+    assert parse_size("0.5 KiB", "x") == 512 and parse_size("2 k", "x") == 2000 and parse_size("3 B", "x") == 3
+    assert parse_size(" 1.5 mib ", "x") == 1572864 and parse_size("1 Ti", "x") == 1 << 40 and parse_size("7", "x") == 7
     assert parse_duration("7d", "x") == 7 * 86400 and parse_duration(90, "x") == 90
+    assert parse_duration("1.5 h", "x") == 5400 and parse_duration("2W", "x") == 14 * 86400
+    assert parse_duration(0.25, "x") == 0.25 and parse_duration("30", "x") == 30 and parse_duration("2m", "x") == 120
     moment = calendar.timegm((2026, 11, 25, 10, 37, 12, 0, 0, 0))  # a Wednesday
     at = lambda *fields: calendar.timegm((2026, 11, *fields, 0, 0, 0))  # noqa: E731
     assert Periods("M", 15, utc=True).start(moment) == at(25, 10, 30, 0)
