@@ -20,7 +20,7 @@ from typing import Dict, List, Tuple
 import pytest
 
 import mplog
-from mplog._files import Periods, parse_duration, parse_size
+from mplog._rotation import Periods, parse_duration, parse_size
 from tests import workload
 from tests.conftest import IN_CI, NEEDS_ROOT, join_all, requires, wait_for_path
 
