@@ -149,23 +149,27 @@ def readable_lines(frames: bytes) -> List[str]:
     lines: List[str] = []
     pos = 0
     while pos < len(frames):
-        if frames[pos] != RECORD_START:
-            end = frames.find(TEXT_END, pos)
-            if end < 0:
-                end = len(frames)
-            lines.append(frames[pos:end].decode("utf-8", "backslashreplace").rstrip("\n"))
-            pos = end + 1
-            continue
-        _, size = HEADER.unpack_from(frames, pos)
-        try:
-            _, _, record, texts = decode(frames[pos + HEADER.size : pos + HEADER.size + size])
-        except ValueError as exc:
-            lines.append(str(exc))
+        if frames[pos] == RECORD_START:
+            line, pos = _readable_record(frames, pos)
         else:
-            text = next((t for t in texts or () if t is not None), None)
-            lines.append(text if text is not None else str(record.msg if record is not None else ""))
-        pos += HEADER.size + size
+            end = frames.find(TEXT_END, pos)
+            end = len(frames) if end < 0 else end
+            line, pos = frames[pos:end].decode("utf-8", "backslashreplace").rstrip("\n"), end + 1
+        lines.append(line)
     return lines
+
+
+def _readable_record(frames: bytes, pos: int) -> Tuple[str, int]:
+    """The line of the record frame at ``pos`` (its first text, its message, or
+    why it cannot be read), and where the frame ends."""
+    _, size = HEADER.unpack_from(frames, pos)
+    end = pos + HEADER.size + size
+    try:
+        _, _, record, texts = decode(frames[pos + HEADER.size : end])
+    except ValueError as exc:
+        return str(exc), end
+    text = next((t for t in texts or () if t is not None), None)
+    return (text if text is not None else str(record.msg if record is not None else "")), end
 
 
 def text_frames(lines: Sequence[str], errors: str) -> bytes:

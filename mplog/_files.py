@@ -17,7 +17,16 @@ import time
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from ._codec import TEXT_END, Frames, frame_texts
-from ._rotation import LATE_GRACE_SECONDS, Compressor, Periods, parse_duration, parse_size, stamp_now
+from ._rotation import (
+    LATE_GRACE_SECONDS,
+    Compressor,
+    Periods,
+    parse_compress,
+    parse_count,
+    parse_duration,
+    parse_size,
+    stamp_now,
+)
 
 __all__ = ["FileHandler"]
 
@@ -75,14 +84,9 @@ class FileHandler(logging.Handler):
         self.path = os.path.abspath(os.fspath(filename))
         self.max_bytes = None if max_bytes is None else parse_size(max_bytes, "max_bytes")
         self.periods = None if when is None else Periods(when, interval, utc)
-        if backup_count is not None and (
-            isinstance(backup_count, bool) or not isinstance(backup_count, int) or backup_count < 0
-        ):
-            raise ValueError(f"backup_count must be a non-negative int, got {backup_count!r}")
-        self.backup_count = backup_count
+        self.backup_count = None if backup_count is None else parse_count(backup_count, "backup_count")
         self.max_age = None if max_age is None else parse_duration(max_age, "max_age")
-        if compress not in (None, "gzip"):
-            raise ValueError(f"compress must be None or 'gzip', got {compress!r}")
+        self.compress = parse_compress(compress)
         try:
             "x".encode(encoding)
         except LookupError:
@@ -99,7 +103,6 @@ class FileHandler(logging.Handler):
         self._fault: Optional[OSError] = None
         self._fault_since = 0.0
         self._retry_at = 0.0
-        self.compress = compress
         # Started by the process that rotates (the listener may be a process
         # forked after this handler was made).
         self._compressor: Optional[Compressor] = None
@@ -144,29 +147,54 @@ class FileHandler(logging.Handler):
             self._hold([data for _, data in lines])
             return
         self._check_identity()
-        out = bytearray()
+        late = self._write_in_order(lines)
+        for start, chunks in late.items():
+            self._append_late(start, b"".join(chunks))
+
+    def _write_in_order(self, lines: Sequence[Tuple[float, bytes]]) -> Dict[float, List[bytes]]:
+        """Write ``lines`` to the live file, rotating before a line that starts a
+        new period or would take the file past ``max_bytes``; return the lines
+        that belong to periods already rotated, by the start of their period."""
+        out = bytearray()  # lines gathered for one write
         late: Dict[float, List[bytes]] = {}
         for created, data in lines:
             if self.periods is not None and not self._period_start <= created < self._period_end:
-                start = self.periods.start(created)
-                if start < self._period_start:  # sent before the boundary, arrived after it
+                start = self._late_or_rotate(created, out)
+                if start is not None:
                     late.setdefault(start, []).append(data)
                     continue
-                self._write(out)
-                out.clear()
-                self._rotate_to_period(start)
             if self.max_bytes is not None and self._size + len(out) + len(data) > self.max_bytes > 0:
-                if self._size + len(out) > 0:
-                    self._write(out)
-                    out.clear()
-                    self._rotate(self._period_stamp())
+                self._rotate_for_size(out)
             out += data
             if len(out) >= _WRITE_CHUNK:  # large lines: several moderate writes beat one huge one
-                self._write(out)
-                out.clear()
+                self._write_out(out)
         self._write(out)
-        for start, chunks in late.items():
-            self._append_late(start, b"".join(chunks))
+        return late
+
+    def _late_or_rotate(self, created: float, out: bytearray) -> Optional[float]:
+        """For a line of time ``created``, outside the current period: the start of
+        its period if that was rotated already (sent before the boundary, arrived
+        after it); else rotate to its period (writing ``out`` first) and return None."""
+        assert self.periods is not None
+        start = self.periods.start(created)
+        if start < self._period_start:
+            return start
+        self._write_out(out)
+        self._rotate_to_period(start)
+        return None
+
+    def _rotate_for_size(self, out: bytearray) -> None:
+        """Rotate (writing ``out`` first) before a line that would take the file
+        past ``max_bytes``; an empty file is not rotated, so a line longer than
+        ``max_bytes`` gets a file of its own."""
+        if self._size + len(out) > 0:
+            self._write_out(out)
+            self._rotate(self._period_stamp())
+
+    def _write_out(self, out: bytearray) -> None:
+        """Write the gathered lines and start gathering anew."""
+        self._write(out)
+        out.clear()
 
     # --- writing and faults -----------------------------------------------------
 

@@ -19,7 +19,17 @@ import time
 import zlib
 from typing import Callable, Dict, List, Optional, Tuple, TypeVar, Union
 
-__all__ = ["LATE_GRACE_SECONDS", "Compressor", "Periods", "gzip_file", "parse_duration", "parse_size", "stamp_now"]
+__all__ = [
+    "LATE_GRACE_SECONDS",
+    "Compressor",
+    "Periods",
+    "gzip_file",
+    "parse_compress",
+    "parse_count",
+    "parse_duration",
+    "parse_size",
+    "stamp_now",
+]
 
 # A number and its unit, as sizes and durations are written ("64 KiB", "7d");
 # which units a quantity takes is looked up in its own table.
@@ -63,6 +73,28 @@ def parse_duration(value: Union[int, float, str], name: str) -> float:
     return _positive(seconds, value, name)
 
 
+def parse_count(value: int, name: str) -> int:
+    """A number of files: an int, 0 or more.
+
+    Raises:
+        ValueError: anything else.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+    return value
+
+
+def parse_compress(value: Optional[str]) -> Optional[str]:
+    """How rotated files are compressed: ``None`` (not at all) or ``"gzip"``.
+
+    Raises:
+        ValueError: anything else.
+    """
+    if value not in (None, "gzip"):
+        raise ValueError(f"compress must be None or 'gzip', got {value!r}")
+    return value
+
+
 def _parse_quantity(
     value: object, name: str, numbers: Tuple[type, ...], units: Dict[str, int], expected: str
 ) -> Union[int, float]:
@@ -99,17 +131,9 @@ class Periods:
     """
 
     def __init__(self, when: str, interval: int = 1, utc: bool = False) -> None:
-        unit = when.upper() if isinstance(when, str) else when
-        if unit == "MIDNIGHT":
-            unit = "D"
-        valid = unit in ("S", "M", "H", "D") or (isinstance(unit, str) and re.fullmatch(r"W[0-6]", unit))
-        if not valid:
-            raise ValueError(f"when must be one of S, M, H, D, midnight, W0-W6; got {when!r}")
-        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
-            raise ValueError(f"interval must be a positive int, got {interval!r}")
-        if unit in _STEP_UNITS and 86400 % (interval * _STEP_UNITS[unit]):
-            raise ValueError(f"interval {interval} with when={when!r} does not divide a day evenly")
-        self.unit, self.interval, self.utc = unit, interval, utc
+        self.unit = _unit_of(when)
+        _check_interval(self.unit, interval, when)
+        self.interval, self.utc = interval, utc
         self._to_struct = time.gmtime if utc else time.localtime
 
     def _midnight(self, day: datetime.date) -> float:
@@ -146,6 +170,28 @@ class Periods:
         return time.strftime(_STAMP, self._to_struct(start))
 
 
+def _unit_of(when: str) -> str:
+    """``when`` as Periods keeps it: upper case, ``"midnight"`` as ``"D"``.
+
+    Raises:
+        ValueError: not one of the accepted values.
+    """
+    unit = when.upper() if isinstance(when, str) else ""
+    unit = "D" if unit == "MIDNIGHT" else unit
+    if not re.fullmatch(r"[SMHD]|W[0-6]", unit):
+        raise ValueError(f"when must be one of S, M, H, D, midnight, W0-W6; got {when!r}")
+    return unit
+
+
+def _check_interval(unit: str, interval: int, when: str) -> None:
+    """Raise ValueError unless ``interval`` is a positive int and, for periods
+    shorter than a day, divides a day evenly (so every day starts a period)."""
+    if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+        raise ValueError(f"interval must be a positive int, got {interval!r}")
+    if unit in _STEP_UNITS and 86400 % (interval * _STEP_UNITS[unit]):
+        raise ValueError(f"interval {interval} with when={when!r} does not divide a day evenly")
+
+
 def stamp_now() -> str:
     """The suffix of a file rotated outside any period: the local time now."""
     return time.strftime(_STAMP, time.localtime())
@@ -171,25 +217,37 @@ class Compressor:
         self._thread.join()
 
     def _run(self) -> None:
-        waiting: List[Tuple[float, str]] = []
+        waiting: List[Tuple[float, str]] = []  # (due, path)
         closing = False
         while waiting or not closing:
-            timeout = None if not waiting else max(0.0, min(due for due, _ in waiting) - time.time())
-            try:
-                job = self._jobs.get(timeout=None if closing else timeout)
-            except queue.Empty:
-                job = ()  # type: ignore[assignment]
-            if job is None:
-                closing = True
-            elif job:
-                waiting.append(job)
-            now = time.time()
-            ready = [item for item in waiting if closing or item[0] <= now]
-            waiting = [item for item in waiting if item not in ready]
-            for _, path in sorted(ready):
+            closing = self._take_job(waiting) or closing
+            ready = _take_due(waiting, closing)
+            for _, path in ready:
                 gzip_file(path)
             if ready:
                 self._apply_retention()
+
+    def _take_job(self, waiting: List[Tuple[float, str]]) -> bool:
+        """Wait for the next job, or until the first of ``waiting`` is due, and
+        add a job to ``waiting``; return whether closing was asked instead."""
+        timeout = max(0.0, min(waiting)[0] - time.time()) if waiting else None
+        try:
+            job = self._jobs.get(timeout=timeout)
+        except queue.Empty:  # no job, but a waiting file is due
+            return False
+        if job is None:
+            return True
+        waiting.append(job)
+        return False
+
+
+def _take_due(waiting: List[Tuple[float, str]], closing: bool) -> List[Tuple[float, str]]:
+    """Remove from ``waiting``, and return in order, the jobs that are due
+    (all of them when closing: nothing waits past close)."""
+    now = time.time()
+    ready = sorted(item for item in waiting if closing or item[0] <= now)
+    waiting[:] = [item for item in waiting if item not in ready]
+    return ready
 
 
 def gzip_file(path: str) -> None:

@@ -238,6 +238,27 @@ def test_a_worker_sends_an_oversized_record_the_listener_accepts(tmp_path, monke
         assert len(lines) == 2 and lines[0].startswith("z" * 500) and NOTE in lines[0] and lines[1] == "after"
 
 
+def test_readable_lines_of_every_kind_of_frame():
+    """What a sender that cannot reach the listener writes on stderr: text frames
+    as they are, a record frame's first text or its message, an undecodable
+    frame's error, and an unterminated tail."""
+    garbage = b"\x00garbage"
+    frames = b"".join(
+        [
+            _codec.text_frames(["one\n", "t\xe9"], "strict"),
+            _codec.encode(_prepared(), [None, "formatted"]),
+            _codec.encode(_prepared("just %s", ("the message",))),
+            _codec.encode(None, [None, None]),
+            _codec.HEADER.pack(_codec.RECORD_START, len(garbage)) + garbage,
+            b"tail cut",  # unterminated: a sender killed mid-line
+        ]
+    )
+    lines = _codec.readable_lines(frames)
+    assert lines[:5] == ["one", "t\xe9", "formatted", "just the message", ""]
+    assert lines[5].startswith("undecodable log frame (8 bytes)") and lines[6] == "tail cut"
+    assert len(lines) == 7
+
+
 @pytest.mark.parametrize("payload", [b"", b"\x00garbage", pickle.dumps({"a": 1}), b"\xe9\x01\x00\x00\x00"])
 def test_garbage_is_rejected_with_valueerror(payload):
     """Anything that is not an mplog frame raises ValueError, never anything else."""
