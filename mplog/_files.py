@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import sys
 import time
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -27,6 +26,7 @@ from ._rotation import (
     parse_size,
     stamp_now,
 )
+from ._stderr import report
 
 __all__ = ["FileHandler"]
 
@@ -244,10 +244,9 @@ class FileHandler(logging.Handler):
     def _enter_fault(self, exc: OSError) -> None:
         self._fault, self._fault_since = exc, time.time()
         self._retry_at = time.monotonic() + _RETRY_SECONDS
-        sys.stderr.write(
-            f"mplog: cannot write {self.path} ({exc}); holding up to {self.max_buffer} bytes of records "
-            "in memory, then dropping them (counted); retrying every "
-            f"{_RETRY_SECONDS} s\n"
+        report(
+            f"cannot write {self.path} ({exc}); holding up to {self.max_buffer} bytes of records "
+            f"in memory, then dropping them (counted); retrying every {_RETRY_SECONDS} s"
         )
 
     def _recover(self) -> bool:
@@ -259,7 +258,7 @@ class FileHandler(logging.Handler):
         try:
             self._close_fd()
             self._write_all(held)
-        except OSError:
+        except OSError:  # still failing: said once when the fault began, not at every retry
             return False
         fault, self._fault = self._fault, None
         if self._dropped:
@@ -274,7 +273,7 @@ class FileHandler(logging.Handler):
             except OSError as exc:
                 self._enter_fault(exc)
                 return False
-        sys.stderr.write(f"mplog: writing {self.path} again\n")
+        report(f"writing {self.path} again")
         return True
 
     # --- files ------------------------------------------------------------------
@@ -333,7 +332,7 @@ class FileHandler(logging.Handler):
         target = self._free_name(stamp)
         try:
             os.rename(self.path, target)
-        except FileNotFoundError:
+        except FileNotFoundError:  # no live file (removed, or never written): nothing to rotate
             return
         except OSError as exc:
             self._enter_fault(exc)
@@ -401,7 +400,7 @@ class FileHandler(logging.Handler):
             for path in doomed:
                 os.unlink(path)
         except OSError as exc:
-            sys.stderr.write(f"mplog: retention for {self.path} failed: {exc}\n")
+            report(f"retention for {self.path} failed: {exc}")
 
     def flush(self) -> None:
         """Lines are written straight to the file; nothing is buffered but
@@ -414,7 +413,7 @@ class FileHandler(logging.Handler):
                 self._retry_at = 0.0
                 if not self._recover() and (self._held or self._dropped):
                     lost = self._held.count(self.terminator.encode(self.encoding)) + self._dropped
-                    sys.stderr.write(f"mplog: {lost} records for {self.path} were lost: {self._fault}\n")
+                    report(f"{lost} records for {self.path} were lost: {self._fault}")
                     self._held, self._dropped = bytearray(), 0
             self._close_fd()
             if self._compressor is not None and self._compressor_pid == os.getpid():

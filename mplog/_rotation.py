@@ -13,11 +13,12 @@ import datetime
 import os
 import queue
 import re
-import sys
 import threading
 import time
 import zlib
 from typing import Callable, Dict, List, Optional, Tuple, TypeVar, Union
+
+from ._stderr import report
 
 __all__ = [
     "LATE_GRACE_SECONDS",
@@ -263,4 +264,4 @@ def gzip_file(path: str) -> None:
         os.replace(path + ".gz.tmp", path + ".gz")
         os.unlink(path)
     except OSError as exc:
-        sys.stderr.write(f"mplog: cannot compress {path}: {exc}\n")
+        report(f"cannot compress {path}: {exc}")
