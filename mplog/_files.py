@@ -30,7 +30,9 @@ from ._stderr import report
 
 __all__ = ["FileHandler"]
 
-_RETRY_SECONDS = 0.5
+#: Seconds a file that cannot be written waits before the next write tries it
+#: again (meanwhile records are held in memory). Read at each try, so it can be changed.
+RETRY_SECONDS = 0.5
 _WRITE_CHUNK = 256 * 1024
 # The most pieces one os.writev takes (the kernel refuses more).
 _IOV_MAX = max(16, os.sysconf("SC_IOV_MAX")) if "SC_IOV_MAX" in os.sysconf_names else 1024
@@ -243,17 +245,17 @@ class FileHandler(logging.Handler):
 
     def _enter_fault(self, exc: OSError) -> None:
         self._fault, self._fault_since = exc, time.time()
-        self._retry_at = time.monotonic() + _RETRY_SECONDS
+        self._retry_at = time.monotonic() + RETRY_SECONDS
         report(
             f"cannot write {self.path} ({exc}); holding up to {self.max_buffer} bytes of records "
-            f"in memory, then dropping them (counted); retrying every {_RETRY_SECONDS} s"
+            f"in memory, then dropping them (counted); retrying every {RETRY_SECONDS} s"
         )
 
     def _recover(self) -> bool:
         """Try to write what was held; True once the file is writable again."""
         if time.monotonic() < self._retry_at:
             return False
-        self._retry_at = time.monotonic() + _RETRY_SECONDS
+        self._retry_at = time.monotonic() + RETRY_SECONDS
         held, self._held = bytes(self._held), bytearray()
         try:
             self._close_fd()
