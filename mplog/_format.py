@@ -66,6 +66,7 @@ class SecondCachingFormatter(logging.Formatter):
     _cached: Tuple[float, float, Optional[str], str, str] = (math.inf, 0.0, None, "", "")
 
     def formatTime(self, record: logging.LogRecord, datefmt: Optional[str] = None) -> str:  # noqa: N802
+        """``record``'s time as ``logging.Formatter.formatTime`` renders it."""
         created = record.created
         second = int(created)
         if created < second:  # before 1970: strftime's second is the floor, int() rounds up
