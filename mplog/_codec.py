@@ -149,23 +149,27 @@ def readable_lines(frames: bytes) -> List[str]:
     lines: List[str] = []
     pos = 0
     while pos < len(frames):
-        if frames[pos] != RECORD_START:
-            end = frames.find(TEXT_END, pos)
-            if end < 0:
-                end = len(frames)
-            lines.append(frames[pos:end].decode("utf-8", "backslashreplace").rstrip("\n"))
-            pos = end + 1
-            continue
-        _, size = HEADER.unpack_from(frames, pos)
-        try:
-            _, _, record, texts = decode(frames[pos + HEADER.size : pos + HEADER.size + size])
-        except ValueError as exc:
-            lines.append(str(exc))
+        if frames[pos] == RECORD_START:
+            line, pos = _readable_record(frames, pos)
         else:
-            text = next((t for t in texts or () if t is not None), None)
-            lines.append(text if text is not None else str(record.msg if record is not None else ""))
-        pos += HEADER.size + size
+            end = frames.find(TEXT_END, pos)
+            end = len(frames) if end < 0 else end
+            line, pos = frames[pos:end].decode("utf-8", "backslashreplace").rstrip("\n"), end + 1
+        lines.append(line)
     return lines
+
+
+def _readable_record(frames: bytes, pos: int) -> Tuple[str, int]:
+    """The line of the record frame at ``pos`` (its first text, its message, or
+    why it cannot be read), and where the frame ends."""
+    _, size = HEADER.unpack_from(frames, pos)
+    end = pos + HEADER.size + size
+    try:
+        _, _, record, texts = decode(frames[pos + HEADER.size : end])
+    except ValueError as exc:
+        return str(exc), end
+    text = next((t for t in texts or () if t is not None), None)
+    return (text if text is not None else str(record.msg if record is not None else "")), end
 
 
 def text_frames(lines: Sequence[str], errors: str) -> bytes:
@@ -244,6 +248,14 @@ def _safe_str(value: Any) -> str:
         return f"<{type(value).__name__} object: str() failed: {exc!r}>"
 
 
+# A truncated record's message, and each line cut short, ends with this.
+_NOTE = " [mplog: record truncated; it was {size} bytes, the limit is {limit}]"
+_MSG = FIELDS.index("msg")
+# The most a str costs marshal besides its UTF-8 bytes: a type byte and a
+# 4-byte length, or, for an object written before, a 5-byte reference to it.
+_STR_OVERHEAD = 5
+
+
 def _truncated(
     route: int,
     created: float,
@@ -252,18 +264,148 @@ def _truncated(
     texts: Texts,
     size: int,
 ) -> bytes:
-    """Shrink an oversized frame to fit MAX_PAYLOAD, saying so in the message."""
-    budget = MAX_PAYLOAD // 8
-    note = f" [mplog: record truncated; it was {size} bytes, the limit is {MAX_PAYLOAD}]"
-    if values is not None:
-        fields = dict(zip(FIELDS, _plain(values)))
-        for key in ("msg", "exc_text", "stack_info"):
-            text = fields.get(key)
-            if isinstance(text, str) and len(text) > budget:
-                fields[key] = text[:budget]
-        fields["msg"] = f"{fields['msg']}{note}"
-        values = tuple(fields[f] for f in FIELDS)
-    small_extras = {k: _safe_str(v)[:1024] for k, v in (extras or {}).items()} or None
-    if texts is not None:
-        texts = tuple(None if t is None or len(t) <= budget else t[:budget] + note for t in texts)
-    return marshal.dumps((route, created, values, small_extras, texts), _MARSHAL_VERSION)
+    """An oversized frame cut down to at most MAX_PAYLOAD bytes, keeping as much
+    as fits, and saying so: the message, and every line that was cut, ends with
+    a note.
+
+    Every text (field, extra, line) keeps all of itself or an equal share of
+    the room, whichever is less. Only when there are too many of them for even
+    empty ones to fit are the extras dropped, and then the lines (the listener
+    then formats the record itself; a frame of lines alone becomes a record
+    saying it was truncated).
+    """
+    note = _NOTE.format(size=size, limit=MAX_PAYLOAD)
+    fields, lines = _fields_of(values), _lines_of(texts)
+    pairs = [(_text(key), _text(value)) for key, value in (extras or {}).items()]
+    for shape in ((fields, pairs, lines), (fields, [], lines), (fields or _note_fields(created), [], None)):
+        payload = _fit(MAX_PAYLOAD, note, route, created, *shape)
+        if payload is not None:
+            return payload
+    # Only a limit too small for a record's fields gets here: the frame, empty, still fits.
+    return marshal.dumps((route, created, None, None, None), _MARSHAL_VERSION)
+
+
+_Pairs = List[Tuple[str, str]]
+_Lines = Optional[List[Optional[str]]]
+
+
+def _fit(
+    limit: int, note: str, route: int, created: float, fields: Optional[List[Any]], pairs: _Pairs, lines: _Lines
+) -> Optional[bytes]:
+    """The frame with every text cut to the largest share that keeps it within
+    ``limit`` bytes, or ``None`` if it cannot fit even with every text empty.
+
+    The frame without its texts is measured; each text then costs at most
+    ``_STR_OVERHEAD`` and its UTF-8 bytes, and the note where one is added, so
+    the share is found before anything is cut, and the result fits by construction.
+    """
+    texts = _strings(fields) + [text for pair in pairs for text in pair] + _strings(lines)
+    blank_extras = dict.fromkeys(range(len(pairs))) or None  # distinct keys, as many as there are extras
+    skeleton = marshal.dumps((route, created, _blank(fields), blank_extras, _blank(lines)), _MARSHAL_VERSION)
+    notes = (fields is not None) + len(_strings(lines))
+    room = limit - len(skeleton) - _STR_OVERHEAD * len(texts) - len(note) * notes
+    if room < 0:
+        return None
+    share = _fair_share([_byte_size(text) for text in texts], room)
+    extras = {_within(key, share): _within(value, share) for key, value in pairs} or None
+    frame = (route, created, _cut_fields(fields, share, note), extras, _cut_lines(lines, share, note))
+    payload = marshal.dumps(frame, _MARSHAL_VERSION)
+    return payload if len(payload) <= limit else None  # fits by construction; checked all the same
+
+
+def _fields_of(values: Optional[Tuple[Any, ...]]) -> Optional[List[Any]]:
+    """A record's fields as a truncated frame carries them; the message always as text."""
+    if values is None:
+        return None
+    fields = [_field(value) for value in values]
+    fields[_MSG] = _text(values[_MSG])
+    return fields
+
+
+def _lines_of(texts: Texts) -> _Lines:
+    """The lines as a truncated frame carries them: each an exact ``str``, or ``None``."""
+    return None if texts is None else [None if text is None else _text(text) for text in texts]
+
+
+def _strings(values: Optional[Sequence[Any]]) -> List[str]:
+    """The texts among ``values`` (none for ``None``)."""
+    return [value for value in values or () if type(value) is str]
+
+
+def _field(value: Any) -> Any:
+    """A field as a truncated frame carries it: a scalar of bounded size as it
+    is, anything else (a huge int, a list, an object) as its text."""
+    if value is None or type(value) in (bool, float) or (type(value) is int and -(2**63) <= value < 2**63):
+        return value
+    return _text(value)
+
+
+def _text(value: Any) -> str:
+    """``value`` as an exact ``str`` (marshal refuses subclasses of str)."""
+    text = value if type(value) is str else _safe_str(value)
+    return text if type(text) is str else str.__str__(text)
+
+
+def _note_fields(created: float) -> List[Any]:
+    """The fields of a record made only to say that a frame of lines was truncated."""
+    record = logging.makeLogRecord({"name": "mplog", "levelno": logging.WARNING, "levelname": "WARNING"})
+    record.created, record.msecs = created, int((created - int(created)) * 1000) + 0.0
+    return [_field(value) for value in _get_fields(record.__dict__)]
+
+
+def _blank(values: Optional[Sequence[Any]]) -> Optional[Tuple[Any, ...]]:
+    """``values`` with every text replaced by ``None``: the frame's shape without its texts."""
+    return None if values is None else tuple(None if type(value) is str else value for value in values)
+
+
+def _byte_size(text: str) -> int:
+    """The bytes marshal writes for ``text``'s characters (UTF-8, lone surrogates included)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def _fair_share(sizes: List[int], room: int) -> int:
+    """The largest share such that texts of ``sizes``, each cut to it, take at
+    most ``room`` bytes: shorter texts keep all of themselves."""
+    sizes = sorted(sizes)
+    for index, size in enumerate(sizes):
+        share = room // (len(sizes) - index)
+        if size > share:
+            return share
+        room -= size
+    return sizes[-1] if sizes else 0
+
+
+def _cut(text: str, limit: int) -> Optional[str]:
+    """``text`` cut to at most ``limit`` UTF-8 bytes, on a character boundary;
+    ``None`` if it fits as it is."""
+    if text.isascii():
+        return text[:limit] if len(text) > limit else None
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) <= limit:
+        return None
+    while limit and (data[limit] & 0xC0) == 0x80:  # inside a character: back to its first byte
+        limit -= 1
+    return data[:limit].decode("utf-8", "surrogatepass")
+
+
+def _within(text: str, limit: int) -> str:
+    """``text``, cut if it is longer than ``limit`` bytes."""
+    cut = _cut(text, limit)
+    return text if cut is None else cut
+
+
+def _cut_fields(fields: Optional[List[Any]], share: int, note: str) -> Optional[Tuple[Any, ...]]:
+    """The record's fields with each text cut to ``share``; the message ends with ``note``."""
+    if fields is None:
+        return None
+    kept = [_within(value, share) if type(value) is str else value for value in fields]
+    kept[_MSG] += note
+    return tuple(kept)
+
+
+def _cut_lines(lines: _Lines, share: int, note: str) -> Optional[Tuple[Optional[str], ...]]:
+    """The lines, each cut to ``share`` ending with ``note``, or whole if it fits."""
+    if lines is None:
+        return None
+    cuts = [None if line is None else _cut(line, share) for line in lines]
+    return tuple(line if cut is None else cut + note for line, cut in zip(lines, cuts))

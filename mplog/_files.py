@@ -1,197 +1,41 @@
-"""A log file written only by the listener: rotation by size and by time,
-retention, compression, external rotation and write faults.
+"""A log file written only by the listener: writing, write faults, rotation
+by size and by time, retention, and following external rotation.
 
 Only the listener writes, so no lock spans processes. Lines arrive formatted
 (by the workers) with each record's time. Time rotation files every line under
-its own period, even when it arrives after the period ended.
+its own period, even when it arrives after the period ended. What the options
+mean (sizes, durations, periods, compression) is :mod:`mplog._rotation`'s.
 """
 
 from __future__ import annotations
 
-import calendar
-import datetime
 import logging
 import os
-import queue
 import re
-import sys
-import threading
 import time
-import zlib
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from ._codec import TEXT_END, Frames, frame_texts
+from ._rotation import (
+    LATE_GRACE_SECONDS,
+    Compressor,
+    Periods,
+    parse_compress,
+    parse_count,
+    parse_duration,
+    parse_size,
+    stamp_now,
+)
+from ._stderr import report
 
 __all__ = ["FileHandler"]
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.IGNORECASE)
-_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_STEP_UNITS = {"S": 1, "M": 60, "H": 3600}
-_STAMP = "%Y-%m-%d_%H-%M-%S"
-# A rotated time period stays uncompressed this long, so records that arrive
-# late (sent just before the boundary) still land in their own period's file.
-LATE_GRACE_SECONDS = 5.0
-_RETRY_SECONDS = 0.5
+#: Seconds a file that cannot be written waits before the next write tries it
+#: again (meanwhile records are held in memory). Read at each try, so it can be changed.
+RETRY_SECONDS = 0.5
 _WRITE_CHUNK = 256 * 1024
 # The most pieces one os.writev takes (the kernel refuses more).
 _IOV_MAX = max(16, os.sysconf("SC_IOV_MAX")) if "SC_IOV_MAX" in os.sysconf_names else 1024
-
-
-def parse_size(value: Union[int, str], name: str) -> int:
-    """``1048576``, ``"64 KiB"``, ``"10MB"`` -> bytes.
-
-    Raises:
-        ValueError: not a positive size.
-    """
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be a size in bytes or a string like '10 MiB', got {value!r}")
-    if isinstance(value, int):
-        size = value
-    elif isinstance(value, str) and _SIZE.match(value):
-        number, unit = _SIZE.match(value).groups()  # type: ignore[union-attr]
-        unit = (unit or "").lower()
-        base = 1024 if "i" in unit else 1000
-        power = "bkmgt".index(unit[0]) if unit else 0
-        size = int(float(number) * (base**power if unit[:1] != "b" else 1))
-    else:
-        raise ValueError(f"{name} must be a size in bytes or a string like '10 MiB', got {value!r}")
-    if size <= 0:
-        raise ValueError(f"{name} must be positive, got {value!r}")
-    return size
-
-
-def parse_duration(value: Union[int, float, str], name: str) -> float:
-    """``3600``, ``"12h"``, ``"7d"``, ``"2w"`` -> seconds.
-
-    Raises:
-        ValueError: not a positive duration.
-    """
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be seconds or a string like '7d', got {value!r}")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    elif isinstance(value, str) and _DURATION.match(value):
-        number, unit = _DURATION.match(value).groups()  # type: ignore[union-attr]
-        seconds = float(number) * _DURATION_UNITS[unit.lower()]
-    else:
-        raise ValueError(f"{name} must be seconds or a string like '7d', got {value!r}")
-    if seconds <= 0:
-        raise ValueError(f"{name} must be positive, got {value!r}")
-    return seconds
-
-
-class Periods:
-    """Time periods aligned to boundaries of the clock, not to when a process
-    started: ``when="M", interval=15`` starts periods at :00, :15, :30 and :45.
-
-    ``when``: ``"S"``, ``"M"``, ``"H"`` (aligned within each day), ``"D"``
-    (``"midnight"`` is ``"D"``), ``"W0"``-``"W6"`` (weeks starting at midnight
-    of that weekday, Monday is 0).
-    """
-
-    def __init__(self, when: str, interval: int = 1, utc: bool = False) -> None:
-        unit = when.upper() if isinstance(when, str) else when
-        if unit == "MIDNIGHT":
-            unit = "D"
-        valid = unit in ("S", "M", "H", "D") or (isinstance(unit, str) and re.fullmatch(r"W[0-6]", unit))
-        if not valid:
-            raise ValueError(f"when must be one of S, M, H, D, midnight, W0-W6; got {when!r}")
-        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
-            raise ValueError(f"interval must be a positive int, got {interval!r}")
-        if unit in _STEP_UNITS and 86400 % (interval * _STEP_UNITS[unit]):
-            raise ValueError(f"interval {interval} with when={when!r} does not divide a day evenly")
-        self.unit, self.interval, self.utc = unit, interval, utc
-        self._to_struct = time.gmtime if utc else time.localtime
-
-    def _midnight(self, day: datetime.date) -> float:
-        fields = (day.year, day.month, day.day, 0, 0, 0, 0, 0, -1)
-        return float(calendar.timegm(fields)) if self.utc else time.mktime(fields)
-
-    def start(self, moment: float) -> float:
-        """The start of the period that holds ``moment``."""
-        tm = self._to_struct(moment)
-        day = datetime.date(tm.tm_year, tm.tm_mon, tm.tm_mday)
-        if self.unit in _STEP_UNITS:
-            step = self.interval * _STEP_UNITS[self.unit]
-            midnight = self._midnight(day)
-            return midnight + (int(moment - midnight) // step) * step
-        if self.unit == "D":
-            day = day - datetime.timedelta(days=day.toordinal() % self.interval)
-        else:
-            day = day - datetime.timedelta(days=(day.weekday() - int(self.unit[1])) % 7)
-        return self._midnight(day)
-
-    def end(self, start: float) -> float:
-        """The start of the period after the one starting at ``start``."""
-        tm = self._to_struct(start)
-        day = datetime.date(tm.tm_year, tm.tm_mon, tm.tm_mday)
-        if self.unit in _STEP_UNITS:
-            # Sub-day periods restart at each midnight (which DST may move).
-            tomorrow = self._midnight(day + datetime.timedelta(days=1))
-            return min(start + self.interval * _STEP_UNITS[self.unit], tomorrow)
-        days = self.interval if self.unit == "D" else 7 * self.interval
-        return self._midnight(day + datetime.timedelta(days=days))
-
-    def stamp(self, start: float) -> str:
-        """The suffix of the file for the period starting at ``start``."""
-        return time.strftime(_STAMP, self._to_struct(start))
-
-
-class _Compressor:
-    """Gzips rotated files in a background thread, so a rollover never stalls
-    writing; then applies retention."""
-
-    def __init__(self, apply_retention: Callable[[], None]) -> None:
-        self._jobs: "queue.Queue[Optional[Tuple[float, str]]]" = queue.Queue()
-        self._apply_retention = apply_retention
-        self._thread = threading.Thread(target=self._run, name="mplog-compressor", daemon=True)
-        self._thread.start()
-
-    def submit(self, path: str, due: float) -> None:
-        self._jobs.put((due, path))
-
-    def close(self) -> None:
-        """Compress everything submitted (now, without waiting), then stop."""
-        self._jobs.put(None)
-        self._thread.join()
-
-    def _run(self) -> None:
-        waiting: List[Tuple[float, str]] = []
-        closing = False
-        while waiting or not closing:
-            timeout = None if not waiting else max(0.0, min(due for due, _ in waiting) - time.time())
-            try:
-                job = self._jobs.get(timeout=None if closing else timeout)
-            except queue.Empty:
-                job = ()  # type: ignore[assignment]
-            if job is None:
-                closing = True
-            elif job:
-                waiting.append(job)
-            now = time.time()
-            ready = [item for item in waiting if closing or item[0] <= now]
-            waiting = [item for item in waiting if item not in ready]
-            for _, path in sorted(ready):
-                _gzip(path)
-            if ready:
-                self._apply_retention()
-
-
-def _gzip(path: str) -> None:
-    # zlib's own gzip container (wbits 31) rather than the gzip module, whose
-    # import (with shutil's) would add 2 ms to every spawned worker's start.
-    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
-    try:
-        with open(path, "rb") as source, open(path + ".gz.tmp", "wb") as target:
-            for chunk in iter(lambda: source.read(1 << 20), b""):
-                target.write(compressor.compress(chunk))
-            target.write(compressor.flush())
-        os.replace(path + ".gz.tmp", path + ".gz")
-        os.unlink(path)
-    except OSError as exc:
-        sys.stderr.write(f"mplog: cannot compress {path}: {exc}\n")
 
 
 class FileHandler(logging.Handler):
@@ -242,14 +86,9 @@ class FileHandler(logging.Handler):
         self.path = os.path.abspath(os.fspath(filename))
         self.max_bytes = None if max_bytes is None else parse_size(max_bytes, "max_bytes")
         self.periods = None if when is None else Periods(when, interval, utc)
-        if backup_count is not None and (
-            isinstance(backup_count, bool) or not isinstance(backup_count, int) or backup_count < 0
-        ):
-            raise ValueError(f"backup_count must be a non-negative int, got {backup_count!r}")
-        self.backup_count = backup_count
+        self.backup_count = None if backup_count is None else parse_count(backup_count, "backup_count")
         self.max_age = None if max_age is None else parse_duration(max_age, "max_age")
-        if compress not in (None, "gzip"):
-            raise ValueError(f"compress must be None or 'gzip', got {compress!r}")
+        self.compress = parse_compress(compress)
         try:
             "x".encode(encoding)
         except LookupError:
@@ -266,10 +105,9 @@ class FileHandler(logging.Handler):
         self._fault: Optional[OSError] = None
         self._fault_since = 0.0
         self._retry_at = 0.0
-        self.compress = compress
         # Started by the process that rotates (the listener may be a process
         # forked after this handler was made).
-        self._compressor: Optional[_Compressor] = None
+        self._compressor: Optional[Compressor] = None
         self._compressor_pid = 0
         self._pattern = re.compile(re.escape(os.path.basename(self.path)) + r"\.(\d{4}-.+?)(?:\.(\d+))?(\.gz)?$")
 
@@ -311,29 +149,54 @@ class FileHandler(logging.Handler):
             self._hold([data for _, data in lines])
             return
         self._check_identity()
-        out = bytearray()
+        late = self._write_in_order(lines)
+        for start, chunks in late.items():
+            self._append_late(start, b"".join(chunks))
+
+    def _write_in_order(self, lines: Sequence[Tuple[float, bytes]]) -> Dict[float, List[bytes]]:
+        """Write ``lines`` to the live file, rotating before a line that starts a
+        new period or would take the file past ``max_bytes``; return the lines
+        that belong to periods already rotated, by the start of their period."""
+        out = bytearray()  # lines gathered for one write
         late: Dict[float, List[bytes]] = {}
         for created, data in lines:
             if self.periods is not None and not self._period_start <= created < self._period_end:
-                start = self.periods.start(created)
-                if start < self._period_start:  # sent before the boundary, arrived after it
+                start = self._late_or_rotate(created, out)
+                if start is not None:
                     late.setdefault(start, []).append(data)
                     continue
-                self._write(out)
-                out.clear()
-                self._rotate_to_period(start)
             if self.max_bytes is not None and self._size + len(out) + len(data) > self.max_bytes > 0:
-                if self._size + len(out) > 0:
-                    self._write(out)
-                    out.clear()
-                    self._rotate(self._period_stamp())
+                self._rotate_for_size(out)
             out += data
             if len(out) >= _WRITE_CHUNK:  # large lines: several moderate writes beat one huge one
-                self._write(out)
-                out.clear()
+                self._write_out(out)
         self._write(out)
-        for start, chunks in late.items():
-            self._append_late(start, b"".join(chunks))
+        return late
+
+    def _late_or_rotate(self, created: float, out: bytearray) -> Optional[float]:
+        """For a line of time ``created``, outside the current period: the start of
+        its period if that was rotated already (sent before the boundary, arrived
+        after it); else rotate to its period (writing ``out`` first) and return None."""
+        assert self.periods is not None
+        start = self.periods.start(created)
+        if start < self._period_start:
+            return start
+        self._write_out(out)
+        self._rotate_to_period(start)
+        return None
+
+    def _rotate_for_size(self, out: bytearray) -> None:
+        """Rotate (writing ``out`` first) before a line that would take the file
+        past ``max_bytes``; an empty file is not rotated, so a line longer than
+        ``max_bytes`` gets a file of its own."""
+        if self._size + len(out) > 0:
+            self._write_out(out)
+            self._rotate(self._period_stamp())
+
+    def _write_out(self, out: bytearray) -> None:
+        """Write the gathered lines and start gathering anew."""
+        self._write(out)
+        out.clear()
 
     # --- writing and faults -----------------------------------------------------
 
@@ -382,23 +245,22 @@ class FileHandler(logging.Handler):
 
     def _enter_fault(self, exc: OSError) -> None:
         self._fault, self._fault_since = exc, time.time()
-        self._retry_at = time.monotonic() + _RETRY_SECONDS
-        sys.stderr.write(
-            f"mplog: cannot write {self.path} ({exc}); holding up to {self.max_buffer} bytes of records "
-            "in memory, then dropping them (counted); retrying every "
-            f"{_RETRY_SECONDS} s\n"
+        self._retry_at = time.monotonic() + RETRY_SECONDS
+        report(
+            f"cannot write {self.path} ({exc}); holding up to {self.max_buffer} bytes of records "
+            f"in memory, then dropping them (counted); retrying every {RETRY_SECONDS} s"
         )
 
     def _recover(self) -> bool:
         """Try to write what was held; True once the file is writable again."""
         if time.monotonic() < self._retry_at:
             return False
-        self._retry_at = time.monotonic() + _RETRY_SECONDS
+        self._retry_at = time.monotonic() + RETRY_SECONDS
         held, self._held = bytes(self._held), bytearray()
         try:
             self._close_fd()
             self._write_all(held)
-        except OSError:
+        except OSError:  # still failing: said once when the fault began, not at every retry
             return False
         fault, self._fault = self._fault, None
         if self._dropped:
@@ -413,7 +275,7 @@ class FileHandler(logging.Handler):
             except OSError as exc:
                 self._enter_fault(exc)
                 return False
-        sys.stderr.write(f"mplog: writing {self.path} again\n")
+        report(f"writing {self.path} again")
         return True
 
     # --- files ------------------------------------------------------------------
@@ -457,7 +319,7 @@ class FileHandler(logging.Handler):
         """Name for a size rotation: the current period's, or else the time now."""
         if self.periods is not None and self._period_end:
             return self.periods.stamp(self._period_start)
-        return time.strftime(_STAMP, time.localtime())
+        return stamp_now()
 
     def _rotate_to_period(self, start: float) -> None:
         assert self.periods is not None
@@ -472,7 +334,7 @@ class FileHandler(logging.Handler):
         target = self._free_name(stamp)
         try:
             os.rename(self.path, target)
-        except FileNotFoundError:
+        except FileNotFoundError:  # no live file (removed, or never written): nothing to rotate
             return
         except OSError as exc:
             self._enter_fault(exc)
@@ -484,9 +346,9 @@ class FileHandler(logging.Handler):
         else:
             self._apply_retention()
 
-    def _compressor_here(self) -> _Compressor:
+    def _compressor_here(self) -> Compressor:
         if self._compressor is None or self._compressor_pid != os.getpid():
-            self._compressor, self._compressor_pid = _Compressor(self._apply_retention), os.getpid()
+            self._compressor, self._compressor_pid = Compressor(self._apply_retention), os.getpid()
         return self._compressor
 
     def _free_name(self, stamp: str) -> str:
@@ -540,7 +402,7 @@ class FileHandler(logging.Handler):
             for path in doomed:
                 os.unlink(path)
         except OSError as exc:
-            sys.stderr.write(f"mplog: retention for {self.path} failed: {exc}\n")
+            report(f"retention for {self.path} failed: {exc}")
 
     def flush(self) -> None:
         """Lines are written straight to the file; nothing is buffered but
@@ -553,7 +415,7 @@ class FileHandler(logging.Handler):
                 self._retry_at = 0.0
                 if not self._recover() and (self._held or self._dropped):
                     lost = self._held.count(self.terminator.encode(self.encoding)) + self._dropped
-                    sys.stderr.write(f"mplog: {lost} records for {self.path} were lost: {self._fault}\n")
+                    report(f"{lost} records for {self.path} were lost: {self._fault}")
                     self._held, self._dropped = bytearray(), 0
             self._close_fd()
             if self._compressor is not None and self._compressor_pid == os.getpid():

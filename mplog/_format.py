@@ -66,6 +66,7 @@ class SecondCachingFormatter(logging.Formatter):
     _cached: Tuple[float, float, Optional[str], str, str] = (math.inf, 0.0, None, "", "")
 
     def formatTime(self, record: logging.LogRecord, datefmt: Optional[str] = None) -> str:  # noqa: N802
+        """``record``'s time as ``logging.Formatter.formatTime`` renders it."""
         created = record.created
         second = int(created)
         if created < second:  # before 1970: strftime's second is the floor, int() rounds up
@@ -115,6 +116,8 @@ class PercentFormatter(SecondCachingFormatter):
         # None: a format this cannot rewrite (a conversion without a key, say),
         # which keeps the stock rendering.
         self._positional = _positional(self._fmt or "")
+        # The same where it has a lone plain %(message)s to splice the message's format into, else None.
+        self._splice_into = None if self._positional is None or self._positional.before is None else self._positional
         self._spliced: Dict[str, str] = {}  # message format -> the line's whole format
 
     def format(self, record: logging.LogRecord) -> str:
@@ -134,25 +137,32 @@ class PercentFormatter(SecondCachingFormatter):
     def format_line(self, record: logging.LogRecord) -> str:
         """The formatted record followed by a newline, with the message's own
         format spliced into the line's where it can be."""
-        positional = self._positional
-        if positional is None or positional.before is None:
-            return self.format(record) + "\n"
+        splice_into = self._splice_into
         msg, args = record.msg, record.args
         if (
-            type(msg) is not str
+            splice_into is None
+            or type(msg) is not str
             or type(args) is not tuple
             or not args
             or type(record) is not _LOG_RECORD
             or _LOG_RECORD.getMessage is not _STOCK_GET_MESSAGE
         ):
             return self.format(record) + "\n"
-        if record.exc_info or record.exc_text or record.stack_info:
-            return super().format(record) + "\n"
-        spliced = self._spliced.get(msg)
-        if spliced is None:
-            spliced = self._splice(msg, positional)
+        try:
+            spliced = self._spliced[msg]  # a subscript: cheaper than .get on this path
+        except KeyError:  # a message format met for the first time
+            spliced = self._splice(msg, splice_into)
         if not spliced:
             return self.format(record) + "\n"
+        return self._spliced_line(record, spliced, splice_into, args)
+
+    def _spliced_line(
+        self, record: logging.LogRecord, spliced: str, splice_into: _Positional, args: Tuple[Any, ...]
+    ) -> str:
+        """The line of ``record`` by the ``spliced`` format (the line's format
+        with the message's inside it), given the record's arguments."""
+        if record.exc_info or record.exc_text or record.stack_info:
+            return super().format(record) + "\n"
         if self._uses_time:
             # formatTime's cache, looked up here: most records share their millisecond with the one before.
             cached = self._cached
@@ -161,9 +171,9 @@ class PercentFormatter(SecondCachingFormatter):
             else:
                 record.asctime = self.formatTime(record, self.datefmt)
         try:
-            fields = positional.before_fields(record) + args  # type: ignore[misc]
-            if positional.after_fields is not None:
-                fields += positional.after_fields(record)
+            fields = splice_into.before_fields(record) + args  # type: ignore[misc]
+            if splice_into.after_fields is not None:
+                fields += splice_into.after_fields(record)
             return spliced % fields
         except Exception:  # a missing field, or arguments that do not fit the message: the stock path says how
             return self.format(record) + "\n"
@@ -182,15 +192,38 @@ class PercentFormatter(SecondCachingFormatter):
 def _positional(fmt: str) -> Optional[_Positional]:
     """``fmt`` in positional form, or ``None`` if some conversion has no key
     (then ``fmt % dict`` means something else)."""
+    split = _split(fmt)
+    if split is None:
+        return None
+    parts, keys, message_at = split
+    text, fields = "".join(parts), _tuple_getter(operator.itemgetter, keys)
+    if len(message_at) != 1 or keys.count("message") != 1 or not all(map(_is_record_field, keys)):
+        return _Positional(text, fields)
+    part, key = message_at[0]
+    after_keys = keys[key + 1 :]
+    return _Positional(
+        text,
+        fields,
+        "".join(parts[:part]),
+        _tuple_getter(operator.attrgetter, keys[:key]),
+        "".join(parts[part + 1 :]),
+        _tuple_getter(operator.attrgetter, after_keys) if after_keys else None,
+    )
+
+
+def _split(fmt: str) -> Optional[Tuple[List[str], List[str], List[Tuple[int, int]]]]:
+    """``fmt`` taken apart: its parts (literal text and conversions without
+    their keys, alternating, then the text after the last), its keys in order,
+    and where each plain ``%(message)s`` is (its index in parts and in keys);
+    ``None`` if it cannot be rewritten so."""
     parts: List[str] = []
     keys: List[str] = []
-    message_at = []  # where in parts/keys each plain %(message)s is
+    message_at = []
     position = 0
     for match in _CONVERSION.finditer(fmt):
         key, spec = match.group("key"), match.group("spec")
         literal = fmt[position : match.start()]
-        if "%" in literal or (key is None) != (spec == "%") or (key and "(" in key):
-            # a stray %, %s without a key, %(key)%, or a key with parentheses (% nests them)
+        if not _rewritable(literal, key, spec):
             return None
         if key == "message" and spec == "s":
             message_at.append((len(parts) + 1, len(keys)))
@@ -201,17 +234,14 @@ def _positional(fmt: str) -> Optional[_Positional]:
     if "%" in fmt[position:] or not keys:
         return None
     parts.append(fmt[position:])
-    if len(message_at) != 1 or keys.count("message") != 1 or not all(map(_is_record_field, keys)):
-        return _Positional("".join(parts), _tuple_getter(operator.itemgetter, keys))
-    part, key = message_at[0]
-    return _Positional(
-        "".join(parts),
-        _tuple_getter(operator.itemgetter, keys),
-        "".join(parts[:part]),
-        _tuple_getter(operator.attrgetter, keys[:key]),
-        "".join(parts[part + 1 :]),
-        _tuple_getter(operator.attrgetter, keys[key + 1 :]) if keys[key + 1 :] else None,
-    )
+    return parts, keys, message_at
+
+
+def _rewritable(literal: str, key: Optional[str], spec: str) -> bool:
+    """Whether a conversion, and the literal text before it, mean the same in
+    positional form: not after a stray %, not %s without a key, nor %(key)%,
+    nor a key with parentheses (% nests them)."""
+    return "%" not in literal and (key is None) == (spec == "%") and not (key and "(" in key)
 
 
 def _is_record_field(key: str) -> bool:

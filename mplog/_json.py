@@ -22,9 +22,6 @@ class JsonFormatter(logging.Formatter):
     escaped, so a record is always exactly one line.
     """
 
-    def __init__(self) -> None:
-        super().__init__()
-
     def format(self, record: logging.LogRecord) -> str:
         """Return the record as a JSON object."""
         created = datetime.datetime.fromtimestamp(record.created).astimezone()

@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import pickle
+from typing import Any, Dict, List, Optional
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import mplog
 from mplog import _codec, _config
+
+from .conftest import wait_pid
 
 
 def _prepared(msg="hello %s", args=("world",), **extra) -> logging.LogRecord:
@@ -70,6 +76,187 @@ def test_oversized_record_is_truncated_with_a_note(monkeypatch):
     frame = _codec.encode(None, ["y" * 50_000])
     _, _, _, texts = _codec.decode(frame[_codec.HEADER.size :])
     assert texts[0].startswith("y" * 1000) and "record truncated" in texts[0] and len(texts[0]) < 10_000
+
+
+NOTE = "[mplog: record truncated;"
+
+
+def _fitted(record: Optional[logging.LogRecord], texts: Any = None) -> _codec.Decoded:
+    """Encode, check the frame is one the listener accepts, and decode it."""
+    frame = _codec.encode(record, texts, route=3, created=7.5)
+    start, size = _codec.HEADER.unpack_from(frame)
+    assert start == _codec.RECORD_START and size == len(frame) - _codec.HEADER.size
+    assert size <= _codec.MAX_PAYLOAD, f"a {size}-byte payload; the listener refuses over {_codec.MAX_PAYLOAD}"
+    decoded = _codec.decode(frame[_codec.HEADER.size :])
+    assert decoded[0] == 3 and decoded[1] == (7.5 if record is None else record.created)
+    return decoded
+
+
+def _check_cut(original: Optional[str], kept: Optional[str]) -> None:
+    """A text comes back whole, or as a beginning of itself and the note."""
+    if kept == original:
+        return
+    assert original is not None and kept is not None and NOTE in kept, (original and original[:50], kept)
+    assert original.startswith(kept[: kept.index(" " + NOTE)])
+
+
+def test_twelve_long_texts_fit_the_limit(monkeypatch):
+    """12 texts of 50,000 characters at a 10,000-byte limit (the payload used
+    to come out at 15,872 bytes, which the listener refuses): each keeps an
+    equal share of the room and says it was cut."""
+    monkeypatch.setattr(_codec, "MAX_PAYLOAD", 10_000)
+    texts = [chr(ord("a") + i) * 50_000 for i in range(12)]
+    for record in (None, _prepared("%s", ("x" * 50_000,))):
+        frame = _codec.encode(record, texts)
+        assert len(frame) - _codec.HEADER.size > 9_000  # room is used, not wasted
+        _, _, decoded, kept = _fitted(record, texts)
+        assert kept is not None and len(kept) == 12
+        for original, text in zip(texts, kept):
+            _check_cut(original, text)
+            assert text.startswith(original[:550])
+        if record is not None:
+            assert decoded is not None and decoded.msg.startswith("x" * 550) and NOTE in decoded.msg
+
+
+def test_short_texts_beside_a_long_one_are_kept_whole(monkeypatch):
+    """Only what is too long is cut: a short line next to a huge one arrives
+    as it was (it used to arrive as None, so its handler wrote nothing)."""
+    monkeypatch.setattr(_codec, "MAX_PAYLOAD", 10_000)
+    _, _, _, kept = _fitted(None, ["short line", None, "y" * 50_000, "another"])
+    assert kept is not None and kept[:2] == ("short line", None) and kept[3] == "another"
+    _check_cut("y" * 50_000, kept[2])
+    assert len(kept[2]) > 9_000
+
+
+@pytest.mark.parametrize("char", ["a", "\xe9", "\u2603", "\U0001d11e", "\udc80"])
+def test_text_longer_in_bytes_than_in_characters_fits(monkeypatch, char):
+    """Non-ASCII text is measured in the bytes marshal writes (UTF-8, lone
+    surrogates included), and cut on a character boundary."""
+    monkeypatch.setattr(_codec, "MAX_PAYLOAD", 10_000)
+    record = _prepared("%s", (char * 20_000,), exc_text=char * 20_000, stack_info=char * 20_000)
+    _, _, decoded, kept = _fitted(record, [char * 20_000, char * 3])
+    assert decoded is not None and kept is not None
+    assert decoded.msg.startswith(char * 100) and decoded.exc_text.startswith(char * 100)
+    assert decoded.stack_info.startswith(char * 100) and kept[1] == char * 3
+    _check_cut(char * 20_000, kept[0])
+
+
+def test_many_and_large_extras_fit(monkeypatch):
+    """Thousands of extras, or huge ones, or unmarshallable ones: the frame fits;
+    extras that fit arrive (as strings, as a truncated record's always did)."""
+    monkeypatch.setattr(_codec, "MAX_PAYLOAD", 10_000)
+    many = {f"field_{i}": "v" * 100 for i in range(2_000)}
+    _, _, decoded, _ = _fitted(_prepared(**many))
+    assert decoded is not None and NOTE in decoded.msg
+    large = {"small": 5, "big": "b" * 100_000, "nested": [["n" * 1000] * 50], "obj": object()}
+    _, _, decoded, _ = _fitted(_prepared(**large), ["line"])
+    assert decoded is not None and decoded.small == "5" and decoded.big.startswith("b" * 1000)
+    assert decoded.obj.startswith("<object object at")
+    huge_number = _prepared(n=10**5000, lineno=[1] * 10_000)
+    _, _, decoded, _ = _fitted(huge_number)
+    assert decoded is not None and NOTE in decoded.msg
+
+
+@pytest.mark.parametrize("limit", [256, 1024])
+def test_a_frame_fits_even_when_almost_nothing_does(monkeypatch, limit):
+    """Hundreds of texts under a tiny limit: texts and extras give way to a
+    record that says it was truncated; the frame still fits."""
+    monkeypatch.setattr(_codec, "MAX_PAYLOAD", limit)
+    texts = ["t" * 1000] * 400
+    for record in (None, _prepared("%s", ("m" * 5000,), **{f"k{i}": i for i in range(300)})):
+        _, _, decoded, kept = _fitted(record, texts)
+        if kept is None and decoded is not None:
+            assert NOTE in decoded.msg
+
+
+PIECES = st.builds(
+    lambda char, count: char * count,
+    st.sampled_from(["a", "\xe9", "\u2603", "\U0001d11e", "\udc80", "ab\n"]),
+    st.integers(0, 30_000),
+)
+EXTRA_VALUES = st.one_of(PIECES, st.integers(), st.lists(PIECES, max_size=3), st.just(object()))
+EXTRA_KEYS = st.from_regex(r"[a-z_]{1,8}", fullmatch=True).filter(lambda key: key not in _codec.STANDARD_ATTRIBUTES)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(
+    limit=st.integers(1024, 16_384),
+    with_record=st.booleans(),
+    msg=PIECES,
+    exc_text=st.none() | PIECES,
+    stack_info=st.none() | PIECES,
+    extras=st.dictionaries(EXTRA_KEYS, EXTRA_VALUES, max_size=30),
+    texts=st.none() | st.lists(st.none() | PIECES, max_size=30),
+)
+def test_every_frame_fits_the_limit(
+    limit: int,
+    with_record: bool,
+    msg: str,
+    exc_text: Optional[str],
+    stack_info: Optional[str],
+    extras: Dict[str, Any],
+    texts: Optional[List[Optional[str]]],
+):
+    """Any number and size of texts and extras, any text: the payload is at
+    most MAX_PAYLOAD; what arrives is whole or a beginning of itself, and a cut
+    says so."""
+    record = _prepared("%s", (msg,), exc_text=exc_text, stack_info=stack_info, **extras) if with_record else None
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_codec, "MAX_PAYLOAD", limit)
+        _, _, decoded, kept = _fitted(record, texts)
+    if texts is not None and kept is not None:
+        assert len(kept) == len(texts)
+        for original, text in zip(texts, kept):
+            _check_cut(original, text)
+    if record is not None and decoded is not None:
+        _check_cut(msg, decoded.msg)
+        for field in ("exc_text", "stack_info"):
+            original = getattr(record, field)
+            assert getattr(decoded, field) == original or original.startswith(getattr(decoded, field))
+
+
+def test_a_worker_sends_an_oversized_record_the_listener_accepts(tmp_path, monkeypatch):
+    """End to end: 12 file handlers, a forked worker logs a line far over the
+    limit; the listener keeps the connection and every file gets the cut line
+    (the connection used to be refused, and the lines lost)."""
+    monkeypatch.setattr(_codec, "MAX_PAYLOAD", 10_000)
+    paths = [tmp_path / f"app{i}.log" for i in range(12)]
+    handlers = [logging.FileHandler(path, encoding="utf-8") for path in paths]
+    with mplog.setup(*handlers, level="INFO"):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                logging.getLogger("big").info("%s", "z" * 50_000)
+                logging.getLogger("big").info("after")
+                code = 0
+            finally:
+                os._exit(code)
+        assert wait_pid(pid) == 0
+    for path in paths:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        assert len(lines) == 2 and lines[0].startswith("z" * 500) and NOTE in lines[0] and lines[1] == "after"
+
+
+def test_readable_lines_of_every_kind_of_frame():
+    """What a sender that cannot reach the listener writes on stderr: text frames
+    as they are, a record frame's first text or its message, an undecodable
+    frame's error, and an unterminated tail."""
+    garbage = b"\x00garbage"
+    frames = b"".join(
+        [
+            _codec.text_frames(["one\n", "t\xe9"], "strict"),
+            _codec.encode(_prepared(), [None, "formatted"]),
+            _codec.encode(_prepared("just %s", ("the message",))),
+            _codec.encode(None, [None, None]),
+            _codec.HEADER.pack(_codec.RECORD_START, len(garbage)) + garbage,
+            b"tail cut",  # unterminated: a sender killed mid-line
+        ]
+    )
+    lines = _codec.readable_lines(frames)
+    assert lines[:5] == ["one", "t\xe9", "formatted", "just the message", ""]
+    assert lines[5].startswith("undecodable log frame (8 bytes)") and lines[6] == "tail cut"
+    assert len(lines) == 7
 
 
 @pytest.mark.parametrize("payload", [b"", b"\x00garbage", pickle.dumps({"a": 1}), b"\xe9\x01\x00\x00\x00"])
