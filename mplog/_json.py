@@ -20,6 +20,9 @@ class JsonFormatter(logging.Formatter):
     ``stack`` when present, then every ``extra=`` field (values JSON cannot
     represent are written as their ``str()``). Newlines inside values are
     escaped, so a record is always exactly one line.
+
+    It takes ``logging.Formatter``'s arguments, so that ``dictConfig`` can
+    build it from a ``format`` key, and ignores them: its keys are fixed.
     """
 
     def format(self, record: logging.LogRecord) -> str:
