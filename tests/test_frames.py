@@ -5,7 +5,6 @@ and streams that are not mplog's."""
 from __future__ import annotations
 
 import logging
-import os
 import random
 import socket
 import time
@@ -14,29 +13,7 @@ import pytest
 
 import mplog
 from mplog import _codec
-
-from .conftest import file_handler, wait_pid
-
-
-class Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.messages = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
-def _in_forked_child(body) -> None:
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            body()
-            code = 0
-        finally:
-            os._exit(code)
-    assert wait_pid(pid) == 0
+from tests.conftest import Collect, file_handler, run_in_child
 
 
 def test_a_lone_file_handler_gets_text_frames(log_path):
@@ -61,7 +38,7 @@ def test_record_frames_between_text_frames_keep_their_order(log_path, monkeypatc
             log.warning("line %d %s", i, "x" * (20_000 if i % 10 == 5 else 10))
 
     with mplog.setup(file_handler(log_path), level="INFO"):
-        _in_forked_child(child)
+        assert run_in_child(child) == 0
     lines = open(log_path, encoding="utf-8").read().splitlines()
     assert [int(line.split()[1]) for line in lines] == list(range(50))
     long_lines = [line for line in lines if "record truncated" in line]
@@ -83,7 +60,7 @@ def test_unencodable_text_is_escaped_not_lost(log_path, handler_kind):
         logging.getLogger("enc").warning("next")
 
     with mplog.setup(handler, level="INFO"):
-        _in_forked_child(child)
+        assert run_in_child(child) == 0
     assert open(log_path, encoding="utf-8").read() == "before \\udcff after ☃\nnext\n"
 
 
@@ -94,7 +71,7 @@ def test_non_utf8_handler_still_gets_every_line(log_path):
         logging.getLogger("enc").warning("café %d", 1)
 
     with mplog.setup(logging.FileHandler(log_path, encoding="latin-1"), level="INFO"):
-        _in_forked_child(child)
+        assert run_in_child(child) == 0
     assert open(log_path, "rb").read() == "café 1\n".encode("latin-1")
 
 
@@ -161,7 +138,7 @@ def test_streams_that_are_not_mplogs_are_refused_and_reported(log_path):
         def child():
             logging.getLogger("ok").warning("still logging")
 
-        _in_forked_child(child)
+        assert run_in_child(child) == 0
     text = open(log_path, encoding="utf-8").read()
     assert "did not start with a hello" in text
     assert "sent a hello without the read end of a pipe" in text
