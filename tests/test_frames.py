@@ -4,16 +4,18 @@ and streams that are not mplog's."""
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import random
 import socket
-import time
+import struct
+import termios
 
 import pytest
 
 import mplog
 from mplog import _codec
-from tests.conftest import Collect, file_handler, run_in_child
+from tests.conftest import Collect, file_handler, run_in_child, wait_until
 
 
 def test_a_lone_file_handler_gets_text_frames(log_path):
@@ -75,6 +77,11 @@ def test_non_utf8_handler_still_gets_every_line(log_path):
     assert open(log_path, "rb").read() == "café 1\n".encode("latin-1")
 
 
+def _unread(pipe: int) -> int:
+    """How many bytes wait in a pipe (FIONREAD works on either end)."""
+    return struct.unpack("i", fcntl.ioctl(pipe, termios.FIONREAD, b"\0" * 4))[0]
+
+
 def _raw_connection(address: str, data: bytes) -> None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(address)
@@ -118,7 +125,9 @@ def test_frames_split_anywhere_arrive_whole_and_in_order(log_path, handler_kind)
             piece = rng.choice([1, 7, 100, 4000, 5000, 40_000, 100_000])
             queue.send(stream[pos : pos + piece])
             pos += piece
-            time.sleep(0.003)  # past the listener's 2 ms pause: each piece is a read of its own
+            # The listener has read all of it before the next piece goes in:
+            # each piece is a read of its own (or, if long, several).
+            wait_until(lambda: _unread(queue._pipe) == 0, f"the listener reading piece ending at {pos}", 30)
         queue.close()
     assert open(log_path, encoding="utf-8").read() == "".join(lines)
 
