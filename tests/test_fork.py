@@ -20,7 +20,11 @@ def test_fork_while_listener_busy(tmp_path, log_path):
     """300 forks while two workers keep the listener writing large records to a
     FileHandler and to a StreamHandler on a plain buffered file; each child logs,
     runs logging.shutdown() (as a normal exit would) and a GC pass, and must exit 0."""
-    stream = open(tmp_path / "stream.log", "w")  # buffered: FACTS.md saw 100% deadlocks with it
+    # A plain buffered file: forking while a listener thread of the stdlib's
+    # wrote to one (CPython 3.11-3.13), 100% of the children deadlocked in
+    # their first flush of it; through FileHandler or StreamHandler(stderr),
+    # 50-75%; with the listener idle, none.
+    stream = open(tmp_path / "stream.log", "w")
     stream_handler = logging.StreamHandler(stream)
     context = multiprocessing.get_context("fork")
     with mplog.setup(file_handler(log_path), stream_handler, level="INFO"):
