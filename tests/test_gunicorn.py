@@ -9,12 +9,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import wait_until
 from tests.servers import Load, stop_server, wait_for_line
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "gunicorn"
@@ -111,13 +111,15 @@ def test_sigusr1_reopens_the_listeners_files(tmp_path):
         port = int(wait_for_line(str(error_log), r"Listening at: http://127\.0\.0\.1:(\d+)", process=server))
         before = Load(port, 100)
         before.run()
-        time.sleep(0.3)
+        # A worker logs the access line after it has sent the response.
+        wait_until(lambda: _all_logged(access_log, before.answered), "the access lines of the first load")
         for path in (error_log, access_log):
             os.rename(path, f"{path}.1")
         server.send_signal(signal.SIGUSR1)
         # gunicorn logs this just before it reopens (so into the moved file).
         wait_for_line(f"{error_log}.1", r"(Handling signal: usr1)", process=server)
-        time.sleep(0.3)
+        # Reopening creates the files again.
+        wait_until(lambda: error_log.exists() and access_log.exists(), "the listener reopening the log files", 30)
         after = Load(port, 100, first=1000)
         after.run()
     finally:
@@ -128,3 +130,9 @@ def test_sigusr1_reopens_the_listeners_files(tmp_path):
     assert all(f"rid={rid} " in old_access for rid in before.answered)
     assert all(f"rid={rid} " in new_access for rid in after.answered)
     assert "rid=1 " not in new_access and "rid=1001 " not in old_access
+
+
+def _all_logged(access_log: Path, rids) -> bool:
+    """Whether the access log has a line for every request in ``rids``."""
+    text = access_log.read_text()
+    return all(f"rid={rid} " in text for rid in rids)
