@@ -28,6 +28,7 @@ from tests.conftest import (
     file_handler,
     fork_running,
     join_all,
+    killed_on_error,
     run_in_child,
     wait_for_path,
     wait_pid,
@@ -265,7 +266,8 @@ def test_sigterm_mid_write_waits_for_the_write(tmp_path, log_path):
         with mplog.setup(handler, level="INFO", buffered=True, flush_interval=60):
             pid = fork_running(_log_big_records_while_a_thread_sends_sigterm, sent)
             try:
-                wait_for_path(sent)
+                with killed_on_error(pid):
+                    wait_for_path(sent)
             finally:
                 gate.set()
             assert wait_pid(pid) == -signal.SIGTERM
@@ -273,9 +275,17 @@ def test_sigterm_mid_write_waits_for_the_write(tmp_path, log_path):
 
 
 def _log_big_records_while_a_thread_sends_sigterm(sent: str) -> None:
-    threading.Thread(target=workload.log_then_kill_self, args=(2, 20, 0.5, sent), daemon=True).start()
-    workload.log_records(1, 30)
-    workload.log_records(1, 2, sizes=(600_000,), start=30)
+    returned = [0]  # how many of this thread's logging calls have returned
+
+    def second_big_write_blocked() -> bool:
+        return returned[0] == 31 and blocked_in_pipe_write(os.getpid())
+
+    # The signal comes while this (main) thread is blocked in the second big record's write.
+    threading.Thread(
+        target=workload.log_then_kill_self, args=(2, 20, sent, second_big_write_blocked), daemon=True
+    ).start()
+    workload.log_records(1, 30, returned=returned)
+    workload.log_records(1, 2, sizes=(600_000,), start=30, returned=returned)
     time.sleep(60)  # the signal ends this process
 
 
