@@ -61,6 +61,9 @@ def _check_logs(tmp_path: Path, answered) -> None:
     assert not missing_app, f"{len(missing_app)} answered requests have no app line, e.g. {missing_app[:10]}"
 
 
+SLOW_EVERY = 997
+
+
 @pytest.mark.parametrize(
     "worker_class, extra, requests",
     [
@@ -85,16 +88,21 @@ def test_gunicorn_under_load_reload_recycling_and_timeouts(tmp_path, worker_clas
         )
         signals = [signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU]
         load = Load(port, requests)
-        # Every 997th request sleeps past the 2 s timeout: the master kills that
-        # (sync) worker while its siblings keep logging.
+        # Every SLOW_EVERY-th request sleeps past the 2 s timeout: the master
+        # kills that (sync) worker while its siblings keep logging.
         load.run(
             during=[lambda s=s: server.send_signal(s) for s in signals],
-            extra_query=lambda rid: "&sleep=3" if rid % 997 == 0 else "",
+            extra_query=lambda rid: "&sleep=3" if rid % SLOW_EVERY == 0 else "",
         )
     finally:
         stop_server(server)
     assert server.returncode == 0, (tmp_path / "stdout.txt").read_text()[-3000:]
-    assert len(load.answered) > requests * 0.9, f"only {len(load.answered)} of {requests} answered"
+    # Reloads and recycling are graceful: only a worker killed for a sleeping
+    # request drops requests, those in flight on it (at most one per
+    # connection of the load). Seen: sync 18 of 20000, gthread and gevent 0.
+    assert len(load.answered) + len(load.failed) == requests, "the load ran out of time"
+    slow = requests // SLOW_EVERY
+    assert len(load.failed) <= slow * load.concurrency, f"{len(load.failed)} of {requests} failed"
     _check_logs(tmp_path, load.answered)
     errors = (tmp_path / "gunicorn-error.log").read_text()
     assert "Hang up: Master" in errors and "Shutting down: Master" in errors
