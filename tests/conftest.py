@@ -139,13 +139,13 @@ def killed_on_error(pid: int) -> Iterator[None]:
         raise
 
 
-def wait_until(condition: Callable[[], Any], what: str, timeout: float = 60.0) -> None:
-    """Poll ``condition`` until it is true; fail, saying ``what`` was awaited,
-    if it is not within ``timeout`` seconds."""
+def wait_until(condition: Callable[[], Any], what: str, timeout: float = 60.0, poll: float = 0.005) -> None:
+    """Poll ``condition`` every ``poll`` seconds until it is true; fail, saying
+    ``what`` was awaited, if it is not within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-        time.sleep(0.005)
+        time.sleep(poll)
 
 
 def wait_for_path(path, timeout: float = 60.0) -> None:

@@ -127,7 +127,7 @@ def test_frames_split_anywhere_arrive_whole_and_in_order(log_path, handler_kind)
             pos += piece
             # The listener has read all of it before the next piece goes in:
             # each piece is a read of its own (or, if long, several).
-            wait_until(lambda: _unread(queue._pipe) == 0, f"the listener reading piece ending at {pos}", 30)
+            wait_until(lambda: _unread(queue._pipe) == 0, f"the listener reading up to byte {pos}", 30, poll=0.0005)
         queue.close()
     assert open(log_path, encoding="utf-8").read() == "".join(lines)
 
