@@ -22,9 +22,10 @@ from ._address import remove_address
 from ._framing import Buffer, FrameError, FrameParser
 from ._queue import F_SETPIPE_SZ
 
-__all__ = ["COALESCE_SECONDS", "DRAIN_SECONDS", "REOPEN", "FrameHandler", "Server", "TextHandler", "seal"]
+__all__ = ["COALESCE_SECONDS", "DRAIN_SECONDS", "RECV_SIZE", "REOPEN", "FrameHandler", "Server", "TextHandler", "seal"]
 
-_RECV_SIZE = 256 * 1024
+#: The most the listener reads from one pipe at a time.
+RECV_SIZE = 256 * 1024
 _PEERCRED = struct.Struct("3i")  # pid, uid, gid
 _FD_BYTES = array.array("i").itemsize
 #: The control pipe's command to reopen the log files (anything else: stop).
@@ -192,7 +193,7 @@ class Server:
         if conn.sock is not None:
             return self._introduce(conn, stopping)
         try:
-            data = os.read(conn.pipe, _RECV_SIZE)
+            data = os.read(conn.pipe, RECV_SIZE)
         except BlockingIOError:
             return not stopping
         except OSError:

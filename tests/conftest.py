@@ -1,12 +1,16 @@
-"""Shared fixtures: a clean root logger per test, a log file, bounded joins."""
+"""Shared fixtures and helpers: a clean root logger per test, a log file,
+bounded joins and waits, forked children, a handler that keeps records."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
+import signal
 import time
-from typing import Iterable
+import traceback
+from typing import Any, Callable, Iterable, Iterator, List, Optional
 
 import pytest
 
@@ -51,6 +55,18 @@ def file_handler(path: str, fmt: str = "%(message)s") -> logging.FileHandler:
     return handler
 
 
+class Collect(logging.Handler):
+    """Keeps every record it is given (in the listener: use a listener thread
+    to read them in the test)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: List[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 def join_all(processes: Iterable[multiprocessing.process.BaseProcess], timeout: float = 120.0) -> None:
     """Join every process; kill (by pid) and fail on any that overruns or fails."""
     processes = list(processes)
@@ -64,6 +80,31 @@ def join_all(processes: Iterable[multiprocessing.process.BaseProcess], timeout: 
     assert not hung, f"{len(hung)} processes did not finish within {timeout} s: {[p.pid for p in hung]}"
     failed = [(p.pid, p.exitcode) for p in processes if p.exitcode != 0]
     assert not failed, f"processes failed: {failed}"
+
+
+def fork_running(body: Callable[..., Optional[int]], *args: Any, fork: Callable[[], int] = os.fork) -> int:
+    """Fork (with ``fork``) a child that runs ``body(*args)`` and leaves through
+    ``os._exit``: with the code ``body`` returns, 0 if it returns None, 1 (after
+    printing the traceback) if it raises. Return the child's pid."""
+    pid = fork()
+    if pid == 0:
+        code = 1
+        try:
+            result = body(*args)
+            code = 0 if result is None else int(result)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    return pid
+
+
+def run_in_child(
+    body: Callable[..., Optional[int]], *args: Any, timeout: float = 60.0, fork: Callable[[], int] = os.fork
+) -> int:
+    """Run ``body(*args)`` in a forked child (see :func:`fork_running`) and
+    return its exit code, killing it and failing if it overruns ``timeout``."""
+    return wait_pid(fork_running(body, *args, fork=fork), timeout)
 
 
 def wait_pid(pid: int, timeout: float = 60.0) -> int:
@@ -83,22 +124,67 @@ def wait_pid(pid: int, timeout: float = 60.0) -> int:
         time.sleep(0.005)
 
 
+@contextlib.contextmanager
+def killed_on_error(pid: int) -> Iterator[None]:
+    """Kill (SIGKILL) and reap the child ``pid`` if the block raises, so that a
+    failed wait leaves no process of the test's behind, blocked or stopped."""
+    try:
+        yield
+    except BaseException:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.waitpid(pid, 0)
+        raise
+
+
+def wait_until(condition: Callable[[], Any], what: str, timeout: float = 60.0, poll: float = 0.005) -> None:
+    """Poll ``condition`` every ``poll`` seconds until it is true; fail, saying
+    ``what`` was awaited, if it is not within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        time.sleep(poll)
+
+
 def wait_for_path(path, timeout: float = 60.0) -> None:
     """Wait until ``path`` exists (a file another process creates as a signal)."""
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        assert time.monotonic() < deadline, f"{path} never appeared within {timeout} s"
-        time.sleep(0.005)
+    wait_until(lambda: os.path.exists(path), f"waiting for {path} to appear", timeout)
+
+
+def blocked_in_pipe_write(pid: int) -> bool:
+    """Whether a thread of process ``pid`` sleeps in the kernel writing to a
+    pipe, i.e. waits for room in a full one (``/proc/PID/task/*/wchan`` names
+    ``pipe_write``, or ``anon_pipe_write`` on newer kernels)."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return False
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/wchan") as wchan:
+                if "pipe_write" in wchan.read():
+                    return True
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return False
 
 
 __all__ = [
     "IN_CI",
     "NEEDS_ROOT",
     "START_METHODS",
+    "Collect",
+    "blocked_in_pipe_write",
     "file_handler",
+    "fork_running",
     "join_all",
+    "killed_on_error",
     "mplog",
     "requires",
+    "run_in_child",
     "wait_for_path",
     "wait_pid",
+    "wait_until",
 ]

@@ -50,21 +50,23 @@ def stop_server(process: subprocess.Popen, timeout: float = 30.0) -> None:
             pass
 
 
-def wait_for_line(path: str, pattern: str, timeout: float = 30.0, process: Optional[subprocess.Popen] = None) -> str:
-    """Wait until a line of ``path`` matches ``pattern``; return the first group."""
+def wait_for_line(
+    path: str, pattern: str, timeout: float = 30.0, process: Optional[subprocess.Popen] = None, count: int = 1
+) -> str:
+    """Wait until ``count`` lines of ``path`` match ``pattern``; return the
+    first group of the first."""
     regex = re.compile(pattern)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if os.path.exists(path):
             with open(path, errors="replace") as stream:
-                for line in stream:
-                    match = regex.search(line)
-                    if match:
-                        return match.group(1)
+                found = [match.group(1) for match in map(regex.search, stream) if match]
+            if len(found) >= count:
+                return found[0]
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode} before logging {pattern!r}")
         time.sleep(0.05)
-    raise TimeoutError(f"no line matching {pattern!r} in {path} within {timeout} s")
+    raise TimeoutError(f"fewer than {count} lines matching {pattern!r} in {path} within {timeout} s")
 
 
 class Load:
@@ -74,6 +76,7 @@ class Load:
 
     def __init__(self, port: int, total: int, concurrency: int = 8, deadline: float = 120.0, first: int = 0) -> None:
         self.port, self.concurrency, self.deadline = port, concurrency, deadline
+        self.requests = total
         self.total = first + total
         self.answered: Dict[int, str] = {}
         self.failed: List[int] = []

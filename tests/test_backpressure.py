@@ -6,11 +6,11 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import threading
-import time
 
 import mplog
+from mplog import _queue, _server
 from tests import workload
-from tests.conftest import file_handler, join_all
+from tests.conftest import blocked_in_pipe_write, file_handler, join_all, wait_until
 
 
 class Gate(logging.Handler):
@@ -32,22 +32,33 @@ def _rss_kib() -> int:
 
 
 def test_stalled_handler_backpressures_with_bounded_memory(log_path):
-    """4 workers try to send 4 × 40 MB while the handler is stuck: they block,
-    the listener's memory stays flat, and every record arrives after the stall."""
+    """4 workers try to send 4 × 40 MB while the handler is stuck: each ends up
+    blocked in a write to its full pipe, the listener's memory grows by less
+    than what can be in flight (a full pipe and one read per worker), and
+    every record arrives after the stall."""
     gate = Gate()
     workers, count, size = 4, 10_000, 4000
+    bound_kib = workers * (_queue.PIPE_BYTES + _server.RECV_SIZE) / 1024
+    context = multiprocessing.get_context("fork")
     with mplog.setup(gate, file_handler(log_path), level="INFO"):
-        context = multiprocessing.get_context("fork")
         processes = [context.Process(target=workload.log_records, args=(w, count, (size,))) for w in range(workers)]
         rss_before = _rss_kib()
         for process in processes:
             process.start()
-        time.sleep(2.0)
-        growth_mib = (_rss_kib() - rss_before) / 1024
-        still_running = sum(p.is_alive() for p in processes)
-        gate.opened.set()
-        join_all(processes)
-    assert still_running == workers, "workers finished while the listener was stalled: no back-pressure?"
-    assert growth_mib < 16, f"listener memory grew {growth_mib:.1f} MiB while stalled"
+        try:
+            wait_until(lambda: _all_blocked(processes), "every worker blocking on its full pipe")
+            growth_kib = _rss_kib() - rss_before
+        finally:
+            gate.opened.set()
+            join_all(processes)
+    assert growth_kib < bound_kib, f"listener memory grew {growth_kib} KiB while stalled (bound {bound_kib:.0f})"
     assert gate.seen == workers * count
     workload.tally(log_path).assert_complete({w: count for w in range(workers)})
+
+
+def _all_blocked(processes) -> bool:
+    """Whether every process waits in a write to a full pipe; fails at once if
+    one has finished (it was never held back)."""
+    done = [p.pid for p in processes if not p.is_alive()]
+    assert not done, f"workers {done} finished while the listener was stalled: no back-pressure"
+    return all(blocked_in_pipe_write(p.pid) for p in processes)

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import multiprocessing
 import os
+import re
 import signal
 import threading
 import time
@@ -18,12 +20,26 @@ from typing import Iterator, Optional, TextIO
 import pytest
 
 import mplog
-from mplog._buffered import BUFFER_BYTES
+from mplog import _buffered, _codec, _queue
 from tests import workload
-from tests.conftest import START_METHODS, file_handler, join_all, wait_for_path, wait_pid
+from tests.conftest import (
+    START_METHODS,
+    blocked_in_pipe_write,
+    file_handler,
+    fork_running,
+    join_all,
+    killed_on_error,
+    run_in_child,
+    wait_for_path,
+    wait_pid,
+    wait_until,
+)
 
-# A workload record of size 100 is about 120 bytes on the wire.
-RECORDS_PER_BUFFER = BUFFER_BYTES // 120 + 1
+
+def _frame_bytes(worker: int, seq: int, size: int) -> int:
+    """Bytes of one workload record on the wire, in the text frame a worker
+    sends for a lone ``%(message)s`` handler."""
+    return len(_codec.text_frames([workload.message(worker, seq, size) + logging.StreamHandler.terminator], "strict"))
 
 
 @pytest.mark.parametrize("method", START_METHODS)
@@ -53,10 +69,7 @@ def test_sigterm_and_normal_exit_send_the_buffer(tmp_path, log_path, method):
         terminated = context.Process(target=workload.log_then_exit, args=(mplog.initializer, 2, 500, "SIGTERM", done))
         returns.start()
         terminated.start()
-        deadline = time.monotonic() + 60
-        while not os.path.exists(done):
-            assert time.monotonic() < deadline, "the child never finished logging"
-            time.sleep(0.005)
+        wait_for_path(done)  # every logging call of the child has returned
         os.kill(terminated.pid, signal.SIGTERM)
         terminated.join(60)
         assert terminated.exitcode == -signal.SIGTERM  # it still dies of the signal
@@ -68,15 +81,7 @@ def test_records_arrive_within_the_flush_interval(log_path):
     """A worker that logs one record and then stays idle: the timer sends it."""
     read, write = os.pipe()
     with mplog.setup(file_handler(log_path), level="INFO", buffered=True, flush_interval=0.05):
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.close(read)
-                workload.log_records(1, 1)
-                os.write(write, b"x")
-                time.sleep(30)
-            finally:
-                os._exit(0)
+        pid = fork_running(_log_one_then_idle, read, write)
         os.close(write)
         try:
             assert os.read(read, 1) == b"x"
@@ -92,51 +97,82 @@ def test_records_arrive_within_the_flush_interval(log_path):
     assert waited < 2.0
 
 
+def _log_one_then_idle(read: int, write: int) -> None:
+    os.close(read)
+    workload.log_records(1, 1)
+    os.write(write, b"x")
+    time.sleep(30)  # the parent kills us
+
+
 @pytest.mark.parametrize("flush_first", [False, True])
 def test_os_exit_loses_at_most_one_buffer(log_path, flush_first):
     """os._exit skips every exit hook: what was buffered is lost, never more
     than one buffer, and what arrives is an unbroken prefix. mplog.flush()
     before it loses nothing."""
-    count = 5 * RECORDS_PER_BUFFER
+    count = 5 * _buffered.BUFFER_BYTES // _frame_bytes(1, 0, 100)  # about five buffers
     with mplog.setup(file_handler(log_path), level="INFO", buffered=True, flush_interval=60):
-        pid = os.fork()
-        if pid == 0:
-            try:
-                workload.log_records(1, count)
-                if flush_first:
-                    mplog.flush()
-            finally:
-                os._exit(0)
-        assert wait_pid(pid) == 0
+        assert run_in_child(_log_then_os_exit, count, flush_first) == 0
     tally = workload.tally(log_path)
     got = sorted(tally.seqs.get(1, {}))
     assert got == list(range(len(got))) and not tally.torn and not tally.duplicated()
+    lost_bytes = sum(_frame_bytes(1, seq, 100) for seq in range(len(got), count))
     if flush_first:
-        assert len(got) == count
+        assert lost_bytes == 0
     else:
-        assert count - RECORDS_PER_BUFFER <= len(got) < count
+        # Something was lost (else os._exit came right after a flush and this
+        # count proves nothing), and less than a buffer holds.
+        assert 0 < lost_bytes < _buffered.BUFFER_BYTES, f"{count - len(got)} of {count} lost: {lost_bytes} bytes"
 
 
-def test_sigkill_mid_logging_leaves_a_prefix(log_path):
-    """20 SIGKILLs of a buffered worker logging mixed sizes: nothing torn, no
-    gaps, other workers unaffected."""
+def _log_then_os_exit(count: int, flush_first: bool) -> None:
+    workload.log_records(1, count)
+    if flush_first:
+        mplog.flush()
+    # fork_running leaves through os._exit
+
+
+def test_sigkill_mid_write_leaves_a_prefix(log_path):
+    """20 buffered workers, each SIGKILLed in the middle of a write to the
+    listener while another worker logs: nothing torn, each victim's records an
+    unbroken prefix, never empty, the other worker's all there. The listener
+    is held meanwhile, and the victim's first write holds a record bigger than
+    its pipe: the write waits, partway through that record, for room."""
     context = multiprocessing.get_context("fork")
-    with mplog.setup(file_handler(log_path), level="INFO", buffered=True):
+    victims = {}
+    with mplog.setup(file_handler(log_path), level="INFO", buffered=True) as session:
         for trial in range(20):
-            victim = context.Process(target=workload.log_forever, args=(None, trial * 2, (200, 200, 4000, 65536)))
+            # The third size varies: the big record is cut at another place each time.
+            sizes = (200, 200, 4000 + 997 * trial, _queue.PIPE_BYTES + 1)
+            victim = context.Process(target=workload.log_forever, args=(None, trial * 2, sizes))
             survivor = context.Process(target=workload.init_and_log, args=(mplog.initializer, trial * 2 + 1, 300))
-            victim.start()
-            survivor.start()
-            time.sleep(0.01 + trial * 0.002)
-            victim.kill()
-            victim.join(10)
+            with session.listener._busy:  # the listener reads nothing: the victim's pipe fills
+                victim.start()
+                survivor.start()
+                try:
+                    wait_until(
+                        functools.partial(blocked_in_pipe_write, victim.pid), f"victim {trial} blocking mid-write", 30
+                    )
+                finally:
+                    victim.kill()
+                    victim.join(10)
             join_all([survivor], timeout=30)
+            victims[victim.pid] = trial * 2
     tally = workload.tally(log_path)
     assert not tally.torn and not tally.duplicated()
-    for trial in range(20):
-        assert not tally.missing(trial * 2 + 1, range(300))
-        got = sorted(tally.seqs.get(trial * 2, {}))
-        assert got == list(range(len(got))), f"victim {trial}: gaps"
+    for worker in victims.values():
+        assert not tally.missing(worker + 1, range(300))
+        got = sorted(tally.seqs.get(worker, {}))
+        assert got, f"victim {worker}: nothing arrived, so it was killed before it logged"
+        assert got == list(range(len(got))), f"victim {worker}: gaps"
+    # Each kill cut a frame short: the listener received part of it, and said so
+    # ("ended early", or "cut off when the listener stopped" if it came to the
+    # victim's pipe only while stopping).
+    cut = {
+        int(pid)
+        for line in tally.other
+        for pid in re.findall(r"a record from pid (\d+) .* received were discarded", line)
+    }
+    assert set(victims) <= cut, f"kills that cut no frame short: {sorted(set(victims) - cut)}"
 
 
 def test_fork_sends_the_buffer_first(log_path):
@@ -144,21 +180,22 @@ def test_fork_sends_the_buffer_first(log_path):
     parent's gathered records, and the parent's arrive once."""
     with mplog.setup(file_handler(log_path), level="INFO", buffered=True, flush_interval=60, listener="process"):
         workload.log_records(0, 100)
-        pid = os.fork()
-        if pid == 0:
-            try:
-                workload.log_records(1, 100)
-                mplog.flush()
-            finally:
-                os._exit(0)
-        assert wait_pid(pid) == 0
+        assert run_in_child(_log_and_flush, 1, 100) == 0
         workload.log_records(0, 100, start=100)
     workload.tally(log_path).assert_complete({0: 200, 1: 100})
 
 
-# Small, page-sized, bigger than a whole buffer, and bigger than the pipe (a
-# write that blocks until the listener reads, while other threads run).
-THREAD_SIZES = (100, 100, 3000, 100, 4000, 100, 70_000, 100, 100, 300_000)
+def _log_and_flush(worker: int, count: int) -> None:
+    workload.log_records(worker, count)
+    mplog.flush()
+
+
+# Bigger than a whole buffer, and bigger than a worker's pipe (a write that
+# blocks until the listener reads, while other threads run).
+OVER_A_BUFFER = _buffered.BUFFER_BYTES + 1
+OVER_THE_PIPE = _queue.PIPE_BYTES + 1
+# Small, page-sized, and those two.
+THREAD_SIZES = (100, 100, 3000, 100, 4000, 100, OVER_A_BUFFER, 100, 100, OVER_THE_PIPE)
 
 
 def test_threads_of_one_process_share_its_buffer(log_path):
@@ -192,7 +229,7 @@ def test_sigterm_while_threads_log(log_path):
                 returned = context.RawArray("q", 1)
                 worker = context.Process(
                     target=workload.log_from_threads,
-                    args=(trial * 4, 4, None, (100,), (100,) * 30 + (300_000,), returned),
+                    args=(trial * 4, 4, None, (100,), (100,) * 30 + (OVER_THE_PIPE,), returned),
                 )
                 worker.start()
                 time.sleep(0.05 + trial * 0.01)
@@ -227,21 +264,29 @@ def test_sigterm_mid_write_waits_for_the_write(tmp_path, log_path):
         handler = logging.StreamHandler(stream)
         handler.setFormatter(logging.Formatter("%(message)s"))
         with mplog.setup(handler, level="INFO", buffered=True, flush_interval=60):
-            pid = os.fork()
-            if pid == 0:
-                try:
-                    threading.Thread(target=workload.log_then_kill_self, args=(2, 20, 0.5, sent), daemon=True).start()
-                    workload.log_records(1, 30)
-                    workload.log_records(1, 2, sizes=(600_000,), start=30)
-                    time.sleep(60)
-                finally:
-                    os._exit(1)
+            pid = fork_running(_log_big_records_while_a_thread_sends_sigterm, sent)
             try:
-                wait_for_path(sent)
+                with killed_on_error(pid):
+                    wait_for_path(sent)
             finally:
                 gate.set()
             assert wait_pid(pid) == -signal.SIGTERM
     workload.tally(log_path).assert_complete({1: 32, 2: 20})
+
+
+def _log_big_records_while_a_thread_sends_sigterm(sent: str) -> None:
+    returned = [0]  # how many of this thread's logging calls have returned
+
+    def second_big_write_blocked() -> bool:
+        return returned[0] == 31 and blocked_in_pipe_write(os.getpid())
+
+    # The signal comes while this (main) thread is blocked in the second big record's write.
+    threading.Thread(
+        target=workload.log_then_kill_self, args=(2, 20, sent, second_big_write_blocked), daemon=True
+    ).start()
+    workload.log_records(1, 30, returned=returned)
+    workload.log_records(1, 2, sizes=(600_000,), start=30, returned=returned)
+    time.sleep(60)  # the signal ends this process
 
 
 @contextlib.contextmanager

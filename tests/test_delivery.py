@@ -12,7 +12,7 @@ import pytest
 
 import mplog
 from tests import workload
-from tests.conftest import START_METHODS, file_handler, join_all, wait_pid
+from tests.conftest import START_METHODS, file_handler, fork_running, join_all, wait_pid
 
 WORKERS = 8
 # Mostly small records with large ones mixed in: two 1 MiB records per worker,
@@ -41,15 +41,7 @@ def test_raw_os_fork_children_need_no_call(log_path):
     """Children of a bare os.fork() (as gunicorn and tornado make) log with no mplog call."""
     with mplog.setup(file_handler(log_path), level="INFO"):
         logging.getLogger("parent").info("parent logged before forking")
-        pids = []
-        for worker in range(WORKERS):
-            pid = os.fork()
-            if pid == 0:
-                try:
-                    workload.log_records(worker, COUNT, SIZES)
-                finally:
-                    os._exit(0)
-            pids.append(pid)
+        pids = [fork_running(workload.log_records, worker, COUNT, SIZES) for worker in range(WORKERS)]
         for pid in pids:
             assert wait_pid(pid) == 0
     tally = workload.tally(log_path)

@@ -11,7 +11,7 @@ import os
 
 import mplog
 from tests import workload
-from tests.conftest import file_handler, join_all, wait_pid
+from tests.conftest import file_handler, join_all, run_in_child
 
 FORKS = 300
 
@@ -20,7 +20,11 @@ def test_fork_while_listener_busy(tmp_path, log_path):
     """300 forks while two workers keep the listener writing large records to a
     FileHandler and to a StreamHandler on a plain buffered file; each child logs,
     runs logging.shutdown() (as a normal exit would) and a GC pass, and must exit 0."""
-    stream = open(tmp_path / "stream.log", "w")  # buffered: FACTS.md saw 100% deadlocks with it
+    # A plain buffered file: forking while a listener thread of the stdlib's
+    # wrote to one (CPython 3.11-3.13), 100% of the children deadlocked in
+    # their first flush of it; through FileHandler or StreamHandler(stderr),
+    # 50-75%; with the listener idle, none.
+    stream = open(tmp_path / "stream.log", "w")
     stream_handler = logging.StreamHandler(stream)
     context = multiprocessing.get_context("fork")
     with mplog.setup(file_handler(log_path), stream_handler, level="INFO"):
@@ -28,22 +32,18 @@ def test_fork_while_listener_busy(tmp_path, log_path):
         for process in busy:
             process.start()
         for child in range(FORKS):
-            pid = os.fork()
-            if pid == 0:
-                status = 1
-                try:
-                    logging.getLogger("fork").info("%s", workload.message(1000 + child, 0, 10))
-                    logging.shutdown()  # would flush the parent's handlers if the child still had them
-                    gc.collect()
-                    status = 0
-                finally:
-                    os._exit(status)
-            assert wait_pid(pid, timeout=30) == 0, f"fork {child} failed"
+            assert run_in_child(_log_shut_down_and_collect, child, timeout=30) == 0, f"fork {child} failed"
         join_all(busy)
     stream.close()
     tally = workload.tally(log_path)
     tally.assert_complete({**{1000 + c: 1 for c in range(FORKS)}, 100: 3000, 101: 3000})
     assert workload.tally(str(tmp_path / "stream.log")).count(100) == 3000
+
+
+def _log_shut_down_and_collect(child: int) -> None:
+    logging.getLogger("fork").info("%s", workload.message(1000 + child, 0, 10))
+    logging.shutdown()  # would flush the parent's handlers if the child still had them
+    gc.collect()
 
 
 def _fork_in_c() -> int:
@@ -56,18 +56,17 @@ def test_fork_from_c_without_hooks(log_path):
     pipe of its own, instead of writing into its parent's: each record arrives once."""
     with mplog.setup(file_handler(log_path), level="INFO", listener="process"):
         workload.log_records(1, 10)
-        pid = _fork_in_c()
-        if pid == 0:
-            status = 1
-            try:
-                workload.log_records(2, 10)
-                queue = logging.getLogger().handlers[0].queue
-                status = 0 if queue._pipe_pid == os.getpid() else 3  # 3: still on the parent's pipe
-            finally:
-                os._exit(status)
-        assert wait_pid(pid, timeout=30) == 0
+        assert run_in_child(_log_on_a_pipe_of_its_own, timeout=30, fork=_fork_in_c) == 0
         workload.log_records(1, 10, start=10)
     workload.tally(log_path).assert_complete({1: 20, 2: 10})
+
+
+def _log_on_a_pipe_of_its_own() -> int:
+    """In a child forked from C: log, then 0 if it opened a pipe of its own, 3
+    if it is still on its parent's."""
+    workload.log_records(2, 10)
+    queue = logging.getLogger().handlers[0].queue
+    return 0 if queue._pipe_pid == os.getpid() else 3
 
 
 def test_fork_from_c_does_not_send_the_parents_buffer(log_path):
@@ -75,13 +74,9 @@ def test_fork_from_c_does_not_send_the_parents_buffer(log_path):
     yet (the parent sends them), so none arrives twice."""
     with mplog.setup(file_handler(log_path), level="INFO", listener="process", buffered=True, flush_interval=60):
         workload.log_records(1, 10)
-        pid = _fork_in_c()
-        if pid == 0:
-            # Flush only: a child forked from C with the flusher thread running
-            # cannot start threads of its own (CPython's state was not reset).
-            mplog.flush()
-            os._exit(0)
-        assert wait_pid(pid, timeout=30) == 0
+        # Flush only: a child forked from C with the flusher thread running
+        # cannot start threads of its own (CPython's state was not reset).
+        assert run_in_child(mplog.flush, timeout=30, fork=_fork_in_c) == 0
     workload.tally(log_path).assert_complete({1: 10})
 
 
@@ -95,17 +90,17 @@ def test_fork_from_c_drops_a_parents_record_handled_in_the_child(log_path):
         held = logging.getLogger(workload.LOGGER).makeRecord(
             workload.LOGGER, logging.INFO, __file__, 1, "%s", (workload.message(3, 0, 10),), None
         )
-        pid = _fork_in_c()
-        if pid == 0:
-            status = 1
-            try:
-                queue = logging.getLogger().handlers[0].queue
-                logging.getLogger().handle(held)
-                inherited = queue._pipe_pid != os.getpid() and len(queue._buffer) > 0
-                mplog.flush()  # as in the test above: no flusher thread in this child
-                status = 0 if inherited and queue._pipe_pid == os.getpid() and not queue._buffer else 3
-            finally:
-                os._exit(status)
-        assert wait_pid(pid, timeout=30) == 0
+        assert run_in_child(_handle_and_flush, held, timeout=30, fork=_fork_in_c) == 0
         logging.getLogger().handle(held)  # the parent's own copy
     workload.tally(log_path).assert_complete({1: 10, 3: 1})
+
+
+def _handle_and_flush(held: logging.LogRecord) -> int:
+    """In a child forked from C: handle the parent's record, then flush; 0 if
+    the record went into the inherited buffer and the flush dropped it and
+    opened a pipe of the child's own, 3 if not."""
+    queue = logging.getLogger().handlers[0].queue
+    logging.getLogger().handle(held)
+    inherited = queue._pipe_pid != os.getpid() and len(queue._buffer) > 0
+    mplog.flush()  # as in the test above: no flusher thread in this child
+    return 0 if inherited and queue._pipe_pid == os.getpid() and not queue._buffer else 3

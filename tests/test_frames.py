@@ -4,39 +4,18 @@ and streams that are not mplog's."""
 
 from __future__ import annotations
 
+import fcntl
 import logging
-import os
 import random
 import socket
-import time
+import struct
+import termios
 
 import pytest
 
 import mplog
 from mplog import _codec
-
-from .conftest import file_handler, wait_pid
-
-
-class Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.messages = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
-def _in_forked_child(body) -> None:
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            body()
-            code = 0
-        finally:
-            os._exit(code)
-    assert wait_pid(pid) == 0
+from tests.conftest import Collect, file_handler, run_in_child, wait_until
 
 
 def test_a_lone_file_handler_gets_text_frames(log_path):
@@ -61,7 +40,7 @@ def test_record_frames_between_text_frames_keep_their_order(log_path, monkeypatc
             log.warning("line %d %s", i, "x" * (20_000 if i % 10 == 5 else 10))
 
     with mplog.setup(file_handler(log_path), level="INFO"):
-        _in_forked_child(child)
+        assert run_in_child(child) == 0
     lines = open(log_path, encoding="utf-8").read().splitlines()
     assert [int(line.split()[1]) for line in lines] == list(range(50))
     long_lines = [line for line in lines if "record truncated" in line]
@@ -83,7 +62,7 @@ def test_unencodable_text_is_escaped_not_lost(log_path, handler_kind):
         logging.getLogger("enc").warning("next")
 
     with mplog.setup(handler, level="INFO"):
-        _in_forked_child(child)
+        assert run_in_child(child) == 0
     assert open(log_path, encoding="utf-8").read() == "before \\udcff after ☃\nnext\n"
 
 
@@ -94,8 +73,13 @@ def test_non_utf8_handler_still_gets_every_line(log_path):
         logging.getLogger("enc").warning("café %d", 1)
 
     with mplog.setup(logging.FileHandler(log_path, encoding="latin-1"), level="INFO"):
-        _in_forked_child(child)
+        assert run_in_child(child) == 0
     assert open(log_path, "rb").read() == "café 1\n".encode("latin-1")
+
+
+def _unread(pipe: int) -> int:
+    """How many bytes wait in a pipe (FIONREAD works on either end)."""
+    return struct.unpack("i", fcntl.ioctl(pipe, termios.FIONREAD, b"\0" * 4))[0]
 
 
 def _raw_connection(address: str, data: bytes) -> None:
@@ -141,7 +125,9 @@ def test_frames_split_anywhere_arrive_whole_and_in_order(log_path, handler_kind)
             piece = rng.choice([1, 7, 100, 4000, 5000, 40_000, 100_000])
             queue._send(stream[pos : pos + piece])
             pos += piece
-            time.sleep(0.003)  # past the listener's 2 ms pause: each piece is a read of its own
+            # The listener has read all of it before the next piece goes in:
+            # each piece is a read of its own (or, if long, several).
+            wait_until(lambda: _unread(queue._pipe) == 0, f"the listener reading up to byte {pos}", 30, poll=0.0005)
         queue.close()
     assert open(log_path, encoding="utf-8").read() == "".join(lines)
 
@@ -161,7 +147,7 @@ def test_streams_that_are_not_mplogs_are_refused_and_reported(log_path):
         def child():
             logging.getLogger("ok").warning("still logging")
 
-        _in_forked_child(child)
+        assert run_in_child(child) == 0
     text = open(log_path, encoding="utf-8").read()
     assert "did not start with a hello" in text
     assert "sent a hello without the read end of a pipe" in text

@@ -9,12 +9,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import wait_until
 from tests.servers import Load, stop_server, wait_for_line
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "gunicorn"
@@ -61,6 +61,9 @@ def _check_logs(tmp_path: Path, answered) -> None:
     assert not missing_app, f"{len(missing_app)} answered requests have no app line, e.g. {missing_app[:10]}"
 
 
+SLOW_EVERY = 997
+
+
 @pytest.mark.parametrize(
     "worker_class, extra, requests",
     [
@@ -85,16 +88,21 @@ def test_gunicorn_under_load_reload_recycling_and_timeouts(tmp_path, worker_clas
         )
         signals = [signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU]
         load = Load(port, requests)
-        # Every 997th request sleeps past the 2 s timeout: the master kills that
-        # (sync) worker while its siblings keep logging.
+        # Every SLOW_EVERY-th request sleeps past the 2 s timeout: the master
+        # kills that (sync) worker while its siblings keep logging.
         load.run(
             during=[lambda s=s: server.send_signal(s) for s in signals],
-            extra_query=lambda rid: "&sleep=3" if rid % 997 == 0 else "",
+            extra_query=lambda rid: "&sleep=3" if rid % SLOW_EVERY == 0 else "",
         )
     finally:
         stop_server(server)
     assert server.returncode == 0, (tmp_path / "stdout.txt").read_text()[-3000:]
-    assert len(load.answered) > requests * 0.9, f"only {len(load.answered)} of {requests} answered"
+    # Reloads and recycling are graceful: only a worker killed for a sleeping
+    # request drops requests, those in flight on it (at most one per
+    # connection of the load). Seen: sync 18 of 20000, gthread and gevent 0.
+    assert len(load.answered) + len(load.failed) == requests, "the load ran out of time"
+    slow = requests // SLOW_EVERY
+    assert len(load.failed) <= slow * load.concurrency, f"{len(load.failed)} of {requests} failed"
     _check_logs(tmp_path, load.answered)
     errors = (tmp_path / "gunicorn-error.log").read_text()
     assert "Hang up: Master" in errors and "Shutting down: Master" in errors
@@ -111,13 +119,15 @@ def test_sigusr1_reopens_the_listeners_files(tmp_path):
         port = int(wait_for_line(str(error_log), r"Listening at: http://127\.0\.0\.1:(\d+)", process=server))
         before = Load(port, 100)
         before.run()
-        time.sleep(0.3)
+        # A worker logs the access line after it has sent the response.
+        wait_until(lambda: _all_logged(access_log, before.answered), "the access lines of the first load")
         for path in (error_log, access_log):
             os.rename(path, f"{path}.1")
         server.send_signal(signal.SIGUSR1)
         # gunicorn logs this just before it reopens (so into the moved file).
         wait_for_line(f"{error_log}.1", r"(Handling signal: usr1)", process=server)
-        time.sleep(0.3)
+        # Reopening creates the files again.
+        wait_until(lambda: error_log.exists() and access_log.exists(), "the listener reopening the log files", 30)
         after = Load(port, 100, first=1000)
         after.run()
     finally:
@@ -128,3 +138,9 @@ def test_sigusr1_reopens_the_listeners_files(tmp_path):
     assert all(f"rid={rid} " in old_access for rid in before.answered)
     assert all(f"rid={rid} " in new_access for rid in after.answered)
     assert "rid=1 " not in new_access and "rid=1001 " not in old_access
+
+
+def _all_logged(access_log: Path, rids) -> bool:
+    """Whether the access log has a line for every request in ``rids``."""
+    text = access_log.read_text()
+    return all(f"rid={rid} " in text for rid in rids)

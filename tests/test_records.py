@@ -6,23 +6,12 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import threading
-from typing import List
 
 import pytest
 
 import mplog
 from mplog._targets import route_targets
-
-
-class Collect(logging.Handler):
-    """Keeps every record it is given (runs in the listener)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: List[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
+from tests.conftest import Collect
 
 
 class Unprintable:

@@ -14,8 +14,7 @@ import pytest
 
 import mplog
 from mplog import _codec
-from tests.conftest import NEEDS_ROOT, wait_pid
-from tests.test_records import Collect
+from tests.conftest import NEEDS_ROOT, Collect, run_in_child
 
 NOBODY = 65534
 
@@ -71,42 +70,38 @@ def test_a_session_stopped_after_dropping_privileges_stops_quietly():
     """A process that started mplog as root and then became nobody can still
     stop it: the socket and its directory are no longer its to remove, and
     that is not an error."""
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            errors: list = []
-            threading.excepthook = errors.append
-            descriptors = len(os.listdir("/proc/self/fd"))
-            collect = Collect()
-            with mplog.setup(collect):
-                os.setgid(NOBODY)
-                os.setuid(NOBODY)
-                logging.getLogger("dropped").warning("still here")
-            logged = [r.getMessage() for r in collect.records] == ["still here"]
-            code = 0 if logged and not errors and len(os.listdir("/proc/self/fd")) == descriptors else 3
-        finally:
-            os._exit(code)
-    assert wait_pid(pid) == 0
+    assert run_in_child(_start_as_root_stop_as_nobody) == 0
+
+
+def _start_as_root_stop_as_nobody() -> int:
+    """In a forked child: 0 if the session stopped without a thread error or a
+    leaked descriptor, after logging as nobody; 3 if not."""
+    errors: list = []
+    threading.excepthook = errors.append
+    descriptors = len(os.listdir("/proc/self/fd"))
+    collect = Collect()
+    with mplog.setup(collect):
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
+        logging.getLogger("dropped").warning("still here")
+    logged = [r.getMessage() for r in collect.records] == ["still here"]
+    return 0 if logged and not errors and len(os.listdir("/proc/self/fd")) == descriptors else 3
 
 
 def _as_nobody_send(address: str, frame: bytes) -> int:
     """Fork, become uid nobody, then connect and send as a worker does; return
     the child's exit code: 0 sent, 13 permission denied, 1 anything else."""
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-            try:
-                mplog.Queue(address)._send(frame)
-                code = 0
-            except PermissionError:
-                code = 13
-        finally:
-            os._exit(code)
-    return wait_pid(pid)
+    return run_in_child(_send_as_nobody, address, frame)
+
+
+def _send_as_nobody(address: str, frame: bytes) -> int:
+    os.setgid(NOBODY)
+    os.setuid(NOBODY)
+    try:
+        mplog.Queue(address)._send(frame)
+    except PermissionError:
+        return 13
+    return 0
 
 
 def _frame(text: str) -> bytes:

@@ -141,11 +141,15 @@ def test_unstopped_session_drains_at_exit(tmp_path, log_path, listener):
     workload.tally(log_path).assert_complete({**{w: 2000 for w in range(4)}, 9: 500})
 
 
-def test_initializer_without_setup_warns_and_does_not_break_the_pool(tmp_path, monkeypatch):
-    """With no active setup, the initializer warns instead of breaking the pool."""
+def test_initializer_without_setup_warns_and_does_not_break_the_pool(monkeypatch):
+    """With no active setup, the initializer warns instead of raising, so a
+    pool that uses it still runs its tasks (an initializer that raised would
+    leave the pool replacing dead workers forever)."""
     monkeypatch.delenv("MPLOG_CONFIG", raising=False)
     with pytest.warns(RuntimeWarning, match="no mplog.setup"):
         mplog.initializer()
+    with multiprocessing.get_context("fork").Pool(2, initializer=mplog.initializer) as pool:
+        assert pool.map_async(abs, [-1, -2, -3]).get(timeout=60) == [1, 2, 3]
 
 
 def test_initializer_rejects_non_callable_first_initarg():

@@ -15,23 +15,18 @@ import pytest
 import mplog
 from mplog import _server
 from tests import workload
-from tests.conftest import file_handler, wait_for_path, wait_pid
+from tests.conftest import (
+    blocked_in_pipe_write,
+    file_handler,
+    fork_running,
+    killed_on_error,
+    wait_for_path,
+    wait_pid,
+    wait_until,
+)
 
 # Records the child logs after it has noticed the stop (its handler fell back to stderr).
 AFTER_THE_STOP = 50
-
-
-def _fork_running(body, *args) -> int:
-    """Fork a child that runs ``body(*args)`` and exits (0 if it returned); return its pid."""
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            body(*args)
-            code = 0
-        finally:
-            os._exit(code)
-    return pid
 
 
 def _stderr_into(path: str) -> None:
@@ -84,7 +79,7 @@ def test_a_worker_logging_through_the_stop_loses_nothing(tmp_path, listener, siz
         log_path, stderr_path = str(tmp_path / f"{trial}.log"), str(tmp_path / f"{trial}.err")
         count_path, started_path = str(tmp_path / f"{trial}.count"), str(tmp_path / f"{trial}.started")
         with mplog.setup(file_handler(log_path), level="INFO", listener=listener):
-            pid = _fork_running(_log_through_the_stop, stderr_path, count_path, started_path, sizes)
+            pid = fork_running(_log_through_the_stop, stderr_path, count_path, started_path, sizes)
             wait_for_path(started_path)
             if rng.random() < 0.5:
                 os.sched_yield()
@@ -133,11 +128,11 @@ def test_a_writer_stopped_mid_frame_delays_the_stop_boundedly_and_loses_nothing(
     log_path, stderr_path = str(tmp_path / "app.log"), str(tmp_path / "err")
     size = 4 * 1024 * 1024
     with mplog.setup(file_handler(log_path), level="INFO") as session:
-        session.listener._busy.acquire()  # the listener reads nothing: the worker's pipe fills
-        pid = _fork_running(_write_one_huge_record, stderr_path, size)
-        time.sleep(0.5)  # the worker is blocked in the middle of its write
-        os.kill(pid, signal.SIGSTOP)
-        session.listener._busy.release()
+        with session.listener._busy:  # the listener reads nothing: the worker's pipe fills
+            pid = fork_running(_write_one_huge_record, stderr_path, size)
+            with killed_on_error(pid):
+                wait_until(lambda: blocked_in_pipe_write(pid), "the worker blocking in the middle of its write", 30)
+            os.kill(pid, signal.SIGSTOP)
         stopping = time.monotonic()
     took = time.monotonic() - stopping
     os.kill(pid, signal.SIGCONT)

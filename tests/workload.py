@@ -16,7 +16,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 LOGGER = "work"
 LINE = re.compile(r"^w=(\d+) seq=(\d+) size=(\d+) ([a-z]*)$")
@@ -67,10 +67,18 @@ def log_then_exit(initializer, worker: int, count: int, how: str, done_path: Opt
     raise AssertionError(f"unknown exit {how!r}")
 
 
-def log_then_kill_self(worker: int, count: int, delay: float, sent_path: str) -> None:
-    """Wait ``delay`` seconds, log ``count`` records, send this process
-    SIGTERM, and say so by creating ``sent_path``."""
-    time.sleep(delay)
+def log_then_kill_self(
+    worker: int, count: int, sent_path: str, when: Callable[[], bool], timeout: float = 60.0
+) -> None:
+    """Once ``when()`` is true, log ``count`` records, send this process
+    SIGTERM, and say so by creating ``sent_path``. If ``when()`` does not come
+    true within ``timeout`` seconds, do nothing (the parent, waiting for
+    ``sent_path``, fails)."""
+    deadline = time.monotonic() + timeout
+    while not when():
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.005)
     log_records(worker, count)
     os.kill(os.getpid(), signal.SIGTERM)
     open(sent_path, "w").close()
