@@ -8,11 +8,11 @@ import logging
 import os
 import signal
 import sys
-import time
 
 import pytest
 
 import mplog
+from tests.conftest import wait_until
 
 
 def _kill_listener_process(session: mplog.Session) -> None:
@@ -22,13 +22,6 @@ def _kill_listener_process(session: mplog.Session) -> None:
     assert pid > 0, "the premise: a listener process"
     os.kill(pid, signal.SIGKILL)
     os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
-
-
-def _wait_for_content(path: "os.PathLike[str]", content: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not (os.path.exists(path) and open(path).read() == content):
-        assert time.monotonic() < deadline, f"{path} never held {content!r}"
-        time.sleep(0.005)
 
 
 @pytest.mark.parametrize("buffered", [False, True], ids=["durable", "buffered"])
@@ -42,7 +35,7 @@ def test_logging_never_raises_with_the_listener_killed_and_stderr_gone(tmp_path,
         log = logging.getLogger("app")
         log.warning("before the kill")
         mplog.flush()
-        _wait_for_content(path, "before the kill\n")
+        wait_until(lambda: path.exists() and path.read_text() == "before the kill\n", "the first record written")
         _kill_listener_process(session)
         monkeypatch.setattr(sys, "stderr", None)
         log.warning("with stderr gone")  # must not raise

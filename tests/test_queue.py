@@ -8,18 +8,12 @@ import signal
 import sys
 import threading
 import time
-import traceback
 
 import mplog
 from mplog import _buffered
-from tests.conftest import wait_pid
+from tests.conftest import blocked_in_pipe_write, fork_running, wait_pid, wait_until
 
 _RECORD = "x" * 4000
-
-
-def _blocked_on_a_pipe(native_id: int) -> bool:
-    with open(f"/proc/self/task/{native_id}/wchan") as wchan:
-        return "pipe_write" in wchan.read()
 
 
 def _child_stuck_then_terminated(stderr_path: str) -> None:
@@ -28,19 +22,13 @@ def _child_stuck_then_terminated(stderr_path: str) -> None:
     lock), the main thread buffers three more records, then SIGTERM."""
     sys.stderr = open(stderr_path, "w", encoding="utf-8")
     log = logging.getLogger("child")
-    sender: list = []
 
     def fill_the_pipe() -> None:
-        sender.append(threading.get_native_id())
         while True:
             log.warning(_RECORD)
 
     threading.Thread(target=fill_the_pipe, daemon=True).start()
-    deadline = time.monotonic() + 30
-    while not (sender and _blocked_on_a_pipe(sender[0])):
-        if time.monotonic() > deadline:
-            os._exit(3)  # the premise failed: the sender never blocked
-        time.sleep(0.01)
+    wait_until(lambda: blocked_in_pipe_write(os.getpid()), "the sending thread blocked on the full pipe", 30)
     for number in range(3):
         log.warning("buffered while stuck %d", number)
     os.kill(os.getpid(), signal.SIGTERM)  # the handler flushes, then the process dies of the signal
@@ -60,16 +48,8 @@ def test_sigterm_spills_the_buffer_when_another_threads_send_is_stuck(tmp_path):
 
     stderr_path = str(tmp_path / "child.stderr")
     with mplog.setup(Stuck(), buffered=True, flush_interval=60):
-        pid = os.fork()
-        if pid == 0:
-            try:
-                _child_stuck_then_terminated(stderr_path)
-            except BaseException:
-                traceback.print_exc()  # into the file the test reads
-            finally:
-                os._exit(1)
         try:
-            status = wait_pid(pid)
+            status = wait_pid(fork_running(_child_stuck_then_terminated, stderr_path))
         finally:
             release.set()
     with open(stderr_path, encoding="utf-8") as stderr:
