@@ -32,10 +32,11 @@ class QueueHandler(logging.handlers.QueueHandler):
     stderr and writes this and every later record there instead: a logging call
     never blocks on a dead listener and never raises into the caller.
 
-    When the listener's handlers include plain text handlers (see
-    :class:`TextTarget`), the worker formats the line for each of them, so the
-    listener only writes; the record itself is sent only if another handler
-    needs it.
+    When the listener's handlers include plain text handlers (a stdlib
+    ``StreamHandler`` or ``FileHandler``, or an :class:`mplog.FileHandler`,
+    with a plain ``Formatter``), the worker formats the line for each of them,
+    so the listener only writes; the record itself is sent only if another
+    handler needs it.
 
     Args:
         queue: where the listener reads.
