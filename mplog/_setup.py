@@ -264,6 +264,10 @@ class Session:
             handler.flush()
         _sigterm.release()
         self.listener.stop()
+        for handler in self._handlers:
+            # This process's pipe of each route (a listener process's only):
+            # the listener has closed its end, and nothing else ever would.
+            handler.queue.close()
         for logger, handler, saved in zip(self._loggers, self._handlers, self._saved):
             logger.removeHandler(handler)
             for previous in saved:

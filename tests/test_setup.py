@@ -14,7 +14,7 @@ import pytest
 
 import mplog
 from tests import workload
-from tests.conftest import file_handler, join_all, wait_for_path
+from tests.conftest import file_handler, join_all, run_in_child, wait_for_path
 
 
 def test_leaving_setup_drains_records_of_live_workers(tmp_path, log_path, capfd):
@@ -216,3 +216,41 @@ def test_queue_close_reconnects_on_next_record(log_path):
         workload.log_records(0, 10, start=10)
         assert os.fstat(session.queue._pipe).st_ino != first  # a new pipe
     workload.tally(log_path).assert_complete({0: 20})
+
+
+ROUNDS = 100
+
+
+@pytest.mark.parametrize("buffered", [False, True], ids=["durable", "buffered"])
+@pytest.mark.parametrize("loggers", [(), ("audit",)], ids=["root", "root+audit"])
+@pytest.mark.parametrize("listener", ["thread", "process"])
+def test_setup_and_stop_leave_no_descriptor_behind(tmp_path, listener, loggers, buffered):
+    """setup()/stop() 100 times: the process ends with the descriptors it began
+    with (stop() closes this process's pipe of every route), and every record
+    of every round is in its file."""
+    counts = tmp_path / "descriptors"
+    assert run_in_child(_setup_and_stop, str(tmp_path), listener, loggers, buffered, str(counts), timeout=300) == 0
+    before, after = counts.read_text().split()
+    assert int(after) == int(before), f"{int(after) - int(before)} descriptors leaked in {ROUNDS} rounds"
+    workload.tally(str(tmp_path / "root.log")).assert_complete({0: ROUNDS})
+    if loggers:
+        workload.tally(str(tmp_path / "audit.log")).assert_complete({1: ROUNDS})
+
+
+def _setup_and_stop(directory: str, listener: str, loggers, buffered: bool, counts: str) -> None:
+    """In a forked child: run the rounds, logging one record per route in each,
+    and write the number of open descriptors before and after to ``counts``."""
+    audit = logging.getLogger("audit")
+    audit.propagate = False
+    before = len(os.listdir("/proc/self/fd"))
+    for round_ in range(ROUNDS):
+        if loggers:
+            audit.handlers[:] = [file_handler(os.path.join(directory, "audit.log"))]
+        root = file_handler(os.path.join(directory, "root.log"))
+        with mplog.setup(root, level="INFO", listener=listener, loggers=loggers, buffered=buffered):
+            workload.log_records(0, 1, start=round_)
+            if loggers:
+                audit.info("%s", workload.message(1, round_, 100))
+    after = len(os.listdir("/proc/self/fd"))
+    with open(counts, "w") as stream:
+        stream.write(f"{before} {after}")
