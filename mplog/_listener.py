@@ -261,7 +261,12 @@ class QueueListener:
     def _start_process(self) -> None:
         ready_r, ready_w = os.pipe()
         control_r, control_w = os.pipe()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:  # at the user's process limit, say: keep no pipe of it
+            for fd in (ready_r, ready_w, control_r, control_w):
+                os.close(fd)
+            raise
         if pid == 0:  # the listener process; it never returns from here
             os.close(ready_r)
             os.close(control_w)

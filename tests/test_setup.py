@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import resource
 import subprocess
 import sys
 import textwrap
@@ -14,7 +15,9 @@ import pytest
 
 import mplog
 from tests import workload
-from tests.conftest import file_handler, join_all, run_in_child, wait_for_path
+from tests.conftest import NEEDS_ROOT, file_handler, join_all, run_in_child, wait_for_path
+
+NOBODY = 65534
 
 
 def test_leaving_setup_drains_records_of_live_workers(tmp_path, log_path, capfd):
@@ -254,3 +257,25 @@ def _setup_and_stop(directory: str, listener: str, loggers, buffered: bool, coun
     after = len(os.listdir("/proc/self/fd"))
     with open(counts, "w") as stream:
         stream.write(f"{before} {after}")
+
+
+@NEEDS_ROOT
+def test_a_listener_process_that_cannot_be_forked_leaves_no_descriptor_behind():
+    """With fork refused (RLIMIT_NPROC, for a user the limit binds), setup()
+    raises SetupError and the process keeps exactly the descriptors it had."""
+    assert run_in_child(_setup_without_fork) == 0
+
+
+def _setup_without_fork() -> int:
+    """In a forked child: 0 if setup(listener="process") failed cleanly, 3 if
+    it leaked a descriptor, 4 if it did not fail."""
+    os.setgid(NOBODY)
+    os.setuid(NOBODY)  # root may fork past RLIMIT_NPROC
+    resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
+    before = len(os.listdir("/proc/self/fd"))
+    try:
+        mplog.setup(logging.NullHandler(), listener="process")
+    except mplog.SetupError as exc:
+        assert isinstance(exc.__cause__, BlockingIOError), repr(exc.__cause__)
+        return 0 if len(os.listdir("/proc/self/fd")) == before else 3
+    return 4
