@@ -1,12 +1,13 @@
 """Where a listener can be reached: a Unix socket in a fresh directory that
-only the current user can enter, and its removal when the listener stops."""
+only the current user can enter (and, if asked, the one user its workers
+become), and its removal when the listener stops."""
 
 from __future__ import annotations
 
 import os
 import sys
 
-__all__ = ["new_private_address", "remove_address"]
+__all__ = ["admit_user", "new_private_address", "remove_address"]
 
 # sockaddr_un holds 108 bytes on Linux, including the terminating NUL.
 _MAX_ADDRESS_BYTES = 107
@@ -49,6 +50,31 @@ def _new_private_directory(parent: str) -> str:
             continue
         return directory
     raise FileExistsError(f"no free name for a new directory in {parent}")
+
+
+def admit_user(address: str, uid: int) -> None:
+    """Let processes of user ``uid`` connect to the socket at ``address`` too:
+    the socket becomes theirs, still 0600 (connecting needs write permission
+    on it), and mplog's own directory becomes 0711, so they can pass through it
+    to the socket but not list it or create anything in it. Nobody else
+    gains anything, and since mplog's directory stays the listener's, the
+    socket in it cannot be replaced.
+
+    Raises:
+        PermissionError: this process may not give the socket away (only root
+            can).
+    """
+    try:
+        # Not following a link: in a directory that is not mplog's own,
+        # someone may have swapped the socket for one since it was bound.
+        os.chown(address, uid, -1, follow_symlinks=False)
+    except PermissionError as exc:
+        raise PermissionError(
+            exc.errno, f"cannot give the listener's socket to uid {uid} (worker_user): {exc.strerror}; only root can"
+        ) from None
+    directory = os.path.dirname(address)
+    if os.path.basename(directory).startswith("mplog-"):
+        os.chmod(directory, 0o711)
 
 
 def remove_address(address: str) -> None:

@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import json
 import logging
+import pwd
 import time
-from typing import Iterable, NamedTuple, Optional, Tuple
+from typing import Iterable, NamedTuple, Optional, Tuple, Union
 
 from ._buffered import check_flush_interval
 from ._format import PercentFormatter, SecondCachingFormatter
 from ._json import JsonFormatter
 
-__all__ = ["ENVIRONMENT_VARIABLE", "RouteConfig", "TextTarget", "WorkerConfig", "check_handlers"]
+__all__ = ["ENVIRONMENT_VARIABLE", "RouteConfig", "TextTarget", "WorkerConfig", "check_handlers", "check_worker_user"]
+
+# The largest uid: (uid_t)-1 means "no change" to chown and setuid.
+_MAX_UID = 2**32 - 2
 
 #: Set by ``mplog.setup()`` for child processes that inherit the environment.
 ENVIRONMENT_VARIABLE = "MPLOG_CONFIG"
@@ -104,3 +108,25 @@ def check_handlers(handlers: Iterable[object], caller: str) -> None:
             raise TypeError(
                 f"{caller} argument {position} must be a logging.Handler, got {handler!r} ({type(handler).__name__})"
             )
+
+
+def check_worker_user(user: Union[str, int, None]) -> Optional[int]:
+    """The uid of ``worker_user``: a user name (looked up now) or a uid; None
+    for None.
+
+    Raises:
+        TypeError: ``user`` is neither a str nor an int.
+        ValueError: no user has that name, or the number is no uid.
+    """
+    if user is None:
+        return None
+    if isinstance(user, bool) or not isinstance(user, (str, int)):
+        raise TypeError(f"worker_user must be a user name or a uid, got {user!r} ({type(user).__name__})")
+    if isinstance(user, int):
+        if not 0 <= user <= _MAX_UID:
+            raise ValueError(f"worker_user must be a uid from 0 to {_MAX_UID}, got {user}")
+        return user
+    try:
+        return pwd.getpwnam(user).pw_uid
+    except KeyError:
+        raise ValueError(f"worker_user {user!r}: no such user") from None

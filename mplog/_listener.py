@@ -15,11 +15,11 @@ import selectors
 import signal
 import threading
 import time
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 from . import _codec, _fork, _stderr
 from ._address import remove_address
-from ._config import check_handlers
+from ._config import check_handlers, check_worker_user
 from ._queue import Queue
 from ._server import REOPEN, Server
 from ._targets import text_target_of
@@ -109,10 +109,14 @@ class QueueListener:
             stops when told to, or when this process dies).
         routes: more groups of handlers, for queues made with ``route=1, 2, ...``
             (``handlers`` serve route 0).
+        worker_user: a user name or uid whose processes may log here too,
+            for workers that drop privileges (see :func:`mplog.setup`).
 
     Raises:
-        ValueError: ``runner`` is not one of the above.
-        TypeError: a handler is not a ``logging.Handler``.
+        ValueError: ``runner`` is not one of the above, or ``worker_user``
+            names no user.
+        TypeError: a handler is not a ``logging.Handler``, or ``worker_user``
+            is neither a str nor an int.
     """
 
     def __init__(
@@ -122,12 +126,14 @@ class QueueListener:
         respect_handler_level: bool = True,
         runner: str = "thread",
         routes: Sequence[Sequence[logging.Handler]] = (),
+        worker_user: Union[str, int, None] = None,
     ) -> None:
         if runner not in RUNNERS:
             raise ValueError(f"runner must be 'thread' or 'process', got {runner!r} ({type(runner).__name__})")
         check_handlers(handlers, "QueueListener")
         for number, group in enumerate(routes, 1):
             check_handlers(group, f"QueueListener route {number}")
+        self._worker_uid = check_worker_user(worker_user)
         self.queue = queue
         self.handlers = handlers
         self.respect_handler_level = respect_handler_level
@@ -240,7 +246,9 @@ class QueueListener:
         self._thread.start()
 
     def _new_server(self) -> Server:
-        return Server(self.queue.address, self._on_frame, self._on_text, self._write_pending, self._report)
+        return Server(
+            self.queue.address, self._on_frame, self._on_text, self._write_pending, self._report, self._worker_uid
+        )
 
     def _report(self, message: str) -> None:
         """Write one of mplog's own notices into the log."""

@@ -18,7 +18,7 @@ import time
 from typing import Callable, List, Optional, Set, Tuple
 
 from . import _codec, _stderr
-from ._address import remove_address
+from ._address import admit_user, remove_address
 from ._framing import Buffer, FrameError, FrameParser
 from ._queue import F_SETPIPE_SZ
 
@@ -80,10 +80,12 @@ class _Connection:
 class Server:
     """Accepts worker connections and turns their frames into records and texts.
 
-    ``on_frame(route, created, record, texts)`` is called for every record
-    frame, ``on_text(route, frames)`` for each run of complete text frames,
-    ``on_batch_end()`` after everything one wake-up brought in (so writes can
-    be batched), ``report(message)`` for mplog's own notices.
+    Processes of the listener's own uid, of root and of ``worker_uid`` (if
+    given) may connect; any other is refused. ``on_frame(route, created,
+    record, texts)`` is called for every record frame, ``on_text(route,
+    frames)`` for each run of complete text frames, ``on_batch_end()`` after
+    everything one wake-up brought in (so writes can be batched),
+    ``report(message)`` for mplog's own notices.
     """
 
     def __init__(
@@ -93,6 +95,7 @@ class Server:
         on_text: TextHandler,
         on_batch_end: Callable[[], None],
         report: Callable[[str], None],
+        worker_uid: Optional[int] = None,
     ) -> None:
         self.address = address
         self._on_frame = on_frame
@@ -100,12 +103,15 @@ class Server:
         self._on_batch_end = on_batch_end
         self._report_message = report
         self._uid = os.getuid()
+        self._admitted = {self._uid, 0} if worker_uid is None else {self._uid, 0, worker_uid}
         self._received = 0  # bytes read in the current wake-up
         self._connections: Set[_Connection] = set()
         self._listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self._listening.bind(address)
             os.chmod(address, 0o600)  # the directory is 0700 already; belt and braces
+            if worker_uid is not None and worker_uid not in (self._uid, 0):
+                admit_user(address, worker_uid)
             self._listening.listen(socket.SOMAXCONN)
             self._listening.setblocking(False)
         except OSError:
@@ -178,9 +184,10 @@ class Server:
                     self._report(f"cannot accept a worker connection: {exc}; retrying")
                 return
             pid, uid, _ = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
-            if uid not in (self._uid, 0):
+            if uid not in self._admitted:
                 sock.close()
-                self._report(f"refused a connection from pid {pid} of uid {uid}: only uid {self._uid} may log here")
+                allowed = ", ".join(map(str, sorted(self._admitted)))
+                self._report(f"refused a connection from pid {pid} of uid {uid}: only uids {allowed} may log here")
                 continue
             sock.setblocking(False)
             conn = _Connection(sock, pid, self._deliver, self._deliver_text)

@@ -13,7 +13,7 @@ from typing import Iterable, List, Optional, Tuple, Type, Union
 from . import _install, _sigterm
 from ._address import remove_address
 from ._buffered import check_flush_interval
-from ._config import ENVIRONMENT_VARIABLE, RouteConfig, WorkerConfig, check_handlers
+from ._config import ENVIRONMENT_VARIABLE, RouteConfig, WorkerConfig, check_handlers, check_worker_user
 from ._handler import QueueHandler, route_handler
 from ._listener import RUNNERS, QueueListener
 from ._queue import Queue
@@ -33,6 +33,7 @@ def setup(
     loggers: Iterable[str] = (),
     buffered: bool = False,
     flush_interval: float = 0.025,
+    worker_user: Union[str, int, None] = None,
 ) -> "Session":
     """Start logging from every process of this program through one listener.
 
@@ -64,15 +65,23 @@ def setup(
             calls ``os._exit`` are lost (call :func:`mplog.flush` first).
         flush_interval: with ``buffered``, the longest a record waits in its
             process, in seconds.
+        worker_user: for a program started as root whose workers switch to
+            another user (gunicorn's ``user=``, a ``setuid`` of your own): that
+            user's name or uid. Its processes may then log here too: the
+            listener's socket becomes theirs (still 0600) and its private
+            directory 0711 (enterable, not listable). Any other user is still
+            refused. ``None`` (default): only this process's own user, and root.
 
     Raises:
         SetupError: a session is already active in this process, or the
-            listener could not start.
-        TypeError: a handler is not a ``logging.Handler``, or ``level`` is
-            neither an int nor a str.
+            listener could not start (as when a process that is not root
+            names another ``worker_user``).
+        TypeError: a handler is not a ``logging.Handler``, ``level`` is
+            neither an int nor a str, or ``worker_user`` neither a str nor an int.
         ValueError: an unknown level name or listener kind, a named logger with
             no handlers, a handler attached to a logger mplog was not told
-            about, or a ``flush_interval`` that is not > 0 and <= 60 seconds.
+            about, a ``flush_interval`` that is not > 0 and <= 60 seconds, or a
+            ``worker_user`` that names no user.
     """
     global _active
     resolved_level = _check_level(level)
@@ -84,13 +93,14 @@ def setup(
     if listener not in RUNNERS:
         raise ValueError(f"listener must be 'thread' or 'process', got {listener!r} ({type(listener).__name__})")
     names = _check_logger_names(loggers)
+    worker_uid = check_worker_user(worker_user)
     with _lock:
         if _active is not None and _active.pid == os.getpid():
             raise SetupError(
                 "mplog.setup() is already active in this process; leave its `with` block "
                 "or call its stop() before setting up again"
             )
-        session = Session(handlers, resolved_level, listener, names, interval)
+        session = Session(handlers, resolved_level, listener, names, interval, worker_uid)
         _active = session
     return session
 
@@ -152,6 +162,7 @@ class Session:
         runner: str,
         names: Tuple[str, ...],
         flush_interval: Optional[float] = None,
+        worker_uid: Optional[int] = None,
     ) -> None:
         _check_handlers(handlers, names)
         self.pid = os.getpid()
@@ -162,7 +173,9 @@ class Session:
         root_handlers = handlers or tuple(self._saved[0]) or (_default_handler(),)
         groups = [root_handlers] + [tuple(saved) for saved in self._saved[1:]]
         self.queue = Queue(flush_interval=flush_interval)
-        self.listener = QueueListener(self.queue, *root_handlers, runner=runner, routes=groups[1:])
+        self.listener = QueueListener(
+            self.queue, *root_handlers, runner=runner, routes=groups[1:], worker_user=worker_uid
+        )
         try:
             self.listener.start()
         except OSError as exc:

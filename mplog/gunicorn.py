@@ -5,7 +5,9 @@ Add one line to the config and nothing to the app::
 
     from mplog.gunicorn import on_starting, on_reload, post_fork, on_exit
 
-* ``on_starting`` starts the listener in the master. It adopts the handlers
+* ``on_starting`` starts the listener in the master, open to the workers'
+  user if gunicorn's ``user`` setting makes them switch to one (a master
+  started as root with ``user = "www-data"``). It adopts the handlers
   gunicorn made for ``gunicorn.error`` and ``gunicorn.access`` and the root
   logger's (set them up in the master: ``logconfig_dict``, ``basicConfig`` in the
   config file, or an app loaded with ``--preload``). With none on the root, the
@@ -43,16 +45,19 @@ GUNICORN_LOGGERS = ("gunicorn.error", "gunicorn.access")
 
 def on_starting(server: Any) -> None:
     """gunicorn hook: start the listener in the master (once; a re-exec'd master
-    starts its own)."""
+    starts its own), admitting the uid gunicorn's workers run as."""
     if active_session() is not None:
         return
+    # gunicorn's uid setting: the workers' uid after they drop privileges
+    # (by default the master's own, which needs nothing more).
+    worker_user = server.cfg.uid
     names = [name for name in GUNICORN_LOGGERS if logging.getLogger(name).handlers]
     root = logging.getLogger()
     if root.handlers or "gunicorn.error" not in names:
-        setup(loggers=names)
+        setup(loggers=names, worker_user=worker_user)
         return
     error_log = logging.getLogger("gunicorn.error")
-    setup(*error_log.handlers, level=error_log.getEffectiveLevel(), loggers=names)
+    setup(*error_log.handlers, level=error_log.getEffectiveLevel(), loggers=names, worker_user=worker_user)
 
 
 def on_reload(server: Any) -> None:

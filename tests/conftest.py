@@ -7,7 +7,10 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import pwd
+import shutil
 import signal
+import subprocess
 import time
 import traceback
 from typing import Any, Callable, Iterable, Iterator, List, Optional
@@ -29,6 +32,31 @@ def requires(available: bool, reason: str) -> pytest.MarkDecorator:
 
 
 NEEDS_ROOT = requires(os.getuid() == 0, "needs root (mounts a tmpfs or switches uid); CI runs as root")
+
+
+#: The name of the real second user that tests switch to (made by useradd).
+SECOND_USER = "mplog-test"
+
+
+@pytest.fixture(scope="session")
+def second_user() -> pwd.struct_passwd:
+    """A real second user, with a group of its own: made with ``useradd`` if
+    missing (as root: mark the test NEEDS_ROOT), and left in place for later
+    runs."""
+    try:
+        return pwd.getpwnam(SECOND_USER)
+    except KeyError:
+        pass
+    useradd = shutil.which("useradd") or "/usr/sbin/useradd"
+    result = subprocess.run(
+        [useradd, "--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", SECOND_USER],
+        capture_output=True,
+        text=True,
+    )
+    try:  # a concurrent run may have added it first (useradd then fails, and that is fine)
+        return pwd.getpwnam(SECOND_USER)
+    except KeyError:
+        pytest.fail(f"useradd {SECOND_USER} failed: {result.stderr}")
 
 
 @pytest.fixture(autouse=True)
@@ -174,6 +202,7 @@ def blocked_in_pipe_write(pid: int) -> bool:
 __all__ = [
     "IN_CI",
     "NEEDS_ROOT",
+    "SECOND_USER",
     "START_METHODS",
     "Collect",
     "blocked_in_pipe_write",

@@ -9,13 +9,15 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections import Counter
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
-from tests.conftest import wait_until
-from tests.servers import Load, stop_server, wait_for_line
+from tests.conftest import NEEDS_ROOT, wait_until
+from tests.servers import Load, descendants, stop_server, wait_for_line
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "gunicorn"
 ERROR_LINE = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}\] \[\d+\] \[[A-Z]+\] ")
@@ -25,9 +27,11 @@ ACCESS_LINE = re.compile(
 )
 
 
-def _start(tmp_path: Path, *args: str) -> subprocess.Popen:
+def _start(tmp_path: Path, *args: str, conf_extra: str = "") -> subprocess.Popen:
     for name in ("app.py", "gunicorn.conf.py"):
         shutil.copy(EXAMPLE / name, tmp_path / name)
+    with open(tmp_path / "gunicorn.conf.py", "a") as conf:
+        conf.write(conf_extra)
     command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", "127.0.0.1:0", *args, "app:app"]
     with open(tmp_path / "stdout.txt", "wb") as out:
         return subprocess.Popen(command, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
@@ -140,7 +144,68 @@ def test_sigusr1_reopens_the_listeners_files(tmp_path):
     assert "rid=1 " not in new_access and "rid=1001 " not in old_access
 
 
-def _all_logged(access_log: Path, rids) -> bool:
-    """Whether the access log has a line for every request in ``rids``."""
-    text = access_log.read_text()
+def _all_logged(access_log: Path, rids, also: Optional[Path] = None) -> bool:
+    """Whether the access log (or ``also``) has a line for every request in ``rids``."""
+    text = "".join(path.read_text() for path in (access_log, also) if path is not None and path.exists())
     return all(f"rid={rid} " in text for rid in rids)
+
+
+# The workers' user may not be able to read the interpreter's files (in CI it
+# lives under /root): import in the master, as root, what a sync worker
+# imports after it has switched users.
+IMPORTS_AFTER_THE_SWITCH = """
+import hashlib  # noqa: E402,F401  (random.seed, in gunicorn's worker start)
+"""
+
+
+@NEEDS_ROOT
+@pytest.mark.parametrize("extra", [[], ["--preload"]], ids=["app-in-workers", "preload"])
+def test_workers_that_switch_to_gunicorns_user_log_to_the_files(second_user, extra):
+    """gunicorn started as root with ``--user`` (its ``user`` setting), as it is
+    commonly deployed: the workers run as that user, and all 100 app lines and
+    100 access lines reach the files, none stderr."""
+    # Not tmp_path: the workers import the app from here, as the second user.
+    directory = Path(tempfile.mkdtemp(prefix="gunicorn-user-"))
+    try:
+        os.chmod(directory, 0o755)
+        server = _start(
+            directory, "--workers", "2", "--user", second_user.pw_name, *extra, conf_extra=IMPORTS_AFTER_THE_SWITCH
+        )
+        try:
+            error_log, access_log = directory / "gunicorn-error.log", directory / "gunicorn-access.log"
+            port = int(wait_for_line(str(error_log), r"Listening at: http://127\.0\.0\.1:(\d+)", process=server))
+            wait_for_line(str(error_log), r"Booting worker with pid: (\d+)", process=server, count=2)
+            wait_until(lambda: _uids(descendants(server.pid)) == [second_user.pw_uid] * 2, "workers switching user")
+            load = Load(port, 100)
+            load.run()
+            # A worker logs the access line after it has sent the response:
+            # wait for each, in the file or (where a worker fell back) on stderr.
+            wait_until(
+                lambda: _all_logged(access_log, load.answered, also=directory / "stdout.txt"), "the access lines"
+            )
+        finally:
+            stop_server(server)
+        output = (directory / "stdout.txt").read_text()
+        assert server.returncode == 0, output[-3000:]
+        assert len(load.answered) == 100, f"{len(load.failed)} requests failed: {output[-3000:]}"
+        in_files = (error_log.read_text().count(" app rid="), access_log.read_text().count('"GET /?rid='))
+        on_stderr = (output.count(" app rid="), output.count('"GET /?rid='))
+        assert (in_files, on_stderr) == ((100, 100), (0, 0)), (
+            f"(app, access) lines: in the files {in_files}, on stderr {on_stderr}"
+        )
+        assert "cannot reach the log listener" not in output, output[-3000:]
+        _check_logs(directory, load.answered)
+    finally:
+        shutil.rmtree(directory)
+
+
+def _uids(pids) -> list:
+    """The real uid of each live process of ``pids``."""
+    uids = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as status:
+                uids.append(next(int(line.split()[1]) for line in status if line.startswith("Uid:")))
+        except FileNotFoundError:  # gone meanwhile
+            continue
+    return uids

@@ -1,5 +1,5 @@
-"""Guarantee 9: only the owning user can reach the listener, and nothing it
-receives is ever unpickled."""
+"""Guarantee 9: only the owning user (and the one user its workers become,
+if named) can reach the listener, and nothing it receives is ever unpickled."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import pytest
 
 import mplog
 from mplog import _codec
-from tests.conftest import NEEDS_ROOT, Collect, run_in_child
+from tests import workload
+from tests.conftest import NEEDS_ROOT, Collect, file_handler, fork_running, run_in_child, wait_pid
 
 NOBODY = 65534
 
@@ -156,3 +157,88 @@ def test_a_pickle_payload_is_never_unpickled(tmp_path):
     messages = [r.getMessage() for r in collect.records]
     assert any("undecodable log frame" in m for m in messages), messages
     assert "after the garbage" in messages
+
+
+WORKERS = 4
+RECORDS = 1000
+
+
+@NEEDS_ROOT
+@pytest.mark.parametrize("listener", ["thread", "process"])
+def test_workers_that_switch_to_worker_user_still_log(log_path, capfd, second_user, listener):
+    """setup(worker_user=...) as root: workers that become that user log every
+    record into the file, none to stderr; the socket is theirs (0600) in a
+    0711 directory; any other user is still refused, by the permissions and
+    by the peer-credential check."""
+    with mplog.setup(
+        file_handler(log_path), level="INFO", listener=listener, worker_user=second_user.pw_name
+    ) as session:
+        address = session.queue.address
+        directory = os.stat(os.path.dirname(address))
+        assert (directory.st_uid, stat.S_IMODE(directory.st_mode)) == (0, 0o711)
+        socket_file = os.stat(address)
+        assert (socket_file.st_uid, stat.S_IMODE(socket_file.st_mode)) == (second_user.pw_uid, 0o600)
+        pids = [fork_running(_log_as, second_user.pw_uid, second_user.pw_gid, w) for w in range(WORKERS)]
+        assert [wait_pid(pid) for pid in pids] == [0] * WORKERS
+        assert _as_nobody_send(address, _frame("sneaky")) == 13
+        os.chmod(address, 0o777)  # a mistake: now only the credential check stands in the way
+        assert _as_nobody_send(address, _frame("sneaky")) in (0, 1)
+    tally = workload.tally(log_path)
+    tally.assert_complete({w: RECORDS for w in range(WORKERS)})
+    assert "sneaky" not in open(log_path).read()
+    assert [line for line in tally.other if f"of uid {NOBODY}" in line and "refused" in line], tally.other
+    err = capfd.readouterr().err
+    assert "cannot reach the log listener" not in err and "w=" not in err, err[-2000:]
+
+
+def _log_as(uid: int, gid: int, worker: int) -> int:
+    """In a forked child: become ``uid`` for good (as a server's worker does),
+    then log; 5 if the switch did not happen."""
+    os.setgroups([])
+    os.setgid(gid)
+    os.setuid(uid)
+    if os.getuid() != uid or os.geteuid() != uid:
+        return 5
+    workload.log_records(worker, RECORDS)
+    return 0
+
+
+@pytest.mark.parametrize(
+    "value, error, match",
+    [
+        ("no-such-user-mplog", ValueError, "worker_user 'no-such-user-mplog': no such user"),
+        (-1, ValueError, "worker_user must be a uid from 0 to"),
+        (2**32 - 1, ValueError, "worker_user must be a uid from 0 to"),
+        (True, TypeError, r"worker_user must be a user name or a uid, got True \(bool\)"),
+        (33.0, TypeError, r"worker_user must be a user name or a uid, got 33.0 \(float\)"),
+    ],
+)
+def test_a_bad_worker_user_is_refused_at_the_call(value, error, match):
+    """worker_user takes a user name that exists, or a uid."""
+    with pytest.raises(error, match=match):
+        mplog.setup(Collect(), worker_user=value)
+    with pytest.raises(error, match=match):
+        mplog.QueueListener(mplog.Queue("/nonexistent/mplog.sock"), Collect(), worker_user=value)
+    assert mplog._setup.active_session() is None
+
+
+@NEEDS_ROOT
+@pytest.mark.parametrize("listener", ["thread", "process"])
+def test_only_root_can_name_another_worker_user(tmp_path, second_user, listener):
+    """A process that is not root cannot hand its socket to another user:
+    setup() says so, and leaves no directory behind."""
+    os.chown(tmp_path, NOBODY, NOBODY)
+    assert run_in_child(_setup_as_nobody_for, str(tmp_path), second_user.pw_uid, listener) == 0
+    assert os.listdir(tmp_path) == []
+
+
+def _setup_as_nobody_for(directory: str, uid: int, listener: str) -> int:
+    """In a forked child: become nobody, then name ``uid`` as the worker user."""
+    os.environ["TMPDIR"] = directory
+    os.setgroups([])
+    os.setgid(NOBODY)
+    os.setuid(NOBODY)
+    with pytest.raises(mplog.SetupError, match=rf"cannot give the listener's socket to uid {uid} \(worker_user\)"):
+        mplog.setup(Collect(), listener=listener, worker_user=uid)
+    mplog.setup(Collect(), listener=listener, worker_user=NOBODY).stop()  # its own uid: nothing to give
+    return 0
