@@ -8,3 +8,4 @@ workers = 4
 errorlog = "gunicorn-error.log"  # the app's records go here too
 accesslog = "gunicorn-access.log"
 loglevel = "info"
+# user = "www-data"  # a master started as root: workers switch to this user and still log through it
