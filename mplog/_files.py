@@ -26,6 +26,7 @@ from ._rotation import (
     parse_size,
     stamp_now,
 )
+from ._safefs import open_append
 from ._stderr import report
 
 __all__ = ["FileHandler"]
@@ -97,6 +98,9 @@ class FileHandler(logging.Handler):
         self.max_buffer = parse_size(max_buffer, "max_buffer")
         self._fd = -1
         self._identity: Optional[Tuple[int, int]] = None
+        # The live file as it was when last closed (moved away by a rotation,
+        # ours or logrotate's): a file made in its place gets its mode and owner.
+        self._last_stat: Optional[os.stat_result] = None
         self._size = 0
         self._period_start = 0.0
         self._period_end = 0.0
@@ -281,7 +285,7 @@ class FileHandler(logging.Handler):
     # --- files ------------------------------------------------------------------
 
     def _open(self) -> None:
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self._fd = open_append(self.path, self._last_stat, follow_trusted_link=True)
         stat = os.fstat(self._fd)
         self._identity = (stat.st_dev, stat.st_ino)
         self._size = stat.st_size
@@ -292,6 +296,7 @@ class FileHandler(logging.Handler):
 
     def _close_fd(self) -> None:
         if self._fd >= 0:
+            self._last_stat = os.fstat(self._fd)
             os.close(self._fd)
             self._fd = -1
 
@@ -367,7 +372,8 @@ class FileHandler(logging.Handler):
         candidates = [name for name in (base, *(f"{base}.{i}" for i in range(1, 1000))) if os.path.exists(name)]
         target = candidates[-1] if candidates else base
         try:
-            fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            like = os.fstat(self._fd) if self._fd >= 0 else self._last_stat
+            fd = open_append(target, like)
             try:
                 view = memoryview(data)
                 while view:
