@@ -404,7 +404,9 @@ class FileHandler(logging.Handler):
                 doomed.update(files[: len(files) - self.backup_count])
             if self.max_age is not None:
                 oldest = time.time() - self.max_age
-                doomed.update(path for path in files if os.path.getmtime(path) < oldest)
+                # The file's own time, never a link's target's: a link someone put
+                # here, dangling, must not stop retention.
+                doomed.update(path for path in files if os.lstat(path).st_mtime < oldest)
             for path in doomed:
                 os.unlink(path)
         except OSError as exc:

@@ -354,3 +354,22 @@ def test_a_listener_that_is_not_root_copies_what_it_may_and_closes_the_rest(shar
     assert _mode_and_owner(archive) == (0o600, user.pw_uid, user.pw_gid)
     assert sorted(os.listdir(shared.logs)) == [archive.name]
     _tally([archive]).assert_complete({0: 1})
+
+
+def test_a_dangling_link_among_the_rotated_files_does_not_stop_retention(shared):
+    """The other user puts a dangling link at a rotated file's name: retention
+    by age still deletes the files past ``max_age`` (it looks at the link's
+    own time, not its target's, which does not exist)."""
+    old = shared.logs / "app.log.2000-01-01_00-00-00"
+    old.write_bytes(b"old\n")
+    os.utime(old, (0, 0))
+    planted = str(shared.logs / "app.log.2000-01-02_00-00-00")
+    assert _as_user(shared.user, os.symlink, "/nonexistent", planted) == 0
+    handler = _handler(shared.log, max_bytes=150, max_age="1d")
+    handler.write_lines(_lines(0, range(2), time.time()))  # one rotation: retention runs
+    handler.close()
+    assert not old.exists()
+    names = sorted(os.listdir(shared.logs))
+    assert len(names) == 3 and names[0] == "app.log" and os.path.islink(planted), names
+    rotated = [shared.logs / name for name in names if name not in ("app.log", os.path.basename(planted))]
+    _tally([*rotated, shared.log]).assert_complete({0: 2})
