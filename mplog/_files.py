@@ -44,7 +44,11 @@ class FileHandler(logging.Handler):
 
     Rotated files are named ``<file>.<period start or rotation time>`` (plus
     ``.1``, ``.2`` for further size rotations in the same period, and ``.gz``
-    once compressed), so names never shift and sort in time order.
+    once compressed), so names never shift and sort in time order. An archive,
+    and a live file made after a rotation, get the mode and (as root) the owner
+    of the file they come from or replace. No link another user puts in the
+    directory is followed (at the live file's name, only one of this user, root
+    or the directory's owner is), and no FIFO waited on.
 
     Args:
         filename: the live log file.
