@@ -26,6 +26,7 @@ from ._rotation import (
     parse_size,
     stamp_now,
 )
+from ._safefs import open_append
 from ._stderr import report
 
 __all__ = ["FileHandler"]
@@ -43,7 +44,11 @@ class FileHandler(logging.Handler):
 
     Rotated files are named ``<file>.<period start or rotation time>`` (plus
     ``.1``, ``.2`` for further size rotations in the same period, and ``.gz``
-    once compressed), so names never shift and sort in time order.
+    once compressed), so names never shift and sort in time order. An archive,
+    and a live file made after a rotation, get the mode and (as root) the owner
+    of the file they come from or replace. No link another user puts in the
+    directory is followed (at the live file's name, only one of this user, root
+    or the directory's owner is), and no FIFO waited on.
 
     Args:
         filename: the live log file.
@@ -97,6 +102,9 @@ class FileHandler(logging.Handler):
         self.max_buffer = parse_size(max_buffer, "max_buffer")
         self._fd = -1
         self._identity: Optional[Tuple[int, int]] = None
+        # The live file as it was when last closed (moved away by a rotation,
+        # ours or logrotate's): a file made in its place gets its mode and owner.
+        self._last_stat: Optional[os.stat_result] = None
         self._size = 0
         self._period_start = 0.0
         self._period_end = 0.0
@@ -281,7 +289,7 @@ class FileHandler(logging.Handler):
     # --- files ------------------------------------------------------------------
 
     def _open(self) -> None:
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self._fd = open_append(self.path, self._last_stat, follow_trusted_link=True)
         stat = os.fstat(self._fd)
         self._identity = (stat.st_dev, stat.st_ino)
         self._size = stat.st_size
@@ -292,6 +300,7 @@ class FileHandler(logging.Handler):
 
     def _close_fd(self) -> None:
         if self._fd >= 0:
+            self._last_stat = os.fstat(self._fd)
             os.close(self._fd)
             self._fd = -1
 
@@ -367,7 +376,8 @@ class FileHandler(logging.Handler):
         candidates = [name for name in (base, *(f"{base}.{i}" for i in range(1, 1000))) if os.path.exists(name)]
         target = candidates[-1] if candidates else base
         try:
-            fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            like = os.fstat(self._fd) if self._fd >= 0 else self._last_stat
+            fd = open_append(target, like)
             try:
                 view = memoryview(data)
                 while view:
@@ -398,7 +408,9 @@ class FileHandler(logging.Handler):
                 doomed.update(files[: len(files) - self.backup_count])
             if self.max_age is not None:
                 oldest = time.time() - self.max_age
-                doomed.update(path for path in files if os.path.getmtime(path) < oldest)
+                # The file's own time, never a link's target's: a link someone put
+                # here, dangling, must not stop retention.
+                doomed.update(path for path in files if os.lstat(path).st_mtime < oldest)
             for path in doomed:
                 os.unlink(path)
         except OSError as exc:

@@ -16,8 +16,9 @@ import re
 import threading
 import time
 import zlib
-from typing import Callable, Dict, List, Optional, Tuple, TypeVar, Union
+from typing import BinaryIO, Callable, Dict, List, Optional, Tuple, TypeVar, Union
 
+from ._safefs import create_like, open_regular
 from ._stderr import report
 
 __all__ = [
@@ -252,16 +253,37 @@ def _take_due(waiting: List[Tuple[float, str]], closing: bool) -> List[Tuple[flo
 
 
 def gzip_file(path: str) -> None:
-    """Replace ``path`` with ``path.gz``, its gzip (written next to it, then renamed)."""
-    # zlib's own gzip container (wbits 31) rather than the gzip module, whose
-    # import (with shutil's) would add 2 ms to every spawned worker's start.
-    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    """Replace ``path`` with ``path.gz``, its gzip, written to a temporary next
+    to it and renamed. The gzip gets the file's permission bits and, where
+    permitted (as root), its owner. A link or FIFO at ``path`` is not
+    compressed, and nothing at the temporary's name is followed or reused: in a
+    directory others can write to, either could be theirs (see ``_safefs``)."""
+    temporary = path + ".gz.tmp"
     try:
-        with open(path, "rb") as source, open(path + ".gz.tmp", "wb") as target:
-            for chunk in iter(lambda: source.read(1 << 20), b""):
-                target.write(compressor.compress(chunk))
-            target.write(compressor.flush())
-        os.replace(path + ".gz.tmp", path + ".gz")
+        with open(open_regular(path), "rb") as source:
+            with open(_create_temporary(temporary, os.fstat(source.fileno())), "wb") as target:
+                _compress(source, target)
+        os.replace(temporary, path + ".gz")
         os.unlink(path)
     except OSError as exc:
         report(f"cannot compress {path}: {exc}")
+
+
+def _create_temporary(path: str, like: os.stat_result) -> int:
+    """Make ``path`` afresh (see ``create_like``); whatever is there already, a
+    leftover of a crash or a link someone planted, is removed first (a link
+    itself, never what it points to)."""
+    try:
+        return create_like(path, os.O_WRONLY, like)
+    except FileExistsError:
+        os.unlink(path)
+        return create_like(path, os.O_WRONLY, like)
+
+
+def _compress(source: BinaryIO, target: BinaryIO) -> None:
+    # zlib's own gzip container (wbits 31) rather than the gzip module, whose
+    # import (with shutil's) would add 2 ms to every spawned worker's start.
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    for chunk in iter(lambda: source.read(1 << 20), b""):
+        target.write(compressor.compress(chunk))
+    target.write(compressor.flush())
