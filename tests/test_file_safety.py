@@ -16,7 +16,6 @@ import os
 import pwd
 import shutil
 import stat
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -32,30 +31,11 @@ from tests.conftest import NEEDS_ROOT, join_all, run_in_child, wait_until
 
 pytestmark = NEEDS_ROOT
 
-OTHER_USER = "mplog-other"
 SECRET = b"root only: not for the log directory's other users\n"
 
 
-@pytest.fixture(scope="module")
-def other_user() -> pwd.struct_passwd:
-    """A second, unprivileged user (made once, idempotently: CI's machine is fresh)."""
-    try:
-        return pwd.getpwnam(OTHER_USER)
-    except KeyError:
-        pass
-    useradd = shutil.which("useradd", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
-    assert useradd is not None, "useradd is needed to make a second user"
-    done = subprocess.run(
-        [useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", OTHER_USER],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    assert done.returncode in (0, 9), done.stdout  # 9: made meanwhile by a concurrent run
-    return pwd.getpwnam(OTHER_USER)
-
-
 @pytest.fixture
-def shared(other_user) -> Iterator[SimpleNamespace]:
+def shared(second_user) -> Iterator[SimpleNamespace]:
     """A log directory, 0775 and of the other user's group (so that user can
     put anything in it), and beside it a root-only file of known content."""
     base = Path(tempfile.mkdtemp(prefix="mplog-test-", dir="/tmp"))
@@ -63,12 +43,12 @@ def shared(other_user) -> Iterator[SimpleNamespace]:
         os.chmod(base, 0o755)  # reachable by the other user (pytest's tmp_path is not)
         logs = base / "logs"
         logs.mkdir()
-        os.chown(logs, 0, other_user.pw_gid)
+        os.chown(logs, 0, second_user.pw_gid)
         os.chmod(logs, 0o775)
         victim = base / "victim"
         victim.write_bytes(SECRET)
         os.chmod(victim, 0o600)
-        yield SimpleNamespace(logs=logs, log=logs / "app.log", victim=victim, user=other_user)
+        yield SimpleNamespace(logs=logs, log=logs / "app.log", victim=victim, user=second_user)
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
