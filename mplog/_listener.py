@@ -15,14 +15,15 @@ import selectors
 import signal
 import threading
 import time
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 from . import _codec, _fork, _stderr
 from ._address import remove_address
 from ._config import check_handlers
+from ._handler import FALLBACK_FORMAT, render_message
 from ._queue import Queue
 from ._server import REOPEN, Server
-from ._targets import text_target_of
+from ._targets import renders_tracebacks, text_target_of
 from ._writers import Writer, frame_writer_for, no_frames, notice, reopen, writer_for
 
 __all__ = ["RUNNERS", "QueueListener"]
@@ -31,6 +32,18 @@ RUNNERS = ("thread", "process")
 # How long a fork waits for the listener thread and handlers to go idle.
 _QUIESCE_SECONDS = 2.0
 _READY_SECONDS = 30.0
+# A record logged while the handlers handle a record that was itself logged by
+# a handler is this deep: it goes to stderr, formatted so.
+_RECURSION_DEPTH = 2
+_stderr_formatter = logging.Formatter(FALLBACK_FORMAT)
+
+
+class _Nesting(threading.local):
+    """How many records this thread is passing to the handlers, one inside
+    another, and whether it is the thread that reads the workers' frames."""
+
+    depth = 0
+    serving = False
 
 
 class _Route:
@@ -55,6 +68,8 @@ class _Route:
         self.raw_errors = target.raw_errors if target is not None else None
         self.raw_pending: List[_codec.Frames] = []
         self.write_frames = frame_writer_for(handlers[0]) if self.raw_errors is not None else no_frames
+        # Records with an exception then carry the tracebacks that the worker rendered for them.
+        self.renders_tracebacks = any(renders_tracebacks(handler) for handler in handlers)
 
     def take(
         self, created: float, record: Optional[logging.LogRecord], texts: Optional[Tuple[Optional[str], ...]]
@@ -145,6 +160,12 @@ class QueueListener:
         self._control_w = -1
         self._busy = threading.RLock()
         self._held: List[threading.RLock] = []
+        self._nesting = _Nesting()
+        self._recursion_reported = False
+        #: Run in a listener process before it serves: mplog.setup() routes
+        #: that process's own logging (a handler's) to its handlers there, as a
+        #: listener thread's process does.
+        self._in_listener_process: Optional[Callable[[], None]] = None
         _fork.register(self)
 
     def start(self) -> None:
@@ -199,13 +220,84 @@ class QueueListener:
         return record
 
     def handle(self, record: logging.LogRecord, route: int = 0) -> None:
-        """Pass one record to every handler of ``route`` that wants it."""
-        self._handle(self.prepare(record), self._routes[route].handlers)
+        """Pass one record to every handler of ``route`` that wants it.
+
+        A record that a handler (or its filter or formatter) logs while it
+        handles one comes here as well, and is handled as any other, once; a
+        record logged while handling such a record goes to stderr instead, so
+        that a handler logging for every record it handles stops there.
+        """
+        nesting = self._nesting
+        if nesting.depth >= _RECURSION_DEPTH:
+            self._to_stderr(record)
+            return
+        if nesting.depth and nesting.serving:
+            # Logged by a handler while handling a worker's record: the lines
+            # held for the text handlers (that record's among them) go first.
+            self._write_pending()
+        target = self._routes[route]
+        self._deliver(record, target, target.handlers)
+
+    def _deliver(self, record: logging.LogRecord, route: _Route, handlers: Sequence[logging.Handler]) -> None:
+        """Pass ``record`` to ``handlers`` of ``route``, counting how deep this
+        thread is in handling records."""
+        tracebacks = record.__dict__.pop(_codec.TRACEBACKS, None) if route.renders_tracebacks else None
+        record = self.prepare(record)
+        nesting = self._nesting
+        depth = nesting.depth
+        nesting.depth = depth + 1
+        try:
+            if tracebacks is None:
+                self._handle(record, handlers)
+            else:
+                self._handle_with_tracebacks(record, handlers, route.handlers, tracebacks)
+        finally:
+            nesting.depth = depth
 
     def _handle(self, record: logging.LogRecord, handlers: Sequence[logging.Handler]) -> None:
         for handler in handlers:
             if not self.respect_handler_level or record.levelno >= handler.level:
                 handler.handle(record)
+
+    def _handle_with_tracebacks(
+        self,
+        record: logging.LogRecord,
+        handlers: Sequence[logging.Handler],
+        route_handlers: Sequence[logging.Handler],
+        tracebacks: object,
+    ) -> None:
+        """:meth:`_handle`, giving each handler the traceback its own formatter
+        rendered in the worker (``tracebacks``, one per handler of the route),
+        or the record's ``exc_text`` where it has none."""
+        if type(tracebacks) is not tuple or len(tracebacks) != len(route_handlers):  # cut with an oversized frame
+            self._handle(record, handlers)
+            return
+        own = {id(handler): text for handler, text in zip(route_handlers, tracebacks)}
+        shared = record.exc_text
+        try:
+            for handler in handlers:
+                if not self.respect_handler_level or record.levelno >= handler.level:
+                    text = own.get(id(handler))
+                    record.exc_text = shared if text is None else text
+                    handler.handle(record)
+        finally:
+            record.exc_text = shared
+
+    def _to_stderr(self, record: logging.LogRecord) -> None:
+        """Write a record that must not reach the handlers on stderr."""
+        if not self._recursion_reported:
+            self._recursion_reported = True
+            _stderr.report(
+                "a handler logged while the handlers handled a record that a handler had logged; "
+                "records that deep go to stderr instead, so that a handler logging for every record "
+                "it handles does not recurse without end"
+            )
+        record.__dict__.pop(_codec.TRACEBACKS, None)
+        try:
+            line = _stderr_formatter.format(record)
+        except Exception:  # fields the format cannot take (a process of None, say): the message at least
+            line = render_message(record)
+        _stderr.write_lines([line])
 
     def _route(self, number: int) -> _Route:
         if not 0 <= number < len(self._routes):
@@ -219,9 +311,10 @@ class QueueListener:
         record: Optional[logging.LogRecord],
         texts: Optional[Tuple[Optional[str], ...]],
     ) -> None:
-        handlers = self._route(route).take(created, record, texts)
+        target = self._route(route)
+        handlers = target.take(created, record, texts)
         if record is not None and handlers:
-            self._handle(self.prepare(record), handlers)
+            self._deliver(record, target, handlers)
 
     def _on_text(self, route: int, frames: _codec.Frames) -> None:
         self._route(route).take_text(frames)
@@ -248,6 +341,7 @@ class QueueListener:
 
     def _run_thread(self) -> None:
         assert self._server is not None
+        self._nesting.serving = True
         try:
             self._server.serve(self._control_r, self._busy, self.reopen_files)
         except BaseException:
@@ -286,12 +380,15 @@ class QueueListener:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             self.queue._deliver_here(self.handle)
             try:
+                if self._in_listener_process is not None:
+                    self._in_listener_process()
                 server = self._new_server()
             except BaseException as exc:
                 os.write(ready_w, f"{type(exc).__name__}: {exc}".encode())
                 raise
             os.write(ready_w, b"ready")
             os.close(ready_w)
+            self._nesting.serving = True
             try:
                 server.serve(control_r, self._busy, self.reopen_files)
             finally:
