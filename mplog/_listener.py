@@ -39,8 +39,9 @@ _stderr_formatter = logging.Formatter(FALLBACK_FORMAT)
 
 
 class _Nesting(threading.local):
-    """How many records this thread is passing to the handlers, one inside
-    another, and whether it is the thread that reads the workers' frames."""
+    """How many records this thread is passing to the handlers through
+    ``handle()``, one inside another, and whether it is the thread that reads
+    the workers' frames."""
 
     depth = 0
     serving = False
@@ -161,6 +162,9 @@ class QueueListener:
         self._busy = threading.RLock()
         self._held: List[threading.RLock] = []
         self._nesting = _Nesting()
+        # 1 while the thread that reads frames passes a worker's record to the
+        # handlers: a plain attribute, cheaper than a thread-local on that path.
+        self._frame_depth = 0
         self._recursion_reported = False
         #: Run in a listener process before it serves: mplog.setup() routes
         #: that process's own logging (a handler's) to its handlers there, as a
@@ -228,31 +232,32 @@ class QueueListener:
         that a handler logging for every record it handles stops there.
         """
         nesting = self._nesting
-        if nesting.depth >= _RECURSION_DEPTH:
+        depth = nesting.depth
+        if nesting.serving:
+            depth += self._frame_depth
+            if depth:
+                # Logged by a handler while handling a worker's record: the lines
+                # held for the text handlers (that record's among them) go first.
+                self._write_pending()
+        if depth >= _RECURSION_DEPTH:
             self._to_stderr(record)
             return
-        if nesting.depth and nesting.serving:
-            # Logged by a handler while handling a worker's record: the lines
-            # held for the text handlers (that record's among them) go first.
-            self._write_pending()
         target = self._routes[route]
-        self._deliver(record, target, target.handlers)
+        nesting.depth += 1
+        try:
+            self._deliver(record, target, target.handlers)
+        finally:
+            nesting.depth -= 1
 
     def _deliver(self, record: logging.LogRecord, route: _Route, handlers: Sequence[logging.Handler]) -> None:
-        """Pass ``record`` to ``handlers`` of ``route``, counting how deep this
-        thread is in handling records."""
-        tracebacks = record.__dict__.pop(_codec.TRACEBACKS, None) if route.renders_tracebacks else None
-        record = self.prepare(record)
-        nesting = self._nesting
-        depth = nesting.depth
-        nesting.depth = depth + 1
-        try:
-            if tracebacks is None:
-                self._handle(record, handlers)
-            else:
-                self._handle_with_tracebacks(record, handlers, route.handlers, tracebacks)
-        finally:
-            nesting.depth = depth
+        """Pass ``record`` to ``handlers`` of ``route``, each with the
+        traceback its own formatter rendered where the worker sent them."""
+        if route.renders_tracebacks:
+            tracebacks = record.__dict__.pop(_codec.TRACEBACKS, None)
+            if tracebacks is not None:
+                self._handle_with_tracebacks(self.prepare(record), handlers, route.handlers, tracebacks)
+                return
+        self._handle(self.prepare(record), handlers)
 
     def _handle(self, record: logging.LogRecord, handlers: Sequence[logging.Handler]) -> None:
         for handler in handlers:
@@ -314,7 +319,11 @@ class QueueListener:
         target = self._route(route)
         handlers = target.take(created, record, texts)
         if record is not None and handlers:
-            self._deliver(record, target, handlers)
+            self._frame_depth = 1
+            try:
+                self._deliver(record, target, handlers)
+            finally:
+                self._frame_depth = 0
 
     def _on_text(self, route: int, frames: _codec.Frames) -> None:
         self._route(route).take_text(frames)
