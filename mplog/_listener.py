@@ -33,7 +33,8 @@ RUNNERS = ("thread", "process")
 _QUIESCE_SECONDS = 2.0
 _READY_SECONDS = 30.0
 # A record logged while the handlers handle a record that was itself logged by
-# a handler is this deep: it goes to stderr, formatted so.
+# a handler is this deep: it goes to stderr, formatted as a worker's records
+# are when the listener is gone.
 _RECURSION_DEPTH = 2
 _stderr_formatter = logging.Formatter(FALLBACK_FORMAT)
 
@@ -313,7 +314,6 @@ class QueueListener:
                 "records that deep go to stderr instead, so that a handler logging for every record "
                 "it handles does not recurse without end"
             )
-        record.__dict__.pop(_codec.TRACEBACKS, None)
         try:
             line = _stderr_formatter.format(record)
         except Exception:  # fields the format cannot take (a process of None, say): the message at least
