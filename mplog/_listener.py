@@ -267,34 +267,15 @@ class QueueListener:
     def _deliver_tracebacks(
         self, record: logging.LogRecord, route: _Route, handlers: Sequence[logging.Handler]
     ) -> None:
-        """Pass ``record`` to ``handlers`` of a route that has handlers whose
-        formatters render tracebacks their own way: each gets the one its
-        formatter rendered, if the worker sent them."""
+        """Pass ``record`` to ``handlers`` of a route where some formatters
+        render tracebacks their own way: each handler gets the traceback its
+        formatter rendered in the worker, the others the record's ``exc_text``."""
         tracebacks = record.__dict__.pop(_codec.TRACEBACKS, None)
-        if tracebacks is None:
-            self._handle(self.prepare(record), handlers)
-        else:
-            self._handle_with_tracebacks(self.prepare(record), handlers, route.handlers, tracebacks)
-
-    def _handle(self, record: logging.LogRecord, handlers: Sequence[logging.Handler]) -> None:
-        for handler in handlers:
-            if not self.respect_handler_level or record.levelno >= handler.level:
-                handler.handle(record)
-
-    def _handle_with_tracebacks(
-        self,
-        record: logging.LogRecord,
-        handlers: Sequence[logging.Handler],
-        route_handlers: Sequence[logging.Handler],
-        tracebacks: object,
-    ) -> None:
-        """:meth:`_handle`, giving each handler the traceback its own formatter
-        rendered in the worker (``tracebacks``, one per handler of the route),
-        or the record's ``exc_text`` where it has none."""
-        if type(tracebacks) is not tuple or len(tracebacks) != len(route_handlers):  # cut with an oversized frame
+        record = self.prepare(record)
+        if type(tracebacks) is not tuple or len(tracebacks) != len(route.handlers):  # none, or cut with its frame
             self._handle(record, handlers)
             return
-        own = {id(handler): text for handler, text in zip(route_handlers, tracebacks)}
+        own = {id(handler): text for handler, text in zip(route.handlers, tracebacks)}
         shared = record.exc_text
         try:
             for handler in handlers:
@@ -304,6 +285,11 @@ class QueueListener:
                     handler.handle(record)
         finally:
             record.exc_text = shared
+
+    def _handle(self, record: logging.LogRecord, handlers: Sequence[logging.Handler]) -> None:
+        for handler in handlers:
+            if not self.respect_handler_level or record.levelno >= handler.level:
+                handler.handle(record)
 
     def _to_stderr(self, record: logging.LogRecord) -> None:
         """Write a record that must not reach the handlers on stderr."""
