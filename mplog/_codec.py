@@ -21,7 +21,9 @@ by their first byte:
   * ``values``: the standard LogRecord fields in the order of :data:`FIELDS`,
     or ``None`` when no listener handler needs the record itself;
   * ``extras``: the user's own attributes (``extra=``, custom record
-    factories) or ``None``;
+    factories) or ``None``; also, under :data:`TRACEBACKS`, the traceback as
+    each listener handler's own formatter renders it, where one overrides
+    ``formatException`` (the listener takes it out before any handler sees it);
   * ``texts``: lines the worker already formatted, one per text handler of the
     listener (``None`` where that handler's level rejects the record), or ``None``.
 
@@ -51,6 +53,12 @@ _HELLO_START = 0xFD
 HEADER = struct.Struct("<BI")
 #: What a process sends on the socket with its pipe: 0xFD and the route of everything it sends.
 HELLO = struct.Struct("<BH")
+
+#: The record attribute that carries, per listener handler of the record's
+#: route, the traceback rendered by that handler's formatter, or ``None``
+#: where the handler takes ``exc_text``; only on records with an exception,
+#: for routes with such a formatter.
+TRACEBACKS = "_mplog_tracebacks"
 
 #: Frames above this size are refused by the listener; the worker truncates
 #: records that would exceed it (with a note) instead of sending them.

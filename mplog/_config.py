@@ -6,15 +6,25 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import pwd
 import time
-from typing import Iterable, NamedTuple, Optional, Tuple, Union
+from typing import Any, Callable, Iterable, NamedTuple, Optional, Set, Tuple, Union
 
+from . import _stderr
 from ._buffered import check_flush_interval
 from ._format import PercentFormatter, SecondCachingFormatter
 from ._json import JsonFormatter
 
-__all__ = ["ENVIRONMENT_VARIABLE", "RouteConfig", "TextTarget", "WorkerConfig", "check_handlers", "check_worker_user"]
+__all__ = [
+    "ENVIRONMENT_VARIABLE",
+    "RouteConfig",
+    "TextTarget",
+    "TracebackFormatters",
+    "WorkerConfig",
+    "check_handlers",
+    "check_worker_user",
+]
 
 # The largest uid: (uid_t)-1 means "no change" to chown and setuid.
 _MAX_UID = 2**32 - 2
@@ -50,6 +60,60 @@ class TextTarget(NamedTuple):
         return formatter
 
 
+class TracebackFormatters(Tuple[Optional[logging.Formatter], ...]):
+    """Per listener handler of a route, in order: its formatter if it renders
+    tracebacks its own way (overrides ``formatException``), else ``None``.
+
+    Only the worker has the exception, so it renders their tracebacks. A
+    spawned worker gets the formatters pickled one by one: one that cannot
+    cross (a class defined in a function, a lock held) costs that handler its
+    own rendering in that worker, said once on stderr, and nothing else.
+    """
+
+    def __reduce__(self) -> Tuple[Callable[..., "TracebackFormatters"], Tuple[Any, ...]]:
+        return (_unpickled, tuple(_pickled(formatter) for formatter in self))
+
+
+# What was already said about formatters that do not cross to a spawned
+# worker, so that starting a pool says it once, not once per worker.
+_reported: Set[str] = set()
+
+
+def _pickled(formatter: Optional[logging.Formatter]) -> Optional[bytes]:
+    if formatter is None:
+        return None
+    try:
+        return pickle.dumps(formatter)
+    except Exception as exc:  # any reason at all: the worker must still start
+        _report_once(
+            f"{formatter!r} cannot be pickled ({type(exc).__name__}: {exc}); spawned workers "
+            "render its handler's tracebacks as logging.Formatter does"
+        )
+        return None
+
+
+def _unpickled(*pickled: Optional[bytes]) -> "TracebackFormatters":
+    formatters = []
+    for data in pickled:
+        formatter = None
+        if data is not None:
+            try:
+                formatter = pickle.loads(data)
+            except Exception as exc:  # its class cannot be imported here, say
+                _report_once(
+                    f"a listener handler's formatter cannot be unpickled here ({type(exc).__name__}: {exc}); "
+                    "this worker renders its tracebacks as logging.Formatter does"
+                )
+        formatters.append(formatter)
+    return TracebackFormatters(formatters)
+
+
+def _report_once(message: str) -> None:
+    if message not in _reported:
+        _reported.add(message)
+        _stderr.report(message)
+
+
 class RouteConfig(NamedTuple):
     """One logger that ships to the listener, and what its handler sends."""
 
@@ -58,6 +122,9 @@ class RouteConfig(NamedTuple):
     handler_level: int
     text_targets: Tuple[TextTarget, ...] = ()
     send_record: bool = True
+    #: Empty when every handler's tracebacks are the stock ones; not carried
+    #: in JSON (a child that finds its config in the environment renders them all the stock way).
+    traceback_formatters: TracebackFormatters = TracebackFormatters()
 
 
 class WorkerConfig(NamedTuple):
@@ -71,8 +138,9 @@ class WorkerConfig(NamedTuple):
     flush_interval: Optional[float] = None  # None: durable, else buffered
 
     def to_json(self) -> str:
-        """Serialise for the environment variable."""
-        return json.dumps(self)
+        """Serialise for the environment variable (without the routes' traceback formatters)."""
+        routes = [route[:5] for route in self.routes]
+        return json.dumps((self.address, self.root_level, routes, self.logger_levels, self.flush_interval))
 
     @classmethod
     def from_json(cls, text: str) -> "WorkerConfig":

@@ -8,7 +8,7 @@ import logging
 import logging.handlers
 import os
 import sys
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import _codec, _stderr
 from ._buffered import SpilledError
@@ -16,9 +16,10 @@ from ._config import RouteConfig, TextTarget
 from ._format import line_function
 from ._queue import Queue
 
-__all__ = ["QueueHandler", "route_handler"]
+__all__ = ["FALLBACK_FORMAT", "QueueHandler", "render_message", "route_handler"]
 
-_FALLBACK_FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
+#: How records that cannot go to the listener's handlers are written on stderr.
+FALLBACK_FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
 _exception_formatter = logging.Formatter()
 
 
@@ -54,6 +55,8 @@ class QueueHandler(logging.handlers.QueueHandler):
         self._texts: List[Tuple[int, logging.Formatter]] = []
         # The route's only handler takes text frames: (its level, how to render its line, encode errors).
         self._raw: Optional[Tuple[int, Callable[[logging.LogRecord], str], str]] = None
+        # Per listener handler, the formatter that renders its tracebacks (None: the stock one); () if none does.
+        self._traceback_formatters: Sequence[Optional[logging.Formatter]] = ()
 
     def _format_for(self, text_targets: Sequence[TextTarget], send_record: bool) -> None:
         """Format the lines of the listener's text handlers here: one per
@@ -133,18 +136,23 @@ class QueueHandler(logging.handlers.QueueHandler):
         """Return a copy of ``record`` with its message rendered and its
         traceback formatted, leaving the original untouched for other handlers.
 
+        The traceback is formatted as ``logging.Formatter`` does, and also by
+        each listener handler's formatter that overrides ``formatException``.
         Override to add or change fields; what you return is what is sent.
         """
-        message = _render_message(record)
+        message = render_message(record)
+        exc_info = record.exc_info
         exc_text = record.exc_text
-        if record.exc_info and not exc_text:
-            exc_text = _exception_formatter.formatException(record.exc_info)
+        if exc_info and not exc_text:
+            exc_text = _exception_formatter.formatException(exc_info)
         prepared = logging.LogRecord.__new__(type(record))
         prepared.__dict__.update(record.__dict__)
         prepared.msg = prepared.message = message
         prepared.args = None
         prepared.exc_info = None
         prepared.exc_text = exc_text
+        if exc_info and self._traceback_formatters:
+            prepared.__dict__[_codec.TRACEBACKS] = _tracebacks(self._traceback_formatters, exc_info)
         return prepared
 
     def enqueue(self, record: logging.LogRecord) -> None:
@@ -181,7 +189,8 @@ class QueueHandler(logging.handlers.QueueHandler):
         return self._fallback
 
 
-def _render_message(record: logging.LogRecord) -> str:
+def render_message(record: logging.LogRecord) -> str:
+    """``record``'s message, or, if it cannot be rendered, what it was and why not."""
     try:
         return record.getMessage()
     except Exception as exc:  # bad %-arguments or a broken __str__: keep the record
@@ -192,13 +201,28 @@ def _render_message(record: logging.LogRecord) -> str:
         return f"{shown} [mplog: the message could not be rendered: {type(exc).__name__}: {exc}]"
 
 
+def _tracebacks(formatters: Sequence[Optional[logging.Formatter]], exc_info: Any) -> Tuple[Optional[str], ...]:
+    """The traceback as each formatter renders it (``None`` where there is
+    none), as a handler with that formatter alone would write it in one process:
+    rendered afresh, not taken from a text another formatter cached on the record."""
+    rendered: Dict[int, Optional[str]] = {}  # one rendering per formatter, shared by its handlers
+    for formatter in formatters:
+        if formatter is not None and id(formatter) not in rendered:
+            try:
+                rendered[id(formatter)] = formatter.formatException(exc_info)
+            except Exception:  # its handler gets the stock rendering; the others their own
+                _stderr.report_exception(f"{formatter!r}.formatException failed; its handler gets the stock traceback")
+                rendered[id(formatter)] = None
+    return tuple(None if formatter is None else rendered[id(formatter)] for formatter in formatters)
+
+
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes records to whatever ``sys.stderr`` is when they come, as
     ``logging.lastResort`` does (so nothing if it is ``None``)."""
 
     def __init__(self) -> None:
         logging.Handler.__init__(self)  # not StreamHandler's: it would bind today's stream
-        self.setFormatter(logging.Formatter(_FALLBACK_FORMAT))
+        self.setFormatter(logging.Formatter(FALLBACK_FORMAT))
 
     @property
     def stream(self) -> Any:
@@ -209,4 +233,5 @@ def route_handler(queue: Queue, route: RouteConfig) -> QueueHandler:
     """The worker handler for one route: what it sends on ``queue``, formatted as ``route`` says."""
     handler = QueueHandler(queue, route.handler_level)
     handler._format_for(route.text_targets, route.send_record)
+    handler._traceback_formatters = route.traceback_formatters
     return handler

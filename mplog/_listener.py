@@ -15,15 +15,16 @@ import selectors
 import signal
 import threading
 import time
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 from . import _codec, _fork, _stderr
 from ._address import remove_address
 from ._config import check_handlers, check_worker_user
+from ._handler import FALLBACK_FORMAT, render_message
 from ._queue import Queue
+from ._routes import Route
 from ._server import REOPEN, Server
-from ._targets import text_target_of
-from ._writers import Writer, frame_writer_for, no_frames, notice, reopen, writer_for
+from ._writers import notice, reopen
 
 __all__ = ["RUNNERS", "QueueListener"]
 
@@ -31,68 +32,31 @@ RUNNERS = ("thread", "process")
 # How long a fork waits for the listener thread and handlers to go idle.
 _QUIESCE_SECONDS = 2.0
 _READY_SECONDS = 30.0
+# A record logged while the handlers handle a record that was itself logged by
+# a handler is this deep: it goes to stderr, formatted as a worker's records
+# are when the listener is gone.
+_RECURSION_DEPTH = 2
+_stderr_formatter = logging.Formatter(FALLBACK_FORMAT)
 
 
-class _Route:
-    """One group of handlers (the root logger's, or a named logger's) and the
-    lines waiting to be written to its text handlers."""
+class _Nesting:
+    """How many records a thread is passing to the handlers through
+    ``handle()``, one inside another, and whether it is the thread that reads
+    the workers' frames."""
 
-    def __init__(self, handlers: Sequence[logging.Handler]) -> None:
-        self.handlers = tuple(handlers)
-        # Plain text handlers get lines the workers formatted; the listener
-        # only writes them, once per wake-up. The rest get records.
-        self.writers: List[Writer] = []
-        record_handlers = []
-        for handler in handlers:
-            if text_target_of(handler) is None:
-                record_handlers.append(handler)
-            else:
-                self.writers.append(writer_for(handler))
-        self.record_handlers = tuple(record_handlers)
-        self.pending: List[List[Tuple[float, str]]] = [[] for _ in self.writers]
-        # A lone text handler that takes UTF-8 bytes gets text frames, written as they came.
-        target = text_target_of(handlers[0]) if len(handlers) == 1 else None
-        self.raw_errors = target.raw_errors if target is not None else None
-        self.raw_pending: List[_codec.Frames] = []
-        self.write_frames = frame_writer_for(handlers[0]) if self.raw_errors is not None else no_frames
+    __slots__ = ("depth", "serving")
 
-    def take(
-        self, created: float, record: Optional[logging.LogRecord], texts: Optional[Tuple[Optional[str], ...]]
-    ) -> Sequence[logging.Handler]:
-        """Hold a record frame's lines for writing; return the handlers that
-        need its record."""
-        if texts is None or len(texts) != len(self.pending):  # a worker that did not format
-            return self.handlers
-        if self.raw_errors is not None:  # keep the order of the text frames around it
-            lines = [text + "\n" for text in texts if text is not None]
-            self.raw_pending.append(_codec.text_frames(lines, self.raw_errors))
-            return ()
-        for pending, text in zip(self.pending, texts):
-            if text is not None:
-                pending.append((created, text))
-        return self.record_handlers
+    def __init__(self) -> None:
+        self.depth = 0
+        self.serving = False
 
-    def take_text(self, frames: _codec.Frames) -> None:
-        """Hold text frames for writing."""
-        if self.raw_errors is not None:
-            self.raw_pending.append(frames)
-            return
-        # Not expected (a worker decides by the same config), but not to be lost either.
-        now = time.time()
-        for line in bytes(frames).split(_codec.TEXT_END)[:-1]:
-            text = line.decode("utf-8", "backslashreplace").rstrip("\n")
-            for pending in self.pending:
-                pending.append((now, text))
 
-    def write_pending(self) -> None:
-        """Write every line held."""
-        if self.raw_pending:
-            frames, self.raw_pending = self.raw_pending, []
-            self.write_frames(frames)
-        for write, pending in zip(self.writers, self.pending):
-            if pending:
-                write(pending)
-                pending.clear()
+class _PerThread(threading.local):
+    """Each thread's :class:`_Nesting`: one thread-local lookup per record,
+    the rest plain attribute access (several thread-local ones cost ~4x more)."""
+
+    def __init__(self) -> None:
+        self.nesting = _Nesting()
 
 
 class QueueListener:
@@ -138,7 +102,7 @@ class QueueListener:
         self.handlers = handlers
         self.respect_handler_level = respect_handler_level
         self.runner = runner
-        self._routes = [_Route(group) for group in (handlers, *routes)]
+        self._routes = [Route(group) for group in (handlers, *routes)]
         #: Every handler the listener owns, each once.
         self.all_handlers: Tuple[logging.Handler, ...] = tuple(
             dict.fromkeys(handler for route in self._routes for handler in route.handlers)
@@ -151,6 +115,15 @@ class QueueListener:
         self._control_w = -1
         self._busy = threading.RLock()
         self._held: List[threading.RLock] = []
+        self._per_thread = _PerThread()
+        # 1 while the thread that reads frames passes a worker's record to the
+        # handlers: a plain attribute, cheaper than a thread-local on that path.
+        self._frame_depth = 0
+        self._recursion_reported = False
+        #: Run in a listener process before it serves: mplog.setup() routes
+        #: that process's own logging (a handler's) to its handlers there, as a
+        #: listener thread's process does.
+        self._in_listener_process: Optional[Callable[[], None]] = None
         _fork.register(self)
 
     def start(self) -> None:
@@ -205,15 +178,75 @@ class QueueListener:
         return record
 
     def handle(self, record: logging.LogRecord, route: int = 0) -> None:
-        """Pass one record to every handler of ``route`` that wants it."""
-        self._handle(self.prepare(record), self._routes[route].handlers)
+        """Pass one record to every handler of ``route`` that wants it.
+
+        A record that a handler (or its filter or formatter) logs while it
+        handles one comes here as well, and is handled as any other, once; a
+        record logged while handling such a record goes to stderr instead, so
+        that a handler logging for every record it handles stops there.
+        """
+        nesting = self._per_thread.nesting
+        depth = nesting.depth
+        if nesting.serving:
+            depth += self._frame_depth
+            if depth:
+                # Logged by a handler while handling a worker's record: the lines
+                # held for the text handlers (that record's among them) go first.
+                self._write_pending()
+        if depth >= _RECURSION_DEPTH:
+            self._to_stderr(record)
+            return
+        target = self._routes[route]
+        nesting.depth += 1
+        try:
+            if target.renders_tracebacks:
+                self._deliver_tracebacks(record, target, target.handlers)
+            else:
+                self._handle(self.prepare(record), target.handlers)
+        finally:
+            nesting.depth -= 1
+
+    def _deliver_tracebacks(self, record: logging.LogRecord, route: Route, handlers: Sequence[logging.Handler]) -> None:
+        """Pass ``record`` to ``handlers`` of a route where some formatters
+        render tracebacks their own way: each handler gets the traceback its
+        formatter rendered in the worker, the others the record's ``exc_text``."""
+        tracebacks = record.__dict__.pop(_codec.TRACEBACKS, None)
+        record = self.prepare(record)
+        if type(tracebacks) is not tuple or len(tracebacks) != len(route.handlers):  # none, or cut with its frame
+            self._handle(record, handlers)
+            return
+        own = {id(handler): text for handler, text in zip(route.handlers, tracebacks)}
+        shared = record.exc_text
+        try:
+            for handler in handlers:
+                if not self.respect_handler_level or record.levelno >= handler.level:
+                    text = own.get(id(handler))
+                    record.exc_text = shared if text is None else text
+                    handler.handle(record)
+        finally:
+            record.exc_text = shared
 
     def _handle(self, record: logging.LogRecord, handlers: Sequence[logging.Handler]) -> None:
         for handler in handlers:
             if not self.respect_handler_level or record.levelno >= handler.level:
                 handler.handle(record)
 
-    def _route(self, number: int) -> _Route:
+    def _to_stderr(self, record: logging.LogRecord) -> None:
+        """Write a record that must not reach the handlers on stderr."""
+        if not self._recursion_reported:
+            self._recursion_reported = True
+            _stderr.report(
+                "a handler logged while the handlers handled a record that a handler had logged; "
+                "records that deep go to stderr instead, so that a handler logging for every record "
+                "it handles does not recurse without end"
+            )
+        try:
+            line = _stderr_formatter.format(record)
+        except Exception:  # fields the format cannot take (a process of None, say): the message at least
+            line = render_message(record)
+        _stderr.write_lines([line])
+
+    def _route(self, number: int) -> Route:
         if not 0 <= number < len(self._routes):
             raise ValueError(f"a frame for route {number}; this listener has {len(self._routes)}")
         return self._routes[number]
@@ -225,9 +258,17 @@ class QueueListener:
         record: Optional[logging.LogRecord],
         texts: Optional[Tuple[Optional[str], ...]],
     ) -> None:
-        handlers = self._route(route).take(created, record, texts)
+        target = self._route(route)
+        handlers = target.take(created, record, texts)
         if record is not None and handlers:
-            self._handle(self.prepare(record), handlers)
+            self._frame_depth = 1
+            try:
+                if target.renders_tracebacks:
+                    self._deliver_tracebacks(record, target, handlers)
+                else:
+                    self._handle(self.prepare(record), handlers)
+            finally:
+                self._frame_depth = 0
 
     def _on_text(self, route: int, frames: _codec.Frames) -> None:
         self._route(route).take_text(frames)
@@ -256,6 +297,7 @@ class QueueListener:
 
     def _run_thread(self) -> None:
         assert self._server is not None
+        self._per_thread.nesting.serving = True
         try:
             self._server.serve(self._control_r, self._busy, self.reopen_files)
         except BaseException:
@@ -299,12 +341,15 @@ class QueueListener:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             self.queue._deliver_here(self.handle)
             try:
+                if self._in_listener_process is not None:
+                    self._in_listener_process()
                 server = self._new_server()
             except BaseException as exc:
                 os.write(ready_w, f"{type(exc).__name__}: {exc}".encode())
                 raise
             os.write(ready_w, b"ready")
             os.close(ready_w)
+            self._per_thread.nesting.serving = True
             try:
                 server.serve(control_r, self._busy, self.reopen_files)
             finally:

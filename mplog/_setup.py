@@ -4,6 +4,7 @@ route the root logger (and any named loggers) through it."""
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import os
 import threading
@@ -13,11 +14,18 @@ from typing import Iterable, List, Optional, Tuple, Type, Union
 from . import _install, _sigterm
 from ._address import remove_address
 from ._buffered import check_flush_interval
-from ._config import ENVIRONMENT_VARIABLE, RouteConfig, WorkerConfig, check_handlers, check_worker_user
+from ._config import (
+    ENVIRONMENT_VARIABLE,
+    RouteConfig,
+    TracebackFormatters,
+    WorkerConfig,
+    check_handlers,
+    check_worker_user,
+)
 from ._handler import QueueHandler, route_handler
 from ._listener import RUNNERS, QueueListener
 from ._queue import Queue
-from ._targets import route_targets
+from ._targets import route_targets, traceback_formatters
 from .exceptions import SetupError
 
 __all__ = ["Session", "active_session", "setup"]
@@ -176,6 +184,9 @@ class Session:
         self.listener = QueueListener(
             self.queue, *root_handlers, runner=runner, routes=groups[1:], worker_user=worker_uid
         )
+        config = self._worker_config(groups, flush_interval, self._saved_level if level is None else level)
+        if runner == "process":
+            self.listener._in_listener_process = functools.partial(self._log_in_listener_process, config)
         try:
             self.listener.start()
         except OSError as exc:
@@ -183,8 +194,7 @@ class Session:
             raise SetupError(f"mplog.setup() could not start its listener: {exc}") from exc
         if level is not None:
             self._loggers[0].setLevel(level)
-        config = self._worker_config(groups, flush_interval)
-        self._handlers = self._install_handlers(config)
+        self._handlers = self._install_handlers(config, delivered_here=runner == "thread")
         self._saved_config = _install.current()
         self._saved_environment = os.environ.get(ENVIRONMENT_VARIABLE)
         _install.set_current(config)
@@ -192,7 +202,7 @@ class Session:
         atexit.register(self.stop)
 
     def _worker_config(
-        self, groups: List[Tuple[logging.Handler, ...]], flush_interval: Optional[float]
+        self, groups: List[Tuple[logging.Handler, ...]], flush_interval: Optional[float], root_level: int
     ) -> WorkerConfig:
         """What every process needs to log through this session's listener."""
         root = self._loggers[0]
@@ -200,15 +210,26 @@ class Session:
         for logger, group in zip(self._loggers, groups):
             targets, send_record = route_targets(group)
             name = "" if logger is root else logger.name
-            routes.append(RouteConfig(name, logger.propagate, min(h.level for h in group), targets, send_record))
-        return WorkerConfig(self.queue.address, root.level, tuple(routes), _explicit_logger_levels(), flush_interval)
+            level = min(h.level for h in group)
+            formatters = TracebackFormatters(traceback_formatters(group))
+            routes.append(RouteConfig(name, logger.propagate, level, targets, send_record, formatters))
+        return WorkerConfig(self.queue.address, root_level, tuple(routes), _explicit_logger_levels(), flush_interval)
 
-    def _install_handlers(self, config: WorkerConfig) -> List[QueueHandler]:
-        """Make a worker handler the only handler of each of this session's loggers."""
+    def _log_in_listener_process(self, config: WorkerConfig) -> None:
+        """In the listener process, before it serves: what is logged there (by
+        a handler, say) goes to the handlers there, as in the process of a
+        listener thread, rather than to the loggers' handlers from before setup()."""
+        self._loggers[0].setLevel(config.root_level)
+        self._install_handlers(config, delivered_here=True)
+
+    def _install_handlers(self, config: WorkerConfig, delivered_here: bool) -> List[QueueHandler]:
+        """Make a worker handler the only handler of each of this session's
+        loggers; ``delivered_here``: its records go to a listener of this
+        process directly, not across a pipe."""
         handlers = []
         for route, (logger, spec) in enumerate(zip(self._loggers, config.routes)):
             queue = self.queue if route == 0 else Queue(self.queue.address, route, config.flush_interval)
-            if self.listener.runner == "thread":
+            if delivered_here:
                 queue._deliver_here(self.listener.handle)
             handler = route_handler(queue, spec)
             logger.handlers[:] = [handler]

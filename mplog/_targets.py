@@ -15,7 +15,7 @@ from ._config import TextTarget
 from ._files import FileHandler
 from ._json import JsonFormatter
 
-__all__ = ["route_targets", "text_target_of"]
+__all__ = ["renders_tracebacks", "route_targets", "text_target_of", "traceback_formatters"]
 
 _TEXT_HANDLERS = (logging.StreamHandler, logging.FileHandler, FileHandler)
 _STYLES = {"%": logging.PercentStyle, "{": logging.StrFormatStyle, "$": logging.StringTemplateStyle}
@@ -29,6 +29,23 @@ def route_targets(handlers: Sequence[logging.Handler]) -> Tuple[Tuple[TextTarget
     (one per text handler, in order), and whether any handler needs the record."""
     targets = [text_target_of(handler) for handler in handlers]
     return tuple(t for t in targets if t is not None), None in targets
+
+
+def renders_tracebacks(handler: logging.Handler) -> bool:
+    """Whether ``handler``'s formatter renders tracebacks its own way (it
+    overrides ``formatException``): only the worker, which has the exception,
+    can do that for it."""
+    formatter = handler.formatter
+    return isinstance(formatter, logging.Formatter) and (
+        type(formatter).formatException is not logging.Formatter.formatException
+    )
+
+
+def traceback_formatters(handlers: Sequence[logging.Handler]) -> Tuple[Optional[logging.Formatter], ...]:
+    """Per handler, its formatter if it renders tracebacks its own way, else
+    ``None``; empty if none does (the common case, which costs nothing)."""
+    formatters = tuple(handler.formatter if renders_tracebacks(handler) else None for handler in handlers)
+    return formatters if any(formatter is not None for formatter in formatters) else ()
 
 
 def text_target_of(handler: logging.Handler) -> Optional[TextTarget]:

@@ -1,0 +1,79 @@
+"""A route: one group of the listener's handlers (the root logger's, or a
+named logger's), which of them take worker-formatted lines, and those lines
+held until the listener writes them, once per wake-up."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import List, Optional, Sequence, Tuple
+
+from . import _codec
+from ._targets import renders_tracebacks, text_target_of
+from ._writers import Writer, frame_writer_for, no_frames, writer_for
+
+__all__ = ["Route"]
+
+
+class Route:
+    """One group of handlers (the root logger's, or a named logger's) and the
+    lines waiting to be written to its text handlers."""
+
+    def __init__(self, handlers: Sequence[logging.Handler]) -> None:
+        self.handlers = tuple(handlers)
+        # Plain text handlers get lines the workers formatted; the listener
+        # only writes them, once per wake-up. The rest get records.
+        self.writers: List[Writer] = []
+        record_handlers = []
+        for handler in handlers:
+            if text_target_of(handler) is None:
+                record_handlers.append(handler)
+            else:
+                self.writers.append(writer_for(handler))
+        self.record_handlers = tuple(record_handlers)
+        self.pending: List[List[Tuple[float, str]]] = [[] for _ in self.writers]
+        # A lone text handler that takes UTF-8 bytes gets text frames, written as they came.
+        target = text_target_of(handlers[0]) if len(handlers) == 1 else None
+        self.raw_errors = target.raw_errors if target is not None else None
+        self.raw_pending: List[_codec.Frames] = []
+        self.write_frames = frame_writer_for(handlers[0]) if self.raw_errors is not None else no_frames
+        # Records with an exception then carry the tracebacks that the worker rendered for them.
+        self.renders_tracebacks = any(renders_tracebacks(handler) for handler in handlers)
+
+    def take(
+        self, created: float, record: Optional[logging.LogRecord], texts: Optional[Tuple[Optional[str], ...]]
+    ) -> Sequence[logging.Handler]:
+        """Hold a record frame's lines for writing; return the handlers that
+        need its record."""
+        if texts is None or len(texts) != len(self.pending):  # a worker that did not format
+            return self.handlers
+        if self.raw_errors is not None:  # keep the order of the text frames around it
+            lines = [text + "\n" for text in texts if text is not None]
+            self.raw_pending.append(_codec.text_frames(lines, self.raw_errors))
+            return ()
+        for pending, text in zip(self.pending, texts):
+            if text is not None:
+                pending.append((created, text))
+        return self.record_handlers
+
+    def take_text(self, frames: _codec.Frames) -> None:
+        """Hold text frames for writing."""
+        if self.raw_errors is not None:
+            self.raw_pending.append(frames)
+            return
+        # Not expected (a worker decides by the same config), but not to be lost either.
+        now = time.time()
+        for line in bytes(frames).split(_codec.TEXT_END)[:-1]:
+            text = line.decode("utf-8", "backslashreplace").rstrip("\n")
+            for pending in self.pending:
+                pending.append((now, text))
+
+    def write_pending(self) -> None:
+        """Write every line held."""
+        if self.raw_pending:
+            frames, self.raw_pending = self.raw_pending, []
+            self.write_frames(frames)
+        for write, pending in zip(self.writers, self.pending):
+            if pending:
+                write(pending)
+                pending.clear()
