@@ -2,8 +2,10 @@
 
 A process introduces itself on the listener's socket with a :func:`hello`
 naming the route its records are for (which group of listener handlers), sent
-with its pipe's read end; the pipe then carries two kinds of frame, told apart
-by their first byte:
+with its pipe's read end, and writes nothing to the pipe until the listener
+answers :data:`HELLO_TAKEN` (a listener out of file descriptors closes the
+socket instead, and the process tries again with a new pipe). The pipe then
+carries two kinds of frame, told apart by their first byte:
 
 * a **text frame**: one line the worker formatted, with its terminator,
   encoded as UTF-8, then :data:`TEXT_END`. UTF-8 never contains the bytes
@@ -51,6 +53,8 @@ _HELLO_START = 0xFD
 HEADER = struct.Struct("<BI")
 #: What a process sends on the socket with its pipe: 0xFD and the route of everything it sends.
 HELLO = struct.Struct("<BH")
+#: The listener's answer on the socket once it holds the pipe a hello passed.
+HELLO_TAKEN = b"\x06"
 
 #: Frames above this size are refused by the listener; the worker truncates
 #: records that would exceed it (with a note) instead of sending them.

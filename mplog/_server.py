@@ -17,12 +17,22 @@ import threading
 import time
 from typing import Callable, List, Optional, Set, Tuple
 
-from . import _codec, _stderr
+from . import _codec, _descriptors, _stderr
 from ._address import remove_address
 from ._framing import Buffer, FrameError, FrameParser
-from ._queue import F_SETPIPE_SZ
+from ._queue import F_SETPIPE_SZ, REFUSED_SECONDS
 
-__all__ = ["COALESCE_SECONDS", "DRAIN_SECONDS", "RECV_SIZE", "REOPEN", "FrameHandler", "Server", "TextHandler", "seal"]
+__all__ = [
+    "COALESCE_SECONDS",
+    "DRAIN_SECONDS",
+    "PENDING_LIMIT",
+    "RECV_SIZE",
+    "REOPEN",
+    "FrameHandler",
+    "Server",
+    "TextHandler",
+    "seal",
+]
 
 #: The most the listener reads from one pipe at a time.
 RECV_SIZE = 256 * 1024
@@ -40,6 +50,13 @@ COALESCE_BELOW = 64 * 1024
 COALESCE_SECONDS = 0.002
 #: How long stopping may spend on one pipe whose writer keeps writing.
 DRAIN_SECONDS = 2.0
+#: The most the listener holds, over all its connections, of frames that have
+#: not arrived whole (a frame is at most MAX_PAYLOAD). Past it, the connection
+#: holding the most is closed: its sender gets EPIPE and writes that record to
+#: its own stderr, and says so.
+PENDING_LIMIT = 128 * 1024 * 1024
+# The listener says it turned pipes away (out of descriptors) at most this often.
+_TURNED_AWAY_NOTICE_SECONDS = 10.0
 
 FrameHandler = Callable[[int, float, Optional[logging.LogRecord], Optional[Tuple[Optional[str], ...]]], None]
 TextHandler = Callable[[int, _codec.Frames], None]
@@ -101,7 +118,12 @@ class Server:
         self._report_message = report
         self._uid = os.getuid()
         self._received = 0  # bytes read in the current wake-up
+        self._pending = 0  # bytes of incomplete frames held, over all connections
+        self._turned_away = 0  # pipes turned away since the last notice
+        self._turned_away_noticed = -_TURNED_AWAY_NOTICE_SECONDS
         self._connections: Set[_Connection] = set()
+        # One descriptor per worker: ask for as many as we may, before any is used.
+        _descriptors.raise_open_files_limit()
         self._listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self._listening.bind(address)
@@ -111,6 +133,7 @@ class Server:
         except OSError:
             self._listening.close()
             raise
+        self._reserve = _descriptors.Reserve()
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._listening, selectors.EVENT_READ, None)
 
@@ -155,6 +178,7 @@ class Server:
             self._disconnect(conn, stopping=True)
         self._selector.close()
         self._listening.close()
+        self._reserve.close()
         remove_address(self.address)
 
     def close_in_child(self) -> None:
@@ -166,6 +190,7 @@ class Server:
         self._connections = set()
         self._selector.close()
         self._listening.close()
+        self._reserve.close()
 
     def _accept_pending(self) -> None:
         while True:
@@ -174,6 +199,9 @@ class Server:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE) and self._reserve.turn_away(self._listening):
+                    self._note_turned_away()
+                    continue
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     self._report(f"cannot accept a worker connection: {exc}; retrying")
                 return
@@ -202,10 +230,16 @@ class Server:
             self._disconnect(conn, stopping)
             return False
         self._received += len(data)
+        held = len(conn.parser.pending)
         try:
             conn.parser.feed(data)
         except FrameError as exc:
+            self._pending -= held  # feed dropped them
             return self._refuse(conn, f"pid {conn.pid} {exc}")
+        self._pending += len(conn.parser.pending) - held
+        if self._pending > PENDING_LIMIT:
+            self._shed_pending()
+            return conn in self._connections
         return True
 
     def _introduce(self, conn: _Connection, stopping: bool) -> bool:
@@ -213,29 +247,71 @@ class Server:
         sock = conn.sock
         assert sock is not None
         try:
-            data, ancillary, _, _ = sock.recvmsg(_codec.HELLO.size, socket.CMSG_SPACE(_FD_BYTES))
+            data, ancillary, flags, _ = sock.recvmsg(_codec.HELLO.size, socket.CMSG_SPACE(_FD_BYTES))
         except (BlockingIOError, InterruptedError):
             return not stopping
         except OSError:
-            data, ancillary = b"", []
+            data, ancillary, flags = b"", [], 0
         fds = _received_fds(ancillary)
         if not data and not fds:  # gone before it said anything
             self._disconnect(conn, stopping)
             return False
+        if _descriptors.cannot_hold(fds, flags):
+            return self._turn_away(conn, fds)
         try:
             pipe = _hello_pipe(conn, data, fds)
         except ValueError as exc:
             return self._refuse(conn, str(exc))
         os.set_blocking(pipe, False)
         self._selector.unregister(sock)
+        _answer_taken(sock)
         sock.close()
         conn.sock, conn.pipe = None, pipe
         self._selector.register(pipe, selectors.EVENT_READ, conn)
         return True
 
+    def _turn_away(self, conn: _Connection, fds: List[int]) -> bool:
+        """Close a connection whose pipe cannot be held (out of descriptors)
+        without answering its hello: its process offers a new pipe later, and
+        has written nothing to this one. Return False."""
+        for fd in fds:
+            os.close(fd)
+        self._disconnect(conn)
+        self._note_turned_away()
+        return False
+
+    def _note_turned_away(self) -> None:
+        """Count a pipe turned away; say so in the log, at most every
+        ``_TURNED_AWAY_NOTICE_SECONDS``."""
+        self._turned_away += 1
+        now = time.monotonic()
+        if now - self._turned_away_noticed < _TURNED_AWAY_NOTICE_SECONDS:
+            return
+        self._report(
+            f"the listener is out of file descriptors (RLIMIT_NOFILE {_descriptors.open_files_limit()}, "
+            f"of which it keeps {_descriptors.HEADROOM} free for its handlers): it turned away "
+            f"{self._turned_away} worker pipe(s) since its last notice; each worker offers its pipe "
+            f"again for up to {REFUSED_SECONDS:g} s, its logging calls waiting meanwhile; raise the limit"
+        )
+        self._turned_away, self._turned_away_noticed = 0, now
+
+    def _shed_pending(self) -> None:
+        """Close the connections holding the largest incomplete frames until
+        what is held of such frames is within ``PENDING_LIMIT``."""
+        for conn in sorted(self._connections, key=lambda c: len(c.parser.pending), reverse=True):
+            if self._pending <= PENDING_LIMIT:
+                return
+            self._refuse(
+                conn,
+                f"pid {conn.pid} sent {len(conn.parser.pending)} bytes of a frame that has not arrived whole, "
+                f"while {self._pending} bytes of such frames were held, over the limit of {PENDING_LIMIT}: "
+                "they were discarded (its sender writes that record to its own stderr)",
+            )
+
     def _refuse(self, conn: _Connection, why: str) -> bool:
-        """Close a connection whose stream is not mplog's; return False."""
+        """Close a connection whose stream cannot be taken, saying ``why``; return False."""
         self._report(f"{why}; connection closed")
+        self._pending -= len(conn.parser.pending)
         conn.parser.pending = bytearray()
         self._disconnect(conn)
         return False
@@ -272,6 +348,7 @@ class Server:
                 else "ended early: the process was probably killed while logging"
             )
             self._report(f"a record from pid {conn.pid} {why}; its {len(pending)} bytes received were discarded")
+            self._pending -= len(pending)
             conn.parser.pending = bytearray()
 
     def _drain(self) -> None:
@@ -375,6 +452,14 @@ def _hello_pipe(conn: _Connection, data: bytes, fds: List[int]) -> int:
             os.close(pipe)
         raise
     return pipe
+
+
+def _answer_taken(sock: socket.socket) -> None:
+    """Tell a connection's process that its pipe is held: it may write now."""
+    try:
+        sock.send(_codec.HELLO_TAKEN, socket.MSG_NOSIGNAL)
+    except OSError:  # it is gone: its pipe is at its end, and read as such
+        pass
 
 
 def _received_fds(ancillary: List[Tuple[int, int, bytes]]) -> List[int]:
