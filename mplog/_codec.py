@@ -269,10 +269,11 @@ def _check_counts(payload: Union[bytes, bytearray]) -> None:
     last = max(payload.rfind(b"("), payload.rfind(b"["), payload.rfind(b"\xa8"), payload.rfind(b"\xdb"))
     end = len(payload)
     pos = 0
+    walk, signed = _WALK, _SIGNED  # locals: a record's frame is some 30 objects
     # Every index below is in range: ``pos <= last`` holds a code, and the
     # byte at ``last`` a counted one, so a shorter object's length byte is too.
     while pos <= last:
-        kind = _WALK[payload[pos]]
+        kind = walk[payload[pos]]
         if kind > 0:
             pos += kind
         elif kind == _SHORT:
@@ -280,7 +281,7 @@ def _check_counts(payload: Union[bytes, bytearray]) -> None:
         elif kind == _UNKNOWN:
             raise ValueError(f"type code {payload[pos]:#x} at byte {pos}, which mplog never writes")
         else:
-            count = _SIGNED(payload, pos + 1)[0]  # struct.error if cut short
+            count = signed(payload, pos + 1)[0]  # struct.error if cut short
             pos += 5
             if kind == _DIGITS:
                 count = 2 * abs(count)  # bytes of 15-bit digits (the sign is the int's)
