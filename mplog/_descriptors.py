@@ -1,18 +1,23 @@
 """The listener's file descriptors: it holds one per worker's pipe, so it
-raises its own limit where it may, keeps a few free for its handlers, and
-holds one back to turn a connection away when it has no other left."""
+raises its own limit where it may, keeps a few free for its handlers, holds
+one back to turn a connection away when it has no other left, and says how
+many it turned away."""
 
 from __future__ import annotations
 
 import os
 import resource
 import socket
-from typing import List
+import time
+from typing import List, Optional
+
+from ._queue import REFUSED_SECONDS
 
 __all__ = [
     "HEADROOM",
     "RAISE_TO",
     "Reserve",
+    "TurnedAway",
     "cannot_hold",
     "leaves_headroom",
     "open_files_limit",
@@ -27,6 +32,31 @@ HEADROOM = 8
 #: room for that many workers, and no more (a program or child that closes
 #: every possible descriptor one by one pays for each).
 RAISE_TO = 65536
+
+
+class TurnedAway:
+    """Counts the pipes the listener turned away for want of descriptors, and
+    has it say so at most every ``every`` seconds."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self._every = every
+        self._count = 0  # since the last notice
+        self._noticed = -every
+
+    def note(self, pipes: int) -> Optional[str]:
+        """Count ``pipes`` more (0: the listener could not even turn them away,
+        and they wait); return the notice to log, if one is due."""
+        self._count += pipes
+        now = time.monotonic()
+        if now - self._noticed < self._every:
+            return None
+        count, self._count, self._noticed = self._count, 0, now
+        return (
+            f"the listener is out of file descriptors (RLIMIT_NOFILE {open_files_limit()}, of which it "
+            f"keeps {HEADROOM} free for its handlers): since its last notice it turned away {count} "
+            f"worker pipe(s); each worker offers its pipe again for up to {REFUSED_SECONDS:g} s, its "
+            "logging calls waiting meanwhile; raise the limit"
+        )
 
 
 def open_files_limit() -> int:
@@ -81,14 +111,14 @@ class Reserve:
     def __init__(self) -> None:
         self._fd = _hold()
 
-    def turn_away(self, listening: socket.socket) -> bool:
+    def turn_away(self, listening: socket.socket) -> Optional[bool]:
         """Accept one waiting connection on ``listening`` with the reserved
-        descriptor and close it; return whether one was turned away (False:
-        none was waiting, or no descriptor could be reserved)."""
+        descriptor and close it. Return whether one was turned away (False:
+        none was waiting), or ``None`` if no descriptor could be reserved."""
         if self._fd < 0:
             self._fd = _hold()
             if self._fd < 0:
-                return False
+                return None
         os.close(self._fd)
         try:
             sock, _ = listening.accept()

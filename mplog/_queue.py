@@ -5,8 +5,9 @@ A process connects to the socket once, sends the route of its records and the
 read end of a new pipe (``SCM_RIGHTS``), waits for the listener to answer that
 it holds the pipe (a listener out of file descriptors turns it away instead,
 and the process offers a new one a little later), and from then on writes
-whole frames to the pipe. No lock is ever shared between processes: a process killed
-mid-write can only cut off its own last frame, which the listener discards.
+whole frames to the pipe. No lock is ever shared between processes: a process
+killed mid-write can only cut off its own last frame, which the listener
+discards.
 ``os.write`` returns once the frame is in the pipe, whose only read end the
 listener holds, so a record survives its sender calling ``os._exit`` or being
 killed right after the logging call returns. A pipe rather than the socket

@@ -1,6 +1,8 @@
 """The listener's server: accepts worker connections on the Unix socket,
-checks who they are, takes each worker's pipe, reads it and hands on the
-frames, and at stop drains every pipe to its end before closing it."""
+checks who they are, takes each worker's pipe and says so (or turns it away
+when it has no descriptor to hold it), reads it and hands on the frames,
+holding a bounded amount of incomplete ones, and at stop drains every pipe to
+its end before closing it."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from typing import Callable, List, Optional, Set, Tuple
 from . import _codec, _descriptors, _stderr
 from ._address import remove_address
 from ._framing import Buffer, FrameError, FrameParser
-from ._queue import F_SETPIPE_SZ, REFUSED_SECONDS
+from ._queue import F_SETPIPE_SZ
 
 __all__ = [
     "COALESCE_SECONDS",
@@ -55,8 +57,6 @@ DRAIN_SECONDS = 2.0
 #: holding the most is closed: its sender gets EPIPE and writes that record to
 #: its own stderr, and says so.
 PENDING_LIMIT = 128 * 1024 * 1024
-# The listener says it turned pipes away (out of descriptors) at most this often.
-_TURNED_AWAY_NOTICE_SECONDS = 10.0
 
 FrameHandler = Callable[[int, float, Optional[logging.LogRecord], Optional[Tuple[Optional[str], ...]]], None]
 TextHandler = Callable[[int, _codec.Frames], None]
@@ -119,8 +119,7 @@ class Server:
         self._uid = os.getuid()
         self._received = 0  # bytes read in the current wake-up
         self._pending = 0  # bytes of incomplete frames held, over all connections
-        self._turned_away = 0  # pipes turned away since the last notice
-        self._turned_away_noticed = -_TURNED_AWAY_NOTICE_SECONDS
+        self._turned_away = _descriptors.TurnedAway()
         self._connections: Set[_Connection] = set()
         # One descriptor per worker: ask for as many as we may, before any is used.
         _descriptors.raise_open_files_limit()
@@ -199,12 +198,9 @@ class Server:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE) and self._reserve.turn_away(self._listening):
-                    self._note_turned_away()
-                    continue
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    self._report(f"cannot accept a worker connection: {exc}; retrying")
-                return
+                if not self._accept_failed(exc):
+                    return
+                continue
             pid, uid, _ = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
             if uid not in (self._uid, 0):
                 sock.close()
@@ -214,6 +210,23 @@ class Server:
             conn = _Connection(sock, pid, self._deliver, self._deliver_text)
             self._connections.add(conn)
             self._selector.register(sock, selectors.EVENT_READ, conn)
+
+    def _accept_failed(self, exc: OSError) -> bool:
+        """Handle a failed ``accept``; return whether to accept again.
+
+        Out of descriptors (``accept`` says so even with nobody waiting), the
+        reserved one turns away the connection waiting, if any.
+        """
+        if exc.errno not in (errno.EMFILE, errno.ENFILE):
+            if exc.errno in (errno.ENOBUFS, errno.ENOMEM):
+                self._report(f"cannot accept a worker connection: {exc}; retrying")
+            return False
+        turned_away = self._reserve.turn_away(self._listening)
+        if turned_away is None:  # not even the reserve: the connections wait
+            self._note_turned_away(0)
+        elif turned_away:
+            self._note_turned_away(1)
+        return bool(turned_away)
 
     def _read(self, conn: _Connection, stopping: bool = False) -> bool:
         """Read what one connection has; return False once it is closed, or
@@ -277,23 +290,14 @@ class Server:
         for fd in fds:
             os.close(fd)
         self._disconnect(conn)
-        self._note_turned_away()
+        self._note_turned_away(1)
         return False
 
-    def _note_turned_away(self) -> None:
-        """Count a pipe turned away; say so in the log, at most every
-        ``_TURNED_AWAY_NOTICE_SECONDS``."""
-        self._turned_away += 1
-        now = time.monotonic()
-        if now - self._turned_away_noticed < _TURNED_AWAY_NOTICE_SECONDS:
-            return
-        self._report(
-            f"the listener is out of file descriptors (RLIMIT_NOFILE {_descriptors.open_files_limit()}, "
-            f"of which it keeps {_descriptors.HEADROOM} free for its handlers): it turned away "
-            f"{self._turned_away} worker pipe(s) since its last notice; each worker offers its pipe "
-            f"again for up to {REFUSED_SECONDS:g} s, its logging calls waiting meanwhile; raise the limit"
-        )
-        self._turned_away, self._turned_away_noticed = 0, now
+    def _note_turned_away(self, pipes: int) -> None:
+        """Count ``pipes`` turned away for want of descriptors; say so when due."""
+        notice = self._turned_away.note(pipes)
+        if notice is not None:
+            self._report(notice)
 
     def _shed_pending(self) -> None:
         """Close the connections holding the largest incomplete frames until
