@@ -21,6 +21,7 @@ import mplog
 from mplog import _codec, _server
 from tests import workload
 from tests.conftest import (
+    Collect,
     file_handler,
     fork_running,
     killed_on_error,
@@ -90,6 +91,31 @@ def test_a_listener_out_of_descriptors_loses_no_record(tmp_path, listener):
     tally.assert_complete({worker: RECORDS for worker in range(WORKERS)})
     # The premise: the limit was reached, and the listener said so in the log.
     assert any("descriptors" in line for line in tally.other), tally.other[-5:]
+
+
+def _soft_open_files(pid: int) -> int:
+    """The soft RLIMIT_NOFILE of process ``pid``, from /proc."""
+    with open(f"/proc/{pid}/limits") as limits:
+        return next(int(line.split()[3]) for line in limits if line.startswith("Max open files"))
+
+
+def _limits_after_setup(listener: str) -> int:
+    """In a forked child with a soft limit of 64 under a hard one of 4096:
+    0 if the listener's process has 4096 after setup, and (listener process)
+    the parent still 64; 3 if not."""
+    resource.setrlimit(resource.RLIMIT_NOFILE, (FD_LIMIT, 4096))
+    with mplog.setup(Collect(), listener=listener) as session:
+        pid = session.listener._process_pid or os.getpid()
+        raised = _soft_open_files(pid) == 4096
+        parent = resource.getrlimit(resource.RLIMIT_NOFILE)[0] == (4096 if listener == "thread" else FD_LIMIT)
+    return 0 if raised and parent else 3
+
+
+@pytest.mark.parametrize("listener", ["thread", "process"])
+def test_the_listener_raises_its_soft_descriptor_limit_to_the_hard_one(listener):
+    """The listener's process gets as many descriptors as it may (with a
+    listener process, the parent keeps its own limit)."""
+    assert run_in_child(_limits_after_setup, listener) == 0
 
 
 # A marshal payload that claims far more items than it holds: marshal builds
