@@ -8,21 +8,19 @@ from __future__ import annotations
 
 import array
 import errno
-import fcntl
 import logging
 import os
 import selectors
 import socket
-import stat
 import struct
 import threading
 import time
 from typing import Callable, List, Optional, Set, Tuple
 
-from . import _codec, _descriptors, _stderr
+from . import _codec, _descriptors, _pipes, _stderr
 from ._address import remove_address
 from ._framing import Buffer, FrameError, FrameParser
-from ._queue import F_SETPIPE_SZ
+from ._pipes import seal
 
 __all__ = [
     "COALESCE_SECONDS",
@@ -233,10 +231,21 @@ class Server:
         (when ``stopping``) once there is nothing more to read for now."""
         if conn.sock is not None:
             return self._introduce(conn, stopping)
+        got = self._read_pipe(conn, stopping)
+        if got is None:
+            return not stopping
+        if got and self._pending > PENDING_LIMIT:
+            self._shed_pending()
+        return conn in self._connections
+
+    def _read_pipe(self, conn: _Connection, stopping: bool) -> Optional[bool]:
+        """Read once from ``conn``'s pipe and hand on the frames completed:
+        True if something was read, None if the pipe was empty, False if the
+        connection is closed now."""
         try:
             data = os.read(conn.pipe, RECV_SIZE)
         except BlockingIOError:
-            return not stopping
+            return None
         except OSError:
             data = b""
         if not data:
@@ -250,9 +259,6 @@ class Server:
             self._pending -= held  # feed dropped them
             return self._refuse(conn, f"pid {conn.pid} {exc}")
         self._pending += len(conn.parser.pending) - held
-        if self._pending > PENDING_LIMIT:
-            self._shed_pending()
-            return conn in self._connections
         return True
 
     def _introduce(self, conn: _Connection, stopping: bool) -> bool:
@@ -265,7 +271,7 @@ class Server:
             return not stopping
         except OSError:
             data, ancillary, flags = b"", [], 0
-        fds = _received_fds(ancillary)
+        fds = _pipes.received_fds(ancillary)
         if not data and not fds:  # gone before it said anything
             self._disconnect(conn, stopping)
             return False
@@ -305,12 +311,35 @@ class Server:
         for conn in sorted(self._connections, key=lambda c: len(c.parser.pending), reverse=True):
             if self._pending <= PENDING_LIMIT:
                 return
-            self._refuse(
-                conn,
-                f"pid {conn.pid} sent {len(conn.parser.pending)} bytes of a frame that has not arrived whole, "
-                f"while {self._pending} bytes of such frames were held, over the limit of {PENDING_LIMIT}: "
-                "they were discarded (its sender writes that record to its own stderr)",
-            )
+            if conn.parser.pending:
+                self._shed(conn)
+
+    def _shed(self, conn: _Connection) -> None:
+        """Close ``conn``, unless the frame it holds part of arrives whole
+        meanwhile; no record whose write returned is lost.
+
+        The listener reads what the pipe holds, and once a read leaves it empty
+        in the middle of that frame, seals it (see :func:`seal`): its writer is
+        then still in the write of that frame, which fails with EPIPE when the
+        pipe is closed, and its sender writes the record to its own stderr.
+        """
+        size = len(conn.parser.pending)
+        deadline = time.monotonic() + DRAIN_SECONDS
+        why = (
+            f"pid {conn.pid} was sending a frame of which {size} bytes had arrived, while {self._pending} bytes "
+            f"of frames not yet whole were held, over the limit of {PENDING_LIMIT}: they were discarded"
+        )
+        unsealed = ", and the pipe closed unsealed ({}): what it wrote since the last read may be lost"
+        try:
+            with _pipes.Padder(conn.pipe) as padder:
+                while conn in self._connections and len(conn.parser.pending) >= size:
+                    got = self._read_pipe(conn, stopping=False)
+                    if got is None and padder.seal():
+                        self._refuse(conn, f"{why} (its sender writes that record to its own stderr)")
+                    elif time.monotonic() > deadline:
+                        self._refuse(conn, why + unsealed.format("it kept writing"))
+        except OSError as exc:  # no /proc, say
+            self._refuse(conn, why + unsealed.format(exc))
 
     def _refuse(self, conn: _Connection, why: str) -> bool:
         """Close a connection whose stream cannot be taken, saying ``why``; return False."""
@@ -404,8 +433,7 @@ class Server:
     def _read_until_sealed(self, conn: _Connection, deadline: float) -> None:
         """Read ``conn``'s pipe until it is at its end, or sealed between two
         frames, or ``deadline`` has passed (then say so)."""
-        padder = -1  # a non-blocking write end of the pipe, to seal it with
-        try:
+        with _pipes.Padder(conn.pipe) as padder:
             while True:
                 while self._read(conn, stopping=True) and time.monotonic() <= deadline:
                     pass
@@ -417,13 +445,8 @@ class Server:
                 if conn.parser.pending:  # the writer is in the middle of a frame
                     time.sleep(0.001)
                     continue
-                if padder < 0:
-                    padder = os.open(f"/proc/self/fd/{conn.pipe}", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-                if seal(conn.pipe, padder):
+                if padder.seal():
                     return
-        finally:
-            if padder >= 0:
-                os.close(padder)
 
     def _report_unsealed(self, conn: _Connection, why: str) -> None:
         self._report(
@@ -449,7 +472,7 @@ def _hello_pipe(conn: _Connection, data: bytes, fds: List[int]) -> int:
         os.close(extra)
     try:
         conn.route = _codec.parse_hello(data)
-        if pipe < 0 or not _is_read_end(pipe):
+        if pipe < 0 or not _pipes.is_read_end(pipe):
             raise ValueError(f"pid {conn.pid} sent a hello without the read end of a pipe")
     except ValueError:
         if pipe >= 0:
@@ -464,36 +487,3 @@ def _answer_taken(sock: socket.socket) -> None:
         sock.send(_codec.HELLO_TAKEN, socket.MSG_NOSIGNAL)
     except OSError:  # it is gone: its pipe is at its end, and read as such
         pass
-
-
-def _received_fds(ancillary: List[Tuple[int, int, bytes]]) -> List[int]:
-    """The file descriptors passed in ``recvmsg`` ancillary data."""
-    fds = array.array("i")
-    for level, kind, data in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
-    return list(fds)
-
-
-def _is_read_end(fd: int) -> bool:
-    return stat.S_ISFIFO(os.fstat(fd).st_mode) and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY
-
-
-def seal(pipe: int, padder: int) -> bool:
-    """Make an empty ``pipe`` full, so no writer can add to it; return whether
-    it worked (if a writer wrote first, nothing is done and it is still open).
-
-    The pipe is shrunk to one page (the kernel refuses while it holds more),
-    then ``padder``, a non-blocking write end, writes one page of padding in one
-    write: into an empty one-page pipe that fits whole, and into a pipe holding
-    any byte of a writer's it writes nothing, since the page it would need is
-    taken. So padding never lands among a writer's frames, and the listener
-    never reads it: a sealed pipe is closed unread.
-    """
-    try:
-        capacity = fcntl.fcntl(pipe, F_SETPIPE_SZ, 1)  # the kernel rounds up to one page
-        return os.write(padder, bytes(capacity)) == capacity
-    except OSError as exc:  # EBUSY: it holds bytes again; EAGAIN: its page is taken
-        if exc.errno in (errno.EBUSY, errno.EAGAIN):
-            return False
-        raise

@@ -218,7 +218,7 @@ def _frames_decode_until_a_count_is_raised(extras, texts):
     route, _, decoded, got_texts = _codec.decode(payload)
     assert (route, got_texts) == (3, tuple(texts))
     assert decoded is not None and (decoded.shared, decoded.counted) == (shared, _COUNTED)
-    assert {key: getattr(decoded, key) for key in extras} == extras
+    assert {key: vars(decoded)[key] for key in extras} == extras
     at = max(payload.rfind(b"[" + _COUNT), payload.rfind(b"\xdb" + _COUNT)) + 1  # with FLAG_REF, or not
     raised = payload[:at] + struct.pack("<i", 2**31 - 1) + payload[at + 4 :]
     with pytest.raises(ValueError, match="claims 2147483647 items"):
@@ -326,10 +326,11 @@ def _said(state_dir: str, worker: int) -> str:
 
 def test_memory_for_incomplete_frames_is_capped(tmp_path):
     """Five pipes each hold a 60 MiB line that has not arrived whole: the
-    listener holds at most PENDING_LIMIT of them, closing the pipes holding the
-    most (each writer gets EPIPE: a worker's handler then writes the record to
-    its stderr), and says so; meanwhile it logs another worker's records, and
-    the lines it kept reach the file whole once they end."""
+    listener holds at most PENDING_LIMIT of them (and one more record while it
+    closes a pipe), closing the pipes holding the most (each writer gets EPIPE:
+    a worker's handler then writes the record to its stderr), and says so;
+    meanwhile it logs another worker's records, and the lines it kept reach the
+    file whole once they end."""
     log_path, states, release = str(tmp_path / "app.log"), str(tmp_path / "states"), str(tmp_path / "release")
     os.mkdir(states)
     with mplog.setup(file_handler(log_path), level="INFO", listener="process") as session:
@@ -348,7 +349,9 @@ def test_memory_for_incomplete_frames_is_capped(tmp_path):
             open(release, "w").close()
             codes = [wait_pid(pid, 120) for pid in writers]
     assert codes == [0] * STALLED_WRITERS
-    limit = _server.PENDING_LIMIT + 32 * 1024 * 1024  # and the reads, buffers and the interpreter's own
+    # Over the limit, the listener reads the pipe it closes to its end (to miss
+    # no write that returned): up to one more record. And its own memory.
+    limit = _server.PENDING_LIMIT + _codec.MAX_PAYLOAD + 32 * 1024 * 1024
     assert growth <= limit, f"the listener's memory grew by {growth >> 20} MiB (bound {limit >> 20} MiB)"
     final = {w: _said(states, w) for w in range(STALLED_WRITERS)}
     kept = [w for w, state in final.items() if state == "held at the end"]
@@ -358,3 +361,71 @@ def test_memory_for_incomplete_frames_is_capped(tmp_path):
     tally.assert_complete({100: 1, 101: 200, **{w: 1 for w in kept}})
     notices = [line for line in tally.other if "over the limit of" in line]
     assert len(notices) == len(refused), notices
+
+
+MiB = 1024 * 1024
+
+
+class _Line:
+    """One workload record sent by hand as a text frame on a pipe of its own
+    (a raw ``mplog.Queue``), in pieces; ``held`` counts the bytes sent of it,
+    which the listener holds until the line ends."""
+
+    def __init__(self, address: str, worker: int, size: int) -> None:
+        self.queue = mplog.Queue(address)
+        self.size = size
+        self.letter = workload.message(worker, 0, 1)[-1].encode()
+        self.sent = 0  # of the letters
+        head = workload.message(worker, 0, 0).replace("size=0", f"size={size}").encode()
+        self.queue._send(head)
+        self.held = len(head)
+
+    def send(self, count: int) -> None:
+        """Send ``count`` more letters of the line, a MiB at a time."""
+        while count:
+            piece = min(count, MiB)
+            self.queue._send(self.letter * piece)
+            self.sent, self.held, count = self.sent + piece, self.held + piece, count - piece
+
+    def end(self, then: bytes = b"") -> None:
+        """Send the rest of the line, its end, and ``then``."""
+        self.send(self.size - self.sent)
+        self.queue._send(b"\n" + _codec.TEXT_END + then)
+
+
+def test_the_cap_never_drops_a_record_whose_write_returned(log_path):
+    """The listener holds just under PENDING_LIMIT of three unfinished lines,
+    the largest of them written to its end (the write returned) but not yet
+    read, and the next read puts it over: it reads on rather than closing
+    that pipe, and the line arrives. A fourth line then takes it over the
+    limit for good: that one, still being written, is closed; its writer
+    gets EPIPE."""
+    with mplog.setup(file_handler(log_path), level="INFO") as session:
+        server = session.listener._server
+        address = session.queue.address
+        done = _Line(address, 0, 62 * MiB)  # the largest, its end to come
+        growing = _Line(address, 1, 60 * MiB)
+        third = _Line(address, 2, 64 * MiB)
+        done.send(done.size - 16 * 1024)
+        growing.send(40 * MiB)
+        third.send(_server.PENDING_LIMIT - 32 * 1024 - done.held - growing.held - third.held)
+        wait_until(lambda: server._pending + 32 * 1024 == _server.PENDING_LIMIT, "the listener holding it all")
+        with session.listener._busy:  # the listener reads nothing: the next two writes wait in their pipes
+            growing.send(48 * 1024)  # read first (ready first): this read takes it over the limit
+            done.end(then=_codec.text_frames([workload.message(0, 1, 10) + "\n"], "strict"))
+        wait_until(lambda: server._pending < _server.PENDING_LIMIT, "the finished line read")
+        fourth = _Line(address, 3, 64 * MiB)
+        try:
+            fourth.send(fourth.size)  # takes it over the limit: closed while being written, or before its end
+            wait_until(lambda: server._pending < _server.PENDING_LIMIT, "the fourth line dropped")
+            fourth.end()
+        except BrokenPipeError:
+            pass
+        else:
+            pytest.fail("the fourth line's writer never got EPIPE")
+        growing.end()
+        third.end()
+    tally = workload.tally(log_path)
+    tally.assert_complete({0: 2, 1: 1, 2: 1})
+    notices = [line for line in tally.other if "over the limit of" in line]
+    assert len(notices) == 1 and "pid" in notices[0], tally.other
