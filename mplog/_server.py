@@ -52,8 +52,9 @@ COALESCE_SECONDS = 0.002
 DRAIN_SECONDS = 2.0
 #: The most the listener holds, over all its connections, of frames that have
 #: not arrived whole (a frame is at most MAX_PAYLOAD). Past it, the connection
-#: holding the most is closed: its sender gets EPIPE and writes that record to
-#: its own stderr, and says so.
+#: holding the most is closed once its writer is seen to be still writing that
+#: frame (see Server._shed): the write fails with EPIPE, and its sender writes
+#: the record to its own stderr.
 PENDING_LIMIT = 128 * 1024 * 1024
 
 FrameHandler = Callable[[int, float, Optional[logging.LogRecord], Optional[Tuple[Optional[str], ...]]], None]
@@ -325,21 +326,17 @@ class Server:
         """
         size = len(conn.parser.pending)
         deadline = time.monotonic() + DRAIN_SECONDS
-        why = (
-            f"pid {conn.pid} was sending a frame of which {size} bytes had arrived, while {self._pending} bytes "
-            f"of frames not yet whole were held, over the limit of {PENDING_LIMIT}: they were discarded"
-        )
-        unsealed = ", and the pipe closed unsealed ({}): what it wrote since the last read may be lost"
+        over = f"while the listener held {self._pending} bytes of such frames, over its limit of {PENDING_LIMIT}"
         try:
             with _pipes.Padder(conn.pipe) as padder:
                 while conn in self._connections and len(conn.parser.pending) >= size:
                     got = self._read_pipe(conn, stopping=False)
                     if got is None and padder.seal():
-                        self._refuse(conn, f"{why} (its sender writes that record to its own stderr)")
+                        self._refuse(conn, f"{_shed_notice(conn, over)} (its sender writes that record to its stderr)")
                     elif time.monotonic() > deadline:
-                        self._refuse(conn, why + unsealed.format("it kept writing"))
+                        self._refuse(conn, f"{_shed_notice(conn, over)}; it kept writing, so {_UNSEALED}")
         except OSError as exc:  # no /proc, say
-            self._refuse(conn, why + unsealed.format(exc))
+            self._refuse(conn, f"{_shed_notice(conn, over)}; the pipe could not be sealed ({exc}), so {_UNSEALED}")
 
     def _refuse(self, conn: _Connection, why: str) -> bool:
         """Close a connection whose stream cannot be taken, saying ``why``; return False."""
@@ -479,6 +476,15 @@ def _hello_pipe(conn: _Connection, data: bytes, fds: List[int]) -> int:
             os.close(pipe)
         raise
     return pipe
+
+
+_UNSEALED = "it was closed unsealed: what its process wrote since the last read may be lost"
+
+
+def _shed_notice(conn: _Connection, over: str) -> str:
+    """What the listener says when it drops ``conn``'s incomplete frame ``over`` its limit."""
+    held = len(conn.parser.pending)
+    return f"a frame from pid {conn.pid} had not arrived whole {over}: its {held} bytes were discarded"
 
 
 def _answer_taken(sock: socket.socket) -> None:

@@ -359,7 +359,7 @@ def test_memory_for_incomplete_frames_is_capped(tmp_path):
     assert len(kept) + len(refused) == STALLED_WRITERS and kept and refused, final
     tally = workload.tally(log_path)
     tally.assert_complete({100: 1, 101: 200, **{w: 1 for w in kept}})
-    notices = [line for line in tally.other if "over the limit of" in line]
+    notices = [line for line in tally.other if "over its limit of" in line]
     assert len(notices) == len(refused), notices
 
 
@@ -427,5 +427,5 @@ def test_the_cap_never_drops_a_record_whose_write_returned(log_path):
         third.end()
     tally = workload.tally(log_path)
     tally.assert_complete({0: 2, 1: 1, 2: 1})
-    notices = [line for line in tally.other if "over the limit of" in line]
+    notices = [line for line in tally.other if "over its limit of" in line]
     assert len(notices) == 1 and "pid" in notices[0], tally.other
