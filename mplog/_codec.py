@@ -2,8 +2,10 @@
 
 A process introduces itself on the listener's socket with a :func:`hello`
 naming the route its records are for (which group of listener handlers), sent
-with its pipe's read end; the pipe then carries two kinds of frame, told apart
-by their first byte:
+with its pipe's read end, and writes nothing to the pipe until the listener
+answers :data:`HELLO_TAKEN` (a listener out of file descriptors closes the
+socket instead, and the process tries again with a new pipe). The pipe then
+carries two kinds of frame, told apart by their first byte:
 
 * a **text frame**: one line the worker formatted, with its terminator,
   encoded as UTF-8, then :data:`TEXT_END`. UTF-8 never contains the bytes
@@ -53,6 +55,8 @@ _HELLO_START = 0xFD
 HEADER = struct.Struct("<BI")
 #: What a process sends on the socket with its pipe: 0xFD and the route of everything it sends.
 HELLO = struct.Struct("<BH")
+#: The listener's answer on the socket once it holds the pipe a hello passed.
+HELLO_TAKEN = b"\x06"
 
 #: The record attribute that carries, per listener handler of the record's
 #: route, the traceback rendered by that handler's formatter, or ``None``
@@ -203,25 +207,96 @@ def decode(payload: Union[bytes, bytearray]) -> Decoded:
         ValueError: the payload is not a frame this module wrote.
     """
     try:
+        _check_counts(payload)
         route, created, values, extras, texts = marshal.loads(payload)
-        state = None if values is None else dict(zip(FIELDS, values))
-    except (ValueError, EOFError, TypeError) as exc:
+    except (ValueError, EOFError, TypeError, MemoryError, struct.error) as exc:
         raise ValueError(f"undecodable log frame ({len(payload)} bytes): {exc}") from None
     if not isinstance(route, int) or not isinstance(created, float):
         raise ValueError(f"log frame has a bad route or time: {route!r}, {created!r}")
     if texts is not None and not isinstance(texts, tuple):
         raise ValueError(f"log frame texts must be a tuple, got {type(texts).__name__}")
-    if state is None:
-        return route, created, None, texts
-    if len(state) != len(FIELDS):
-        raise ValueError(f"log frame has {len(state)} fields, expected {len(FIELDS)}")
+    return route, created, None if values is None else _record(values, extras), texts
+
+
+def _record(values: Any, extras: Any) -> logging.LogRecord:
+    """The record whose standard fields are ``values`` (in the order of
+    :data:`FIELDS`), with the user's ``extras`` (a dict, or ``None``).
+
+    Raises:
+        ValueError: not a tuple of that many fields, or extras not a dict.
+    """
+    if type(values) is not tuple or len(values) != len(FIELDS):
+        shape = f"{len(values)} fields" if type(values) is tuple else type(values).__name__
+        raise ValueError(f"log frame has {shape}, expected a tuple of {len(FIELDS)} fields")
+    if extras is not None and type(extras) is not dict:
+        raise ValueError(f"log frame extras must be a dict, got {type(extras).__name__}")
     record = logging.LogRecord.__new__(logging.LogRecord)
-    record.__dict__.update(_DECODED_DEFAULTS)
+    state = record.__dict__
+    state.update(_DECODED_DEFAULTS)
     if extras:
-        record.__dict__.update(extras)
-    record.__dict__.update(state)
-    record.message = record.msg
-    return route, created, record, texts
+        state.update(extras)
+    state.update(zip(FIELDS, values))
+    state["message"] = state["msg"]
+    return record
+
+
+# marshal makes a tuple or a list as soon as it has read how many items it
+# will hold, before it reads them: a 12-byte payload claiming 2**31 - 1 items
+# has it allocate and fill 16 GiB. Every item takes at least one byte, so an
+# honest payload never claims more items than it has bytes left, which
+# _check_counts makes sure of first. (A str or bytes is checked against the
+# bytes left by marshal itself; an int's digits are allocated, but never
+# touched before marshal finds them missing.) How each type code is walked,
+# with or without FLAG_REF (0x80): a fixed size in bytes (code included), or
+# one of these:
+_SHORT, _LONG, _COUNT, _DIGITS, _UNKNOWN = -1, -2, -3, -4, 0
+
+
+def _walk_table() -> Tuple[int, ...]:
+    table = [_UNKNOWN] * 256
+    kinds = {"0NFTS.{": 1, "ir": 5, "g": 9, "y": 17, ")": 2, "zZ": _SHORT, "stuaA": _LONG, "([<>": _COUNT, "l": _DIGITS}
+    for codes, kind in kinds.items():
+        for code in codes.encode():
+            table[code] = table[code | 0x80] = kind
+    return tuple(table)
+
+
+_WALK = _walk_table()
+_SIGNED = struct.Struct("<i").unpack_from
+
+
+def _check_counts(payload: Union[bytes, bytearray]) -> None:
+    """Walk the marshal objects of ``payload`` up to the last byte that could
+    start a tuple or a list (if none, the walk is skipped: only those are built
+    before their items are read).
+
+    Raises:
+        ValueError: a count claims more items than there are bytes left, or a
+            type code that mplog never writes.
+    """
+    last = max(payload.rfind(b"("), payload.rfind(b"["), payload.rfind(b"\xa8"), payload.rfind(b"\xdb"))
+    end = len(payload)
+    pos = 0
+    walk, signed = _WALK, _SIGNED  # locals: a record's frame is some 30 objects
+    # Every index below is in range: ``pos <= last`` holds a code, and the
+    # byte at ``last`` a counted one, so a shorter object's length byte is too.
+    while pos <= last:
+        kind = walk[payload[pos]]
+        if kind > 0:
+            pos += kind
+        elif kind == _SHORT:
+            pos += 2 + payload[pos + 1]
+        elif kind == _UNKNOWN:
+            raise ValueError(f"type code {payload[pos]:#x} at byte {pos}, which mplog never writes")
+        else:
+            count = signed(payload, pos + 1)[0]  # struct.error if cut short
+            pos += 5
+            if kind == _DIGITS:
+                count = 2 * abs(count)  # bytes of 15-bit digits (the sign is the int's)
+            if count < 0 or (kind == _COUNT and count > end - pos):
+                raise ValueError(f"claims {count} items or bytes with {end - pos} bytes left")
+            if kind != _COUNT:  # the items of a counted object follow as objects of their own
+                pos += count
 
 
 def _extras_of(state: Dict[str, Any]) -> Optional[Dict[str, Any]]:

@@ -2,9 +2,12 @@
 process introduces itself, and one pipe per process to the listener.
 
 A process connects to the socket once, sends the route of its records and the
-read end of a new pipe (``SCM_RIGHTS``), and from then on writes whole frames
-to the pipe. No lock is ever shared between processes: a process killed
-mid-write can only cut off its own last frame, which the listener discards.
+read end of a new pipe (``SCM_RIGHTS``), waits for the listener to answer that
+it holds the pipe (a listener out of file descriptors turns it away instead,
+and the process offers a new one a little later), and from then on writes
+whole frames to the pipe. No lock is ever shared between processes: a process
+killed mid-write can only cut off its own last frame, which the listener
+discards.
 ``os.write`` returns once the frame is in the pipe, whose only read end the
 listener holds, so a record survives its sender calling ``os._exit`` or being
 killed right after the logging call returns. A pipe rather than the socket
@@ -17,23 +20,32 @@ from __future__ import annotations
 
 import _socket
 import array
+import errno
 import fcntl
 import logging
 import os
 import socket
 import threading
+import time
+from time import sleep as _sleep  # bound now: a gevent patch applied later does not reach it
 from typing import Callable, Optional, Tuple
 
 from . import _codec, _fork, _sigterm
 from ._address import new_private_address
 from ._buffered import BUFFER_BYTES, SpilledError, check_flush_interval, flusher, spill
 
-__all__ = ["F_SETPIPE_SZ", "PIPE_BYTES", "LocalHandle", "Queue"]
+__all__ = ["F_SETPIPE_SZ", "PIPE_BYTES", "REFUSED_SECONDS", "LocalHandle", "Queue"]
 
 #: A worker's pipe holds this much, so bursts do not wait for the listener.
 #: It counts against the user's pipe quota (the kernel's default is 64 KiB).
 PIPE_BYTES = 256 * 1024
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # named in fcntl from Python 3.10
+#: How long a process keeps offering its pipe to a listener that turns it
+#: away (out of file descriptors) before it gives up and logs to stderr.
+REFUSED_SECONDS = 10.0
+#: The first wait before offering a pipe again, and the longest (it doubles).
+RETRY_FIRST_SECONDS = 0.001
+RETRY_MAX_SECONDS = 0.05
 
 #: How a listener thread takes records from its own process: ``handle(record, route)``.
 LocalHandle = Callable[[logging.LogRecord, int], None]
@@ -275,27 +287,65 @@ class Queue:
             self._pipe = -1
 
     def _connect(self) -> int:
-        """Introduce this process to the listener; return the pipe's write end."""
+        """Introduce this process to the listener; return the pipe's write end.
+
+        While the listener turns the pipe away (it is out of file descriptors),
+        try again with a new one, waiting a little longer each time (up to
+        ``RETRY_MAX_SECONDS``), for at most ``REFUSED_SECONDS``.
+
+        Raises:
+            OSError: the listener cannot be reached, or kept turning the pipe away.
+        """
+        delay = RETRY_FIRST_SECONDS
+        give_up = 0.0  # set at the first refusal: a wait for a busy listener's answer is not one
+        while True:
+            pipe = self._introduce()
+            if pipe >= 0:
+                return pipe
+            give_up = give_up or time.monotonic() + REFUSED_SECONDS
+            if time.monotonic() >= give_up:
+                raise OSError(
+                    errno.EMFILE,
+                    f"the log listener turned this process's pipe away for {REFUSED_SECONDS:g} s "
+                    "(it is out of file descriptors: raise its RLIMIT_NOFILE)",
+                )
+            _sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_SECONDS)
+
+    def _introduce(self) -> int:
+        """Send the listener a hello with a new pipe's read end, and wait for
+        its answer: return the pipe's write end, or -1 if it turned the pipe away.
+
+        Nothing is written to the pipe before the listener has said it holds
+        it: a pipe it could not take would lose whatever was in it.
+
+        Raises:
+            OSError: the listener cannot be reached.
+        """
         # The C socket type, whatever gevent or eventlet patched: connecting is
         # a plain blocking call, as is every later write to the pipe, and none
         # waits on an event loop (which may be the very thing that is stuck
         # when something needs logging).
-        sock = _socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         read_end, write_end = os.pipe()
         try:
             try:
                 fcntl.fcntl(write_end, F_SETPIPE_SZ, PIPE_BYTES)
             except OSError:  # over the user's pipe quota: a smaller pipe still works, with earlier back-pressure
                 pass
-            sock.connect(self.address)
-            fds = array.array("i", [read_end])
-            sock.sendmsg([_codec.hello(self.route)], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
-        except OSError:
+            sock = _socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(self.address)
+                taken = _hello_taken(sock, read_end, self.route)
+            finally:
+                sock.close()
+        except BaseException:  # a signal handler's exception too: no descriptor may leak
             os.close(write_end)
             raise
         finally:
             os.close(read_end)
-            sock.close()
+        if not taken:
+            os.close(write_end)
+            return -1
         return write_end
 
     def _before_fork(self) -> None:
@@ -320,6 +370,21 @@ class Queue:
         self._deliver_here(None)
         # Last: until now a signal handler that sends sees the fork not yet handled.
         self._pipe_pid = os.getpid()
+
+
+def _hello_taken(sock: "_socket.socket", read_end: int, route: int) -> bool:
+    """Send the hello for ``route`` with ``read_end`` on a connected socket;
+    return whether the listener took them (False: it closed the socket instead).
+
+    Waiting for the answer is back-pressure like a full pipe's: a listener busy
+    in a slow handler answers when it gets to it.
+    """
+    try:
+        fds = array.array("i", [read_end])
+        sock.sendmsg([_codec.hello(route)], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+        return sock.recv(1) == _codec.HELLO_TAKEN
+    except (BrokenPipeError, ConnectionResetError):  # closed before it read the hello
+        return False
 
 
 def _write_rest(pipe: int, rest: bytes) -> None:

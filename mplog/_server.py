@@ -1,28 +1,39 @@
 """The listener's server: accepts worker connections on the Unix socket,
-checks who they are, takes each worker's pipe, reads it and hands on the
-frames, and at stop drains every pipe to its end before closing it."""
+checks who they are, takes each worker's pipe and says so (or turns it away
+when it has no descriptor to hold it), reads it and hands on the frames,
+holding a bounded amount of incomplete ones, and at stop drains every pipe to
+its end before closing it."""
 
 from __future__ import annotations
 
 import array
 import errno
-import fcntl
 import logging
 import os
 import selectors
 import socket
-import stat
 import struct
 import threading
 import time
 from typing import Callable, List, Optional, Set, Tuple
 
-from . import _codec, _stderr
+from . import _codec, _descriptors, _pipes, _stderr
 from ._address import admit_user, remove_address
-from ._framing import Buffer, FrameError, FrameParser
-from ._queue import F_SETPIPE_SZ
+from ._connection import Connection, hello_pipe
+from ._framing import FrameError
+from ._pipes import seal
 
-__all__ = ["COALESCE_SECONDS", "DRAIN_SECONDS", "RECV_SIZE", "REOPEN", "FrameHandler", "Server", "TextHandler", "seal"]
+__all__ = [
+    "COALESCE_SECONDS",
+    "DRAIN_SECONDS",
+    "PENDING_LIMIT",
+    "RECV_SIZE",
+    "REOPEN",
+    "FrameHandler",
+    "Server",
+    "TextHandler",
+    "seal",
+]
 
 #: The most the listener reads from one pipe at a time.
 RECV_SIZE = 256 * 1024
@@ -40,41 +51,15 @@ COALESCE_BELOW = 64 * 1024
 COALESCE_SECONDS = 0.002
 #: How long stopping may spend on one pipe whose writer keeps writing.
 DRAIN_SECONDS = 2.0
+#: The most the listener holds, over all its connections, of frames that have
+#: not arrived whole (a frame is at most MAX_PAYLOAD). Past it, the connection
+#: holding the most is closed once its writer is seen to be still writing that
+#: frame (see Server._shed): the write fails with EPIPE, and its sender writes
+#: the record to its own stderr.
+PENDING_LIMIT = 128 * 1024 * 1024
 
 FrameHandler = Callable[[int, float, Optional[logging.LogRecord], Optional[Tuple[Optional[str], ...]]], None]
 TextHandler = Callable[[int, _codec.Frames], None]
-
-
-class _Connection:
-    """One worker process's channel: its socket until it has sent its pipe, then the pipe."""
-
-    __slots__ = ("sock", "pipe", "pid", "route", "parser")
-
-    def __init__(
-        self,
-        sock: socket.socket,
-        pid: int,
-        on_record: Callable[[Buffer, "_Connection"], None],
-        on_text: Callable[[_codec.Frames, "_Connection"], None],
-    ) -> None:
-        self.sock: Optional[socket.socket] = sock
-        self.pipe = -1  # the read end, once received
-        self.pid = pid
-        self.route = -1  # until the connection's hello names it
-        self.parser = FrameParser(on_record, on_text, self)
-
-    def channel(self) -> "socket.socket | int":
-        """What the selector watches for this connection."""
-        return self.sock if self.sock is not None else self.pipe
-
-    def close(self) -> None:
-        """Close the socket or pipe."""
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
-        if self.pipe >= 0:
-            os.close(self.pipe)
-            self.pipe = -1
 
 
 class Server:
@@ -105,7 +90,11 @@ class Server:
         self._uid = os.getuid()
         self._admitted = {self._uid, 0} if worker_uid is None else {self._uid, 0, worker_uid}
         self._received = 0  # bytes read in the current wake-up
-        self._connections: Set[_Connection] = set()
+        self._pending = 0  # bytes of incomplete frames held, over all connections
+        self._turned_away = _descriptors.TurnedAway()
+        self._connections: Set[Connection] = set()
+        # One descriptor per worker: ask for as many as we may, before any is used.
+        _descriptors.raise_open_files_limit()
         self._listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self._listening.bind(address)
@@ -117,6 +106,7 @@ class Server:
         except OSError:
             self._listening.close()
             raise
+        self._reserve = _descriptors.Reserve()
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._listening, selectors.EVENT_READ, None)
 
@@ -161,6 +151,7 @@ class Server:
             self._disconnect(conn, stopping=True)
         self._selector.close()
         self._listening.close()
+        self._reserve.close()
         remove_address(self.address)
 
     def close_in_child(self) -> None:
@@ -172,6 +163,7 @@ class Server:
         self._connections = set()
         self._selector.close()
         self._listening.close()
+        self._reserve.close()
 
     def _accept_pending(self) -> None:
         while True:
@@ -180,9 +172,9 @@ class Server:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    self._report(f"cannot accept a worker connection: {exc}; retrying")
-                return
+                if not self._accept_failed(exc):
+                    return
+                continue
             pid, uid, _ = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
             if uid not in self._admitted:
                 sock.close()
@@ -190,70 +182,153 @@ class Server:
                 self._report(f"refused a connection from pid {pid} of uid {uid}: only uids {allowed} may log here")
                 continue
             sock.setblocking(False)
-            conn = _Connection(sock, pid, self._deliver, self._deliver_text)
+            conn = Connection(sock, pid, self._deliver, self._deliver_text)
             self._connections.add(conn)
             self._selector.register(sock, selectors.EVENT_READ, conn)
 
-    def _read(self, conn: _Connection, stopping: bool = False) -> bool:
+    def _accept_failed(self, exc: OSError) -> bool:
+        """Handle a failed ``accept``; return whether to accept again.
+
+        Out of descriptors (``accept`` says so even with nobody waiting), the
+        reserved one turns away the connection waiting, if any.
+        """
+        if exc.errno not in (errno.EMFILE, errno.ENFILE):
+            if exc.errno in (errno.ENOBUFS, errno.ENOMEM):
+                self._report(f"cannot accept a worker connection: {exc}; retrying")
+            return False
+        turned_away = self._reserve.turn_away(self._listening)
+        if turned_away is None:  # not even the reserve: the connections wait
+            self._note_turned_away(0)
+        elif turned_away:
+            self._note_turned_away(1)
+        return bool(turned_away)
+
+    def _read(self, conn: Connection, stopping: bool = False) -> bool:
         """Read what one connection has; return False once it is closed, or
         (when ``stopping``) once there is nothing more to read for now."""
         if conn.sock is not None:
             return self._introduce(conn, stopping)
+        got = self._read_pipe(conn, stopping)
+        if got is None:
+            return not stopping
+        if got and self._pending > PENDING_LIMIT:
+            self._shed_pending()
+        return conn in self._connections
+
+    def _read_pipe(self, conn: Connection, stopping: bool) -> Optional[bool]:
+        """Read once from ``conn``'s pipe and hand on the frames completed:
+        True if something was read, None if the pipe was empty, False if the
+        connection is closed now."""
         try:
             data = os.read(conn.pipe, RECV_SIZE)
         except BlockingIOError:
-            return not stopping
+            return None
         except OSError:
             data = b""
         if not data:
             self._disconnect(conn, stopping)
             return False
         self._received += len(data)
+        held = len(conn.parser.pending)
         try:
             conn.parser.feed(data)
         except FrameError as exc:
+            self._pending -= held  # feed dropped them
             return self._refuse(conn, f"pid {conn.pid} {exc}")
+        self._pending += len(conn.parser.pending) - held
         return True
 
-    def _introduce(self, conn: _Connection, stopping: bool) -> bool:
+    def _introduce(self, conn: Connection, stopping: bool) -> bool:
         """Take a new connection's hello and pipe; from then on, read the pipe."""
         sock = conn.sock
         assert sock is not None
         try:
-            data, ancillary, _, _ = sock.recvmsg(_codec.HELLO.size, socket.CMSG_SPACE(_FD_BYTES))
+            data, ancillary, flags, _ = sock.recvmsg(_codec.HELLO.size, socket.CMSG_SPACE(_FD_BYTES))
         except (BlockingIOError, InterruptedError):
             return not stopping
         except OSError:
-            data, ancillary = b"", []
-        fds = _received_fds(ancillary)
+            data, ancillary, flags = b"", [], 0
+        fds = _pipes.received_fds(ancillary)
         if not data and not fds:  # gone before it said anything
             self._disconnect(conn, stopping)
             return False
+        if _descriptors.cannot_hold(fds, flags):
+            return self._turn_away(conn, fds)
         try:
-            pipe = _hello_pipe(conn, data, fds)
+            pipe = hello_pipe(conn, data, fds)
         except ValueError as exc:
             return self._refuse(conn, str(exc))
         os.set_blocking(pipe, False)
         self._selector.unregister(sock)
+        _answer_taken(sock)
         sock.close()
         conn.sock, conn.pipe = None, pipe
         self._selector.register(pipe, selectors.EVENT_READ, conn)
         return True
 
-    def _refuse(self, conn: _Connection, why: str) -> bool:
-        """Close a connection whose stream is not mplog's; return False."""
+    def _turn_away(self, conn: Connection, fds: List[int]) -> bool:
+        """Close a connection whose pipe cannot be held (out of descriptors)
+        without answering its hello: its process offers a new pipe later, and
+        has written nothing to this one. Return False."""
+        for fd in fds:
+            os.close(fd)
+        self._disconnect(conn)
+        self._note_turned_away(1)
+        return False
+
+    def _note_turned_away(self, pipes: int) -> None:
+        """Count ``pipes`` turned away for want of descriptors; say so when due."""
+        notice = self._turned_away.note(pipes)
+        if notice is not None:
+            self._report(notice)
+
+    def _shed_pending(self) -> None:
+        """Close the connections holding the largest incomplete frames until
+        what is held of such frames is within ``PENDING_LIMIT``."""
+        for conn in sorted(self._connections, key=lambda c: len(c.parser.pending), reverse=True):
+            if self._pending <= PENDING_LIMIT:
+                return
+            if conn.parser.pending:
+                self._shed(conn)
+
+    def _shed(self, conn: Connection) -> None:
+        """Close ``conn``, unless the frame it holds part of arrives whole
+        meanwhile; no record whose write returned is lost.
+
+        The listener reads what the pipe holds, and once a read leaves it empty
+        in the middle of that frame, seals it (see :func:`seal`): its writer is
+        then still in the write of that frame, which fails with EPIPE when the
+        pipe is closed, and its sender writes the record to its own stderr.
+        """
+        size = len(conn.parser.pending)
+        deadline = time.monotonic() + DRAIN_SECONDS
+        over = f"while the listener held {self._pending} bytes of such frames, over its limit of {PENDING_LIMIT}"
+        try:
+            with _pipes.Padder(conn.pipe) as padder:
+                while conn in self._connections and len(conn.parser.pending) >= size:
+                    got = self._read_pipe(conn, stopping=False)
+                    if got is None and padder.seal():
+                        self._refuse(conn, f"{_shed_notice(conn, over)} (its sender writes that record to its stderr)")
+                    elif time.monotonic() > deadline:
+                        self._refuse(conn, f"{_shed_notice(conn, over)}; it kept writing, so {_UNSEALED}")
+        except OSError as exc:  # no /proc, say
+            self._refuse(conn, f"{_shed_notice(conn, over)}; the pipe could not be sealed ({exc}), so {_UNSEALED}")
+
+    def _refuse(self, conn: Connection, why: str) -> bool:
+        """Close a connection whose stream cannot be taken, saying ``why``; return False."""
         self._report(f"{why}; connection closed")
+        self._pending -= len(conn.parser.pending)
         conn.parser.pending = bytearray()
         self._disconnect(conn)
         return False
 
-    def _deliver_text(self, frames: _codec.Frames, conn: _Connection) -> None:
+    def _deliver_text(self, frames: _codec.Frames, conn: Connection) -> None:
         try:
             self._on_text(conn.route, frames)
         except Exception:  # a handler bug must not stop the listener
             _stderr.report_exception("error while handling log lines")
 
-    def _deliver(self, payload: "bytes | bytearray", conn: _Connection) -> None:
+    def _deliver(self, payload: "bytes | bytearray", conn: Connection) -> None:
         try:
             route, created, record, texts = _codec.decode(payload)
         except ValueError as exc:
@@ -264,7 +339,7 @@ class Server:
         except Exception:  # a handler or filter bug must not stop the listener
             _stderr.report_exception("error while handling a record")
 
-    def _disconnect(self, conn: _Connection, stopping: bool = False) -> None:
+    def _disconnect(self, conn: Connection, stopping: bool = False) -> None:
         self._connections.discard(conn)
         try:
             self._selector.unregister(conn.channel())
@@ -279,6 +354,7 @@ class Server:
                 else "ended early: the process was probably killed while logging"
             )
             self._report(f"a record from pid {conn.pid} {why}; its {len(pending)} bytes received were discarded")
+            self._pending -= len(pending)
             conn.parser.pending = bytearray()
 
     def _drain(self) -> None:
@@ -308,7 +384,7 @@ class Server:
             if conn in self._connections:
                 self._drain_pipe(conn)
 
-    def _drain_pipe(self, conn: _Connection) -> None:
+    def _drain_pipe(self, conn: Connection) -> None:
         """Read a pipe until its writer has closed it, or can add nothing more;
         then close it.
 
@@ -327,11 +403,10 @@ class Server:
         if conn in self._connections:
             self._disconnect(conn, stopping=True)
 
-    def _read_until_sealed(self, conn: _Connection, deadline: float) -> None:
+    def _read_until_sealed(self, conn: Connection, deadline: float) -> None:
         """Read ``conn``'s pipe until it is at its end, or sealed between two
         frames, or ``deadline`` has passed (then say so)."""
-        padder = -1  # a non-blocking write end of the pipe, to seal it with
-        try:
+        with _pipes.Padder(conn.pipe) as padder:
             while True:
                 while self._read(conn, stopping=True) and time.monotonic() <= deadline:
                     pass
@@ -343,15 +418,10 @@ class Server:
                 if conn.parser.pending:  # the writer is in the middle of a frame
                     time.sleep(0.001)
                     continue
-                if padder < 0:
-                    padder = os.open(f"/proc/self/fd/{conn.pipe}", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-                if seal(conn.pipe, padder):
+                if padder.seal():
                     return
-        finally:
-            if padder >= 0:
-                os.close(padder)
 
-    def _report_unsealed(self, conn: _Connection, why: str) -> None:
+    def _report_unsealed(self, conn: Connection, why: str) -> None:
         self._report(
             f"the pipe of pid {conn.pid} was closed unsealed ({why}), so what it wrote since the last read may be lost"
         )
@@ -363,55 +433,18 @@ class Server:
             _stderr.report(message)
 
 
-def _hello_pipe(conn: _Connection, data: bytes, fds: List[int]) -> int:
-    """The pipe a connection's hello passed, with its route set on ``conn``;
-    any other descriptors passed are closed.
+_UNSEALED = "it was closed unsealed: what its process wrote since the last read may be lost"
 
-    Raises:
-        ValueError: not a hello with the read end of a pipe (it is closed).
-    """
-    pipe = fds.pop(0) if fds else -1
-    for extra in fds:
-        os.close(extra)
+
+def _shed_notice(conn: Connection, over: str) -> str:
+    """What the listener says when it drops ``conn``'s incomplete frame ``over`` its limit."""
+    held = len(conn.parser.pending)
+    return f"a frame from pid {conn.pid} had not arrived whole {over}: its {held} bytes were discarded"
+
+
+def _answer_taken(sock: socket.socket) -> None:
+    """Tell a connection's process that its pipe is held: it may write now."""
     try:
-        conn.route = _codec.parse_hello(data)
-        if pipe < 0 or not _is_read_end(pipe):
-            raise ValueError(f"pid {conn.pid} sent a hello without the read end of a pipe")
-    except ValueError:
-        if pipe >= 0:
-            os.close(pipe)
-        raise
-    return pipe
-
-
-def _received_fds(ancillary: List[Tuple[int, int, bytes]]) -> List[int]:
-    """The file descriptors passed in ``recvmsg`` ancillary data."""
-    fds = array.array("i")
-    for level, kind, data in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
-    return list(fds)
-
-
-def _is_read_end(fd: int) -> bool:
-    return stat.S_ISFIFO(os.fstat(fd).st_mode) and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY
-
-
-def seal(pipe: int, padder: int) -> bool:
-    """Make an empty ``pipe`` full, so no writer can add to it; return whether
-    it worked (if a writer wrote first, nothing is done and it is still open).
-
-    The pipe is shrunk to one page (the kernel refuses while it holds more),
-    then ``padder``, a non-blocking write end, writes one page of padding in one
-    write: into an empty one-page pipe that fits whole, and into a pipe holding
-    any byte of a writer's it writes nothing, since the page it would need is
-    taken. So padding never lands among a writer's frames, and the listener
-    never reads it: a sealed pipe is closed unread.
-    """
-    try:
-        capacity = fcntl.fcntl(pipe, F_SETPIPE_SZ, 1)  # the kernel rounds up to one page
-        return os.write(padder, bytes(capacity)) == capacity
-    except OSError as exc:  # EBUSY: it holds bytes again; EAGAIN: its page is taken
-        if exc.errno in (errno.EBUSY, errno.EAGAIN):
-            return False
-        raise
+        sock.send(_codec.HELLO_TAKEN, socket.MSG_NOSIGNAL)
+    except OSError:  # it is gone: its pipe is at its end, and read as such
+        pass

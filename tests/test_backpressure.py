@@ -41,11 +41,19 @@ def test_stalled_handler_backpressures_with_bounded_memory(log_path):
     bound_kib = workers * (_queue.PIPE_BYTES + _server.RECV_SIZE) / 1024
     context = multiprocessing.get_context("fork")
     with mplog.setup(gate, file_handler(log_path), level="INFO"):
-        processes = [context.Process(target=workload.log_records, args=(w, count, (size,))) for w in range(workers)]
+        # Each opens its pipe before any logs: a worker's first record waits
+        # for the listener to take its pipe, which the stuck handler would delay.
+        go, ready = context.Event(), [context.Event() for _ in range(workers)]
+        processes = [
+            context.Process(target=workload.open_pipe_then, args=(event, go, workload.log_records, w, count, (size,)))
+            for w, event in enumerate(ready)
+        ]
         rss_before = _rss_kib()
         for process in processes:
             process.start()
         try:
+            assert all(event.wait(30) for event in ready), "a worker did not open its pipe"
+            go.set()
             wait_until(lambda: _all_blocked(processes), "every worker blocking on its full pipe")
             growth_kib = _rss_kib() - rss_before
         finally:

@@ -143,10 +143,15 @@ def test_sigkill_mid_write_leaves_a_prefix(log_path):
         for trial in range(20):
             # The third size varies: the big record is cut at another place each time.
             sizes = (200, 200, 4000 + 997 * trial, _queue.PIPE_BYTES + 1)
-            victim = context.Process(target=workload.log_forever, args=(None, trial * 2, sizes))
+            ready, go = context.Event(), context.Event()
+            victim = context.Process(
+                target=workload.open_pipe_then, args=(ready, go, workload.log_forever, None, trial * 2, sizes)
+            )
             survivor = context.Process(target=workload.init_and_log, args=(mplog.initializer, trial * 2 + 1, 300))
+            victim.start()
+            assert ready.wait(30), f"victim {trial} did not open its pipe"
             with session.listener._busy:  # the listener reads nothing: the victim's pipe fills
-                victim.start()
+                go.set()
                 survivor.start()
                 try:
                     wait_until(

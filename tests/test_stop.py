@@ -112,9 +112,13 @@ def test_a_seal_fills_an_empty_pipe_and_never_joins_a_writers_bytes():
             os.close(fd)
 
 
-def _write_one_huge_record(stderr_path: str, size: int) -> None:
-    """A forked child: one record far larger than a pipe, then a small one."""
+def _write_one_huge_record(stderr_path: str, size: int, ready_path: str, go_path: str) -> None:
+    """A forked child: opens its pipe, says so with ``ready_path``, waits for
+    ``go_path``, then logs one record far larger than a pipe, then a small one."""
     _stderr_into(stderr_path)
+    workload.open_pipe()
+    open(ready_path, "w").close()
+    wait_for_path(go_path)
     logger = logging.getLogger(workload.LOGGER)
     logger.info("%s", workload.message(0, 0, size))
     logger.info("%s", workload.message(0, 1, 10))
@@ -126,14 +130,17 @@ def test_a_writer_stopped_mid_frame_delays_the_stop_boundedly_and_loses_nothing(
     for at most its bound; the part the listener had is discarded and reported,
     and once the worker runs again the whole record goes to its stderr."""
     log_path, stderr_path = str(tmp_path / "app.log"), str(tmp_path / "err")
+    ready, go = str(tmp_path / "ready"), str(tmp_path / "go")
     size = 4 * 1024 * 1024
     with mplog.setup(file_handler(log_path), level="INFO") as session:
-        with session.listener._busy:  # the listener reads nothing: the worker's pipe fills
-            pid = fork_running(_write_one_huge_record, stderr_path, size)
-            with killed_on_error(pid):
+        pid = fork_running(_write_one_huge_record, stderr_path, size, ready, go)
+        with killed_on_error(pid):
+            wait_for_path(ready)  # the listener has taken its pipe
+            with session.listener._busy:  # the listener reads nothing: the worker's pipe fills
+                open(go, "w").close()
                 wait_until(lambda: blocked_in_pipe_write(pid), "the worker blocking in the middle of its write", 30)
-            os.kill(pid, signal.SIGSTOP)
-        stopping = time.monotonic()
+                os.kill(pid, signal.SIGSTOP)
+    stopping = time.monotonic()
     took = time.monotonic() - stopping
     os.kill(pid, signal.SIGCONT)
     assert wait_pid(pid) == 0

@@ -84,6 +84,27 @@ def log_then_kill_self(
     open(sent_path, "w").close()
 
 
+def open_pipe() -> None:
+    """Have this process's mplog queue (the root logger's handler's) open its
+    pipe now, sending nothing. A process's first record waits until the
+    listener has taken its pipe; a test that then holds the listener back
+    (its busy lock, a stuck handler) opens the pipe first, so the process
+    waits in a write to that pipe, not for the listener's answer."""
+    queue = logging.getLogger().handlers[0].queue
+    queue._check_fork()
+    with queue._lock:
+        queue._send_locked(b"")  # connects if need be; writes nothing
+
+
+def open_pipe_then(ready: Any, go: Any, target: Callable[..., None], *args: Any) -> None:
+    """Open this process's pipe (see :func:`open_pipe`), set the event
+    ``ready``, wait for the event ``go`` (at most 60 s), then run ``target(*args)``."""
+    open_pipe()
+    ready.set()
+    go.wait(60)
+    target(*args)
+
+
 def log_forever(initializer, worker: int, sizes: Sequence[int]) -> None:
     """Log until killed (for SIGKILL trials)."""
     if initializer is not None:

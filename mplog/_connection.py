@@ -1,0 +1,67 @@
+"""One worker process's connection as the listener holds it: its socket
+until its hello has passed a pipe, then that pipe, and the parser of what
+arrives on it."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Callable, List, Optional
+
+from . import _codec, _pipes
+from ._framing import Buffer, FrameParser
+
+__all__ = ["Connection", "hello_pipe"]
+
+
+class Connection:
+    """One worker process's channel: its socket until it has sent its pipe, then the pipe."""
+
+    __slots__ = ("sock", "pipe", "pid", "route", "parser")
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        pid: int,
+        on_record: Callable[[Buffer, "Connection"], None],
+        on_text: Callable[[_codec.Frames, "Connection"], None],
+    ) -> None:
+        self.sock: Optional[socket.socket] = sock
+        self.pipe = -1  # the read end, once received
+        self.pid = pid
+        self.route = -1  # until the connection's hello names it
+        self.parser = FrameParser(on_record, on_text, self)
+
+    def channel(self) -> "socket.socket | int":
+        """What the selector watches for this connection."""
+        return self.sock if self.sock is not None else self.pipe
+
+    def close(self) -> None:
+        """Close the socket or pipe."""
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        if self.pipe >= 0:
+            os.close(self.pipe)
+            self.pipe = -1
+
+
+def hello_pipe(conn: Connection, data: bytes, fds: List[int]) -> int:
+    """The pipe a connection's hello passed, with its route set on ``conn``;
+    any other descriptors passed are closed.
+
+    Raises:
+        ValueError: not a hello with the read end of a pipe (it is closed).
+    """
+    pipe = fds.pop(0) if fds else -1
+    for extra in fds:
+        os.close(extra)
+    try:
+        conn.route = _codec.parse_hello(data)
+        if pipe < 0 or not _pipes.is_read_end(pipe):
+            raise ValueError(f"pid {conn.pid} sent a hello without the read end of a pipe")
+    except ValueError:
+        if pipe >= 0:
+            os.close(pipe)
+        raise
+    return pipe
