@@ -18,22 +18,26 @@ from __future__ import annotations
 import _socket
 import array
 import fcntl
+import io
 import logging
 import os
+import select
 import socket
 import threading
-from typing import Callable, Optional, Tuple
+from typing import Callable, NoReturn, Optional, Tuple
 
 from . import _codec, _fork, _sigterm
 from ._address import new_private_address
 from ._buffered import BUFFER_BYTES, SpilledError, check_flush_interval, flusher, spill
 
-__all__ = ["F_SETPIPE_SZ", "PIPE_BYTES", "LocalHandle", "Queue"]
+__all__ = ["ATOMIC_BYTES", "F_SETPIPE_SZ", "PIPE_BYTES", "LocalHandle", "Queue"]
 
 #: A worker's pipe holds this much, so bursts do not wait for the listener.
 #: It counts against the user's pipe quota (the kernel's default is 64 KiB).
 PIPE_BYTES = 256 * 1024
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # named in fcntl from Python 3.10
+#: A write of at most this many bytes to a pipe is atomic: all of it goes in, or none.
+ATOMIC_BYTES = select.PIPE_BUF
 
 #: How a listener thread takes records from its own process: ``handle(record, route)``.
 LocalHandle = Callable[[logging.LogRecord, int], None]
@@ -87,6 +91,9 @@ class Queue:
         # while _lock is held, so a signal handler that can take the lock and
         # finds it set has interrupted that very write.
         self._writing = False
+        # A write of more than ATOMIC_BYTES that an exception cut short: its
+        # pipe is set aside (_pipe is -1) until the rest is written.
+        self._unfinished: Optional[_PipeWrite] = None
         self._armed = False  # the flusher will send this buffer within flush_interval
         if self.flush_interval is not None:
             flusher.queues.add(self)
@@ -240,38 +247,139 @@ class Queue:
     def _flush_locked(self) -> None:
         buffer = self._buffer
         self._armed = False  # before taking the frames: one added after this arms the flusher again
-        if not buffer:
+        if not buffer and self._unfinished is None:
             return
-        # A copy to write, so that other threads can go on adding frames (a
-        # bytearray cannot grow while os.write holds it).
-        data = bytes(buffer)
-        del buffer[: len(data)]
         try:
-            self._send_locked(data)
+            # First, as it may wait: a SIGTERM handler that gives up waiting
+            # for this takes the frames in the buffer (_spill_unlocked).
+            pipe = self._pipe if self._pipe >= 0 else self._open_pipe()
         except OSError as exc:
-            spill(data, f"pid {os.getpid()} cannot reach the log listener at {self.address} ({exc})")
-            raise SpilledError(*exc.args) from exc
+            data = bytes(buffer)
+            del buffer[: len(data)]
+            self._spill(data, exc)
+        # A copy to write, so that other threads can go on adding frames (a
+        # bytearray cannot grow while it is being written).
+        data = bytes(buffer)
+        size = len(data)
+        if not size:
+            return
+        write = self._begin_write(pipe, data)
+        # No signal handler runs between these two lines (from Python 3.10,
+        # handlers run only after calls and on backward jumps): the frames are
+        # in the buffer or in the write, whatever a handler raises.
+        del buffer[:size]
+        write.writer.write(data)
+        try:
+            self._complete_write(write)
+        except OSError as exc:
+            self._spill(data, exc)
 
-    def _send_locked(self, data: "bytes | bytearray") -> None:
+    def _spill(self, data: bytes, exc: OSError) -> NoReturn:
+        """Write frames the listener cannot take to stderr; raise SpilledError."""
+        spill(data, f"pid {os.getpid()} cannot reach the log listener at {self.address} ({exc})")
+        raise SpilledError(*exc.args) from exc
+
+    def _send_locked(self, data: bytes) -> None:
+        """Write whole frames to this process's pipe, connecting first if need be.
+
+        Whatever an exception (a signal handler's) cuts short, the frames go
+        into the pipe whole or not at all; a write it interrupts is finished
+        first, then the exception is raised.
+
+        Raises:
+            OSError: the listener cannot be reached; the pipe is closed.
+        """
         pipe = self._pipe
         if pipe < 0:
+            pipe = self._open_pipe()
+        if len(data) <= ATOMIC_BYTES:
+            try:
+                os.write(pipe, data)  # atomic: a signal can interrupt it only before a byte is in
+            except OSError:
+                self._pipe = -1
+                os.close(pipe)
+                raise
+            return
+        write = self._begin_write(pipe, data)
+        write.writer.write(data)
+        self._complete_write(write)
+
+    def _open_pipe(self) -> int:
+        """The pipe to write to next: the one a write was cut short on, once
+        the rest of that write is in; or else a new connection to the listener."""
+        write = self._unfinished
+        if write is None:
             pipe = self._pipe = self._connect()
+            return pipe
         try:
-            written = os.write(pipe, data)
-            if written < len(data):  # a signal interrupted a long write
-                _write_rest(pipe, bytes(data[written:]))  # a copy: a view would pin a bytearray's size
-        except OSError:
-            self._pipe = -1
-            os.close(pipe)
+            self._complete_write(write)
+        except OSError as exc:
+            spill(write.data, f"pid {os.getpid()} cannot reach the log listener at {self.address} ({exc})")
             raise
+        return write.pipe
+
+    def _begin_write(self, pipe: int, data: bytes) -> "_PipeWrite":
+        """A write of ``data`` (more than ATOMIC_BYTES) to ``pipe``, with
+        nothing in it yet: until it is complete, the pipe is set aside, so that
+        the next send finishes this write before anything else."""
+        write = _PipeWrite(pipe, data)
+        self._unfinished = write
+        self._pipe = -1
+        return write
+
+    def _complete_write(self, write: "_PipeWrite") -> None:
+        """Write what ``write`` holds. If an exception cuts that short, write
+        the rest, then raise it.
+
+        Raises:
+            OSError: the listener cannot be reached; the pipe is closed (and
+                the listener, if still reading, discards a frame cut short).
+        """
+        try:
+            write.writer.flush()
+        except OSError:
+            self._abandon(write)
+            raise
+        except BaseException:
+            self._finish(write)
+            raise
+        self._unfinished = None
+        self._pipe = write.pipe
+
+    def _finish(self, write: "_PipeWrite") -> None:
+        """Write the rest of ``write`` after an exception cut it short (the
+        caller raises it next). Exceptions raised meanwhile, by further
+        signals, are dropped: the frames come first, and one exception is
+        raised for all. If the listener is gone, the frames go to stderr."""
+        while True:
+            try:
+                write.writer.flush()
+                break
+            except OSError as exc:
+                self._abandon(write)
+                spill(write.data, f"pid {os.getpid()} cannot reach the log listener at {self.address} ({exc})")
+                return
+            except BaseException:
+                continue
+        self._unfinished = None
+        self._pipe = write.pipe
+
+    def _abandon(self, write: "_PipeWrite") -> None:
+        """Give up ``write`` and close its pipe (the next send connects anew)."""
+        write.discard()
+        self._unfinished = None
+        os.close(write.pipe)
 
     def close(self) -> None:
         """Send what is buffered, then close this process's pipe; the next
         record opens a new one."""
         self.flush()
         with self._lock:
-            if self._pipe >= 0 and self._pipe_pid == os.getpid():
-                os.close(self._pipe)
+            if self._pipe_pid == os.getpid():
+                if self._unfinished is not None:  # cut short again, by an exception during flush()
+                    self._abandon(self._unfinished)
+                elif self._pipe >= 0:
+                    os.close(self._pipe)
             self._pipe = -1
 
     def _connect(self) -> int:
@@ -305,12 +413,18 @@ class Queue:
     def _after_fork_in_child(self) -> None:
         # The inherited pipe is the parent's: writing to it could interleave
         # with the parent's frames. Closing our copy does not affect the parent.
-        if self._pipe >= 0:
+        pipe = self._pipe
+        write = self._unfinished
+        if write is not None:  # the parent's to finish: this copy is dropped unwritten
+            write.discard()
+            pipe = write.pipe
+        if pipe >= 0:
             try:
-                os.close(self._pipe)
+                os.close(pipe)
             except OSError:
                 pass
         self._pipe = -1
+        self._unfinished = None
         self._lock = self._new_lock()
         self._writing = False
         self._buffer = bytearray()  # the parent's, flushed before the fork
@@ -322,6 +436,28 @@ class Queue:
         self._pipe_pid = os.getpid()
 
 
-def _write_rest(pipe: int, rest: bytes) -> None:
-    while rest:
-        rest = rest[os.write(pipe, rest) :]
+class _PipeWrite:
+    """Whole frames on their way into a pipe, written so that an exception
+    raised partway never loses count of how much is in.
+
+    A signal that cuts ``os.write`` short runs its Python handler as soon as
+    the call returns, before the count it returns can be kept: if the handler
+    raises, where the frame was cut is lost, and the stream's framing with it.
+    A ``BufferedWriter`` keeps the count in C: its ``flush()`` records each
+    partial write before it runs the handlers, so after any exception, calling
+    it again writes exactly the rest.
+    """
+
+    __slots__ = ("pipe", "data", "writer")
+
+    def __init__(self, pipe: int, data: bytes) -> None:
+        self.pipe = pipe
+        self.data = data  # what goes to stderr if the listener is gone
+        # Room for more than data: write() only copies it, and flush() writes
+        # it (a write as big as the buffer goes to the pipe directly, uncounted).
+        self.writer = io.BufferedWriter(io.FileIO(pipe, "wb", closefd=False), len(data) + 1)
+
+    def discard(self) -> None:
+        """Drop what is not written yet, which the writer would otherwise
+        write when it is collected (to whatever file has the fd by then)."""
+        self.writer.raw.close()

@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import sys
 import threading
 import time
+from types import FrameType
+from typing import Optional
+
+import pytest
 
 import mplog
 from mplog import _buffered
-from tests.conftest import blocked_in_pipe_write, fork_running, wait_pid, wait_until
+from tests import workload
+from tests.conftest import blocked_in_pipe_write, file_handler, fork_running, wait_pid, wait_until
 
 _RECORD = "x" * 4000
 
 
-def _child_stuck_then_terminated(stderr_path: str) -> None:
-    """In a forked child of a buffered session whose listener is stuck: one
-    thread logs until its send blocks on the full pipe (holding the buffer's
-    lock), the main thread buffers three more records, then SIGTERM."""
+def _child_stuck_then_terminated(stderr_path: str, stuck_path: str) -> None:
+    """In a forked child of a buffered session whose listener gets stuck (and
+    says so by creating ``stuck_path``): one thread logs until its send blocks
+    on the full pipe (holding the buffer's lock) while the listener is stuck,
+    the main thread buffers three more records, then SIGTERM."""
     sys.stderr = open(stderr_path, "w", encoding="utf-8")
     log = logging.getLogger("child")
 
@@ -28,7 +35,13 @@ def _child_stuck_then_terminated(stderr_path: str) -> None:
             log.warning(_RECORD)
 
     threading.Thread(target=fill_the_pipe, daemon=True).start()
-    wait_until(lambda: blocked_in_pipe_write(os.getpid()), "the sending thread blocked on the full pipe", 30)
+    # Blocked while the listener is stuck: for good. (A block seen before the
+    # listener's first read may end when it reads, taking the three records.)
+    wait_until(
+        lambda: os.path.exists(stuck_path) and blocked_in_pipe_write(os.getpid()),
+        "the sending thread blocked on the full pipe of a stuck listener",
+        30,
+    )
     for number in range(3):
         log.warning("buffered while stuck %d", number)
     os.kill(os.getpid(), signal.SIGTERM)  # the handler flushes, then the process dies of the signal
@@ -41,15 +54,17 @@ def test_sigterm_spills_the_buffer_when_another_threads_send_is_stuck(tmp_path):
     ``SIGNAL_LOCK_SECONDS``; the records still in the buffer then go to stderr
     rather than dying with the process."""
     release = threading.Event()
+    stuck_path = str(tmp_path / "stuck")
 
     class Stuck(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
+            open(stuck_path, "w").close()
             release.wait(120)
 
     stderr_path = str(tmp_path / "child.stderr")
     with mplog.setup(Stuck(), buffered=True, flush_interval=60):
         try:
-            status = wait_pid(fork_running(_child_stuck_then_terminated, stderr_path))
+            status = wait_pid(fork_running(_child_stuck_then_terminated, stderr_path, stuck_path))
         finally:
             release.set()
     with open(stderr_path, encoding="utf-8") as stderr:
@@ -57,3 +72,81 @@ def test_sigterm_spills_the_buffer_when_another_threads_send_is_stuck(tmp_path):
     assert status == -signal.SIGTERM
     for number in range(3):
         assert f"buffered while stuck {number}" in spilled
+
+
+# Records of 5 KB to 70 KB: more than a pipe takes in one atomic write
+# (PIPE_BUF, 4 KiB), so a write of one waits partway through for room.
+_LONG_SIZES = (5000, 20_000, 70_000, 9000)
+_MPLOG_DIR = os.path.dirname(mplog.__file__)
+
+
+class _FileSubclass(logging.FileHandler):
+    """Writes like a FileHandler, but is not one to mplog: workers send it
+    record frames instead of lines."""
+
+
+def _log_while_alarms_raise(worker: int, count: int, raised_path: str) -> None:
+    """Log ``count`` long records while SIGALRM comes every millisecond, its
+    handler raising KeyboardInterrupt whenever it interrupts mplog's code (in
+    practice: a write waiting for room in the pipe). Write the sequence numbers
+    of the calls that raised to ``raised_path``."""
+    logger = logging.getLogger(workload.LOGGER)
+
+    def interrupt(signum: int, frame: Optional[FrameType]) -> None:
+        if frame is not None and frame.f_code.co_filename.startswith(_MPLOG_DIR):
+            raise KeyboardInterrupt
+
+    raised = []
+    signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 0.001, 0.001)
+    for seq in range(count):
+        text = workload.message(worker, seq, _LONG_SIZES[seq % len(_LONG_SIZES)])
+        try:
+            logger.info("%s", text)
+        except KeyboardInterrupt:
+            raised.append(seq)
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    mplog.flush()
+    with open(raised_path, "w") as out:
+        json.dump(raised, out)
+
+
+@pytest.mark.parametrize("frames", ["text", "record"])
+@pytest.mark.parametrize("buffered", [False, True])
+def test_exceptions_raised_mid_write_leave_no_partial_frame(tmp_path, log_path, capfd, frames, buffered):
+    """A worker's long records wait for room in its pipe (the listener is held
+    for most of each 10 ms) while a signal handler raises KeyboardInterrupt
+    every millisecond. Every frame is written whole or not at all: every call
+    that returned is in the file once, one that raised at most once, nothing
+    is torn, and the worker keeps its connection to the listener."""
+    handler = file_handler(log_path) if frames == "text" else _FileSubclass(log_path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    raised_path = str(tmp_path / "raised")
+    count = 400
+    holding = threading.Event()
+    holding.set()
+    with mplog.setup(handler, level="INFO", buffered=buffered, flush_interval=60 if buffered else None) as session:
+
+        def hold_the_listener() -> None:
+            while holding.is_set():
+                with session.listener._busy:
+                    time.sleep(0.01)
+                time.sleep(0.001)
+
+        holder = threading.Thread(target=hold_the_listener)
+        holder.start()
+        try:
+            assert wait_pid(fork_running(_log_while_alarms_raise, 1, count, raised_path), 120) == 0
+        finally:
+            holding.clear()
+            holder.join()
+    with open(raised_path) as stream:
+        raised = set(json.load(stream))
+    err = capfd.readouterr().err
+    tally = workload.tally(log_path)
+    assert len(raised) > 20, f"only {len(raised)} calls raised: the signals did not interrupt writes"
+    assert not tally.torn, f"{len(tally.torn)} torn lines, e.g. {tally.torn[0][:200]!r}"
+    assert not tally.duplicated(), tally.duplicated()[:10]
+    missing = tally.missing(1, (seq for seq in range(count) if seq not in raised))
+    assert not missing, f"{len(missing)} records whose call returned are missing, e.g. {missing[:10]}"
+    assert "mplog:" not in err, err[:2000]
