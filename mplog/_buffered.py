@@ -43,6 +43,9 @@ class BufferedQueue(Protocol):
     def _flush_for_signal(self, timeout: float) -> bool:
         """Send or spill what is buffered; False if this thread is mid-write."""
 
+    def _stop_buffering(self) -> None:
+        """Send what is buffered, and from now on each record as it is logged."""
+
 
 class SpilledError(OSError):
     """The listener could not be reached, and the buffered records, the one
@@ -85,6 +88,14 @@ def catch_sigterm() -> None:
     _sigterm.catch(_flush_for_sigterm)
 
 
+def _stop_buffering() -> None:
+    """At exit: send what every queue has buffered, and from then on each
+    record as it is logged (by a later exit hook, or by a ``__del__`` while
+    the interpreter finalizes), since no flusher thread runs any more."""
+    for queue in list(flusher.queues):
+        queue._stop_buffering()
+
+
 def _flush_for_sigterm() -> bool:
     for queue in list(flusher.queues):
         if not queue._flush_for_signal(SIGNAL_LOCK_SECONDS):
@@ -109,6 +120,9 @@ class _Flusher:
 
     def arm(self) -> None:
         """A queue holds a frame that no flush has been promised for."""
+        if sys.is_finalizing():  # past the exit hooks: no thread can start or run
+            _stop_buffering()
+            return
         if self._pid != os.getpid():
             with self._starting:  # two threads' first records: one flusher
                 if self._pid != os.getpid():
@@ -120,11 +134,11 @@ class _Flusher:
         self._due = threading.Event()
         threading.Thread(target=self._run, args=(self._due,), name="mplog-flusher", daemon=True).start()
         # Ways out of a process that skip the flusher's next tick:
-        atexit.register(flush)  # normal exit (logging.shutdown flushes handlers too)
+        atexit.register(_stop_buffering)  # normal exit (logging.shutdown flushes handlers too)
         for name in ("multiprocessing.util", "multiprocess.util"):
             util = sys.modules.get(name)
             if util is not None:  # children of these leave through os._exit, after their finalizers
-                util.Finalize(None, flush, exitpriority=100)
+                util.Finalize(None, _stop_buffering, exitpriority=100)
         catch_sigterm()
 
     def _run(self, due: threading.Event) -> None:

@@ -57,8 +57,10 @@ class Queue:
     seconds after they were logged, once 64 KiB have gathered,
     before this process forks, when it exits (normally, through
     ``multiprocessing``, or on SIGTERM when no other handler is installed) and
-    on :func:`mplog.flush`. What is still buffered when the process is killed
-    with SIGKILL or calls ``os._exit`` is lost.
+    on :func:`mplog.flush`; from the exit hook on, each record is sent as it
+    is logged (by ``__del__`` while the interpreter finalizes, say). What is
+    still buffered when the process is killed with SIGKILL or calls
+    ``os._exit`` is lost.
 
     Args:
         address: path of the listener's Unix socket; by default a new path in a
@@ -77,7 +79,7 @@ class Queue:
     # the worker handler sends ready-made frames with _send() and asks
     # _local_pid whether records go to a listener thread of this process
     # (set with _deliver_here() by that listener); the flusher calls
-    # _flush_for_signal() on SIGTERM.
+    # _flush_for_signal() on SIGTERM, and _stop_buffering() at exit.
 
     def __init__(self, address: Optional[str] = None, route: int = 0, flush_interval: Optional[float] = None) -> None:
         self.address: str = address if address is not None else new_private_address()
@@ -95,6 +97,9 @@ class Queue:
         # pipe is set aside (_pipe is -1) until the rest is written.
         self._unfinished: Optional[_PipeWrite] = None
         self._armed = False  # the flusher will send this buffer within flush_interval
+        # The buffer is sent once it holds this much: 1 (every frame at once)
+        # from the exit hook on, when no flusher thread runs any more.
+        self._flush_bytes = BUFFER_BYTES
         if self.flush_interval is not None:
             flusher.queues.add(self)
         # The pid of a process whose listener thread takes records put here
@@ -168,7 +173,7 @@ class Queue:
         # handler looks. Only taking frames out (flushing) is locked.
         buffer = self._buffer
         buffer += frame
-        if len(buffer) >= BUFFER_BYTES:
+        if len(buffer) >= self._flush_bytes:
             self._flush(timeout=-1)
         elif not self._armed:
             self._armed = True
@@ -190,6 +195,11 @@ class Queue:
             self._flush(timeout=-1)
         except SpilledError:
             pass
+
+    def _stop_buffering(self) -> None:
+        """Send what is buffered, and from now on each record as it is logged."""
+        self._flush_bytes = 1
+        self.flush()
 
     def _flush_for_signal(self, timeout: float) -> bool:
         """Send what is buffered, from a signal handler: return False, sending
@@ -223,6 +233,10 @@ class Queue:
             self._writing = True
             try:
                 self._flush_locked()
+                while self._buffer and self._flush_bytes == 1:
+                    # Added during that write by this thread (a finalizer's
+                    # record, say), while no flusher runs to send it.
+                    self._flush_locked()
             finally:
                 self._writing = False
             return True

@@ -13,6 +13,9 @@ import multiprocessing
 import os
 import re
 import signal
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from typing import Iterator, Optional, TextIO
@@ -328,3 +331,45 @@ def test_bad_buffering_arguments_fail_at_the_call():
             mplog.setup(logging.NullHandler(), buffered=True, flush_interval=interval)
     with pytest.raises(ValueError, match="flush_interval must be"):
         mplog.setup(logging.NullHandler(), flush_interval=0)
+
+
+FINALIZING_CHILD = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {root!r})
+    import logging
+    import mplog
+    from tests import workload
+
+    class LogsWhenCollected:
+        def __init__(self, worker):
+            self.worker = worker
+
+        def __del__(self):
+            logging.getLogger(workload.LOGGER).info("%s", workload.message(self.worker, 0, 100))
+
+    mplog.initializer()  # a buffered session's, through MPLOG_CONFIG
+    workload.log_records(0, {before})
+    # Collected while the interpreter finalizes, after every exit hook has run:
+    KEPT_TO_THE_END = LogsWhenCollected(1)  # when the module's globals are cleared
+    cycle = LogsWhenCollected(2)
+    cycle.itself = cycle  # by the collector's last pass
+    del cycle
+    """
+)
+
+
+@pytest.mark.parametrize("before", [100, 0])
+def test_records_logged_while_the_interpreter_finalizes(log_path, capfd, before):
+    """A buffered process logs from the ``__del__`` of a global and of a
+    reference cycle, both run after the exit hooks that flush the buffer,
+    having logged 100 records before, or none (so no flusher thread has
+    started, and none can start any more): the records still reach the
+    file, as they would with the stdlib, and the process exits."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = FINALIZING_CHILD.format(root=root, before=before)
+    with mplog.setup(file_handler(log_path), level="INFO", buffered=True, flush_interval=60):
+        child = subprocess.run([sys.executable, "-c", script], timeout=60)  # killed if it overruns
+    assert child.returncode == 0
+    workload.tally(log_path).assert_complete({0: before, 1: 1, 2: 1})
+    assert "mplog:" not in capfd.readouterr().err

@@ -1,23 +1,33 @@
-"""The queue's buffer under SIGTERM while another thread's send is stuck."""
+"""The queue's writes under signals: SIGTERM while another thread's send is
+stuck, and signal handlers that raise while a write waits for room in the pipe."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import multiprocessing
 import os
 import signal
 import sys
 import threading
 import time
 from types import FrameType
-from typing import Optional
+from typing import Any, Optional
 
 import pytest
 
 import mplog
 from mplog import _buffered
 from tests import workload
-from tests.conftest import blocked_in_pipe_write, file_handler, fork_running, wait_pid, wait_until
+from tests.conftest import (
+    blocked_in_pipe_write,
+    file_handler,
+    fork_running,
+    killed_on_error,
+    wait_pid,
+    wait_until,
+)
 
 _RECORD = "x" * 4000
 
@@ -149,4 +159,58 @@ def test_exceptions_raised_mid_write_leave_no_partial_frame(tmp_path, log_path, 
     assert not tally.duplicated(), tally.duplicated()[:10]
     missing = tally.missing(1, (seq for seq in range(count) if seq not in raised))
     assert not missing, f"{len(missing)} records whose call returned are missing, e.g. {missing[:10]}"
+    assert "mplog:" not in err, err[:2000]
+
+
+def _log_until_sigterm_raises(worker: int, returned: Any) -> None:
+    """A Process target: log long records until SIGTERM, whose handler raises
+    SystemExit; on the way out, log one record more, as worker ``worker + 1``."""
+
+    def exit_now(signum: int, frame: Optional[FrameType]) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, exit_now)
+    try:
+        workload.log_records(worker, 10**9, _LONG_SIZES, returned=returned)
+    finally:
+        logging.getLogger(workload.LOGGER).info("%s", workload.message(worker + 1, 0, 100))
+
+
+@pytest.mark.parametrize("frames", ["text", "record"])
+@pytest.mark.parametrize("buffered", [False, True])
+def test_sigterm_raising_system_exit_mid_write(log_path, capfd, frames, buffered):
+    """Workers whose SIGTERM handler raises SystemExit, each terminated while
+    its write of long records waits for room in the pipe (the listener is
+    held), log one last record as they leave. Every call that returned is in
+    the file once, the interrupted one at most once, the last record too,
+    and nothing is torn."""
+    handler = file_handler(log_path) if frames == "text" else _FileSubclass(log_path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    context = multiprocessing.get_context("fork")
+    trials = 5
+    returned = [context.RawArray("q", 1) for _ in range(trials)]
+    with mplog.setup(handler, level="INFO", buffered=buffered, flush_interval=60 if buffered else None) as session:
+        for trial in range(trials):
+            worker = context.Process(target=_log_until_sigterm_raises, args=(trial * 2, returned[trial]))
+            with session.listener._busy:  # the listener reads nothing: the worker's pipe fills
+                worker.start()
+                with killed_on_error(worker.pid):
+                    blocked = functools.partial(blocked_in_pipe_write, worker.pid)
+                    wait_until(blocked, f"worker {trial} blocked mid-write", 30)
+                os.kill(worker.pid, signal.SIGTERM)
+            worker.join(30)
+            if worker.exitcode is None:
+                worker.kill()
+                worker.join(5)
+            assert worker.exitcode == 0, f"trial {trial}: exit code {worker.exitcode}"
+    err = capfd.readouterr().err
+    tally = workload.tally(log_path)
+    assert not tally.torn, f"{len(tally.torn)} torn lines, e.g. {tally.torn[0][:200]!r}"
+    assert not tally.duplicated(), tally.duplicated()[:10]
+    for trial in range(trials):
+        count = returned[trial][0]
+        assert count > 0
+        assert not tally.missing(trial * 2, range(count)), f"trial {trial}: returned calls missing"
+        assert set(tally.seqs[trial * 2]) <= set(range(count + 1)), f"trial {trial}: a record logged after the exit"
+        assert not tally.missing(trial * 2 + 1, [0]), f"trial {trial}: the record logged on the way out is missing"
     assert "mplog:" not in err, err[:2000]
