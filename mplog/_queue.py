@@ -18,10 +18,8 @@ from __future__ import annotations
 import _socket
 import array
 import fcntl
-import io
 import logging
 import os
-import select
 import socket
 import threading
 from typing import Callable, NoReturn, Optional, Tuple
@@ -29,15 +27,14 @@ from typing import Callable, NoReturn, Optional, Tuple
 from . import _codec, _fork, _sigterm
 from ._address import new_private_address
 from ._buffered import BUFFER_BYTES, SpilledError, check_flush_interval, flusher, spill
+from ._pipewrite import ATOMIC_BYTES, SPARE_BYTES, PipeWrite
 
-__all__ = ["ATOMIC_BYTES", "F_SETPIPE_SZ", "PIPE_BYTES", "LocalHandle", "Queue"]
+__all__ = ["F_SETPIPE_SZ", "PIPE_BYTES", "LocalHandle", "Queue"]
 
 #: A worker's pipe holds this much, so bursts do not wait for the listener.
 #: It counts against the user's pipe quota (the kernel's default is 64 KiB).
 PIPE_BYTES = 256 * 1024
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # named in fcntl from Python 3.10
-#: A write of at most this many bytes to a pipe is atomic: all of it goes in, or none.
-ATOMIC_BYTES = select.PIPE_BUF
 
 #: How a listener thread takes records from its own process: ``handle(record, route)``.
 LocalHandle = Callable[[logging.LogRecord, int], None]
@@ -93,9 +90,10 @@ class Queue:
         # while _lock is held, so a signal handler that can take the lock and
         # finds it set has interrupted that very write.
         self._writing = False
-        # A write of more than ATOMIC_BYTES that an exception cut short: its
-        # pipe is set aside (_pipe is -1) until the rest is written.
-        self._unfinished: Optional[_PipeWrite] = None
+        # The write of more than ATOMIC_BYTES under way, or one an exception
+        # cut short: its pipe is set aside (_pipe is -1) until it is complete.
+        self._unfinished: Optional[PipeWrite] = None
+        self._spare: Optional[PipeWrite] = None  # a completed one, for the next on the same pipe
         self._armed = False  # the flusher will send this buffer within flush_interval
         # The buffer is sent once it holds this much: 1 (every frame at once)
         # from the exit hook on, when no flusher thread runs any more.
@@ -332,16 +330,21 @@ class Queue:
             raise
         return write.pipe
 
-    def _begin_write(self, pipe: int, data: bytes) -> "_PipeWrite":
+    def _begin_write(self, pipe: int, data: bytes) -> PipeWrite:
         """A write of ``data`` (more than ATOMIC_BYTES) to ``pipe``, with
         nothing in it yet: until it is complete, the pipe is set aside, so that
         the next send finishes this write before anything else."""
-        write = _PipeWrite(pipe, data)
+        write = self._spare
+        if write is None or write.pipe != pipe or len(data) >= write.capacity:
+            write = PipeWrite(pipe, len(data))
+            if write.capacity == SPARE_BYTES:
+                self._spare = write
+        write.data = data
         self._unfinished = write
         self._pipe = -1
         return write
 
-    def _complete_write(self, write: "_PipeWrite") -> None:
+    def _complete_write(self, write: PipeWrite) -> None:
         """Write what ``write`` holds. If an exception cuts that short, write
         the rest, then raise it.
 
@@ -357,10 +360,9 @@ class Queue:
         except BaseException:
             self._finish(write)
             raise
-        self._unfinished = None
-        self._pipe = write.pipe
+        self._completed(write)
 
-    def _finish(self, write: "_PipeWrite") -> None:
+    def _finish(self, write: PipeWrite) -> None:
         """Write the rest of ``write`` after an exception cut it short (the
         caller raises it next). Exceptions raised meanwhile, by further
         signals, are dropped: the frames come first, and one exception is
@@ -368,20 +370,27 @@ class Queue:
         while True:
             try:
                 write.writer.flush()
-                break
             except OSError as exc:
                 self._abandon(write)
                 spill(write.data, f"pid {os.getpid()} cannot reach the log listener at {self.address} ({exc})")
                 return
             except BaseException:
+                if write.writer.closed:  # abandoned meanwhile (a handler closed the queue): nothing left to do
+                    return
                 continue
+            self._completed(write)
+            return
+
+    def _completed(self, write: PipeWrite) -> None:
+        """``write`` is all in its pipe: the pipe takes the next send."""
+        write.data = b""
         self._unfinished = None
         self._pipe = write.pipe
 
-    def _abandon(self, write: "_PipeWrite") -> None:
+    def _abandon(self, write: PipeWrite) -> None:
         """Give up ``write`` and close its pipe (the next send connects anew)."""
         write.discard()
-        self._unfinished = None
+        self._unfinished = self._spare = None
         os.close(write.pipe)
 
     def close(self) -> None:
@@ -395,6 +404,7 @@ class Queue:
                 elif self._pipe >= 0:
                     os.close(self._pipe)
             self._pipe = -1
+            self._spare = None
 
     def _connect(self) -> int:
         """Introduce this process to the listener; return the pipe's write end."""
@@ -438,7 +448,7 @@ class Queue:
             except OSError:
                 pass
         self._pipe = -1
-        self._unfinished = None
+        self._unfinished = self._spare = None
         self._lock = self._new_lock()
         self._writing = False
         self._buffer = bytearray()  # the parent's, flushed before the fork
@@ -448,30 +458,3 @@ class Queue:
         self._deliver_here(None)
         # Last: until now a signal handler that sends sees the fork not yet handled.
         self._pipe_pid = os.getpid()
-
-
-class _PipeWrite:
-    """Whole frames on their way into a pipe, written so that an exception
-    raised partway never loses count of how much is in.
-
-    A signal that cuts ``os.write`` short runs its Python handler as soon as
-    the call returns, before the count it returns can be kept: if the handler
-    raises, where the frame was cut is lost, and the stream's framing with it.
-    A ``BufferedWriter`` keeps the count in C: its ``flush()`` records each
-    partial write before it runs the handlers, so after any exception, calling
-    it again writes exactly the rest.
-    """
-
-    __slots__ = ("pipe", "data", "writer")
-
-    def __init__(self, pipe: int, data: bytes) -> None:
-        self.pipe = pipe
-        self.data = data  # what goes to stderr if the listener is gone
-        # Room for more than data: write() only copies it, and flush() writes
-        # it (a write as big as the buffer goes to the pipe directly, uncounted).
-        self.writer = io.BufferedWriter(io.FileIO(pipe, "wb", closefd=False), len(data) + 1)
-
-    def discard(self) -> None:
-        """Drop what is not written yet, which the writer would otherwise
-        write when it is collected (to whatever file has the fd by then)."""
-        self.writer.raw.close()

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from types import FrameType
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 import pytest
 
@@ -95,30 +95,37 @@ class _FileSubclass(logging.FileHandler):
     record frames instead of lines."""
 
 
-def _log_while_alarms_raise(worker: int, count: int, raised_path: str) -> None:
-    """Log ``count`` long records while SIGALRM comes every millisecond, its
-    handler raising KeyboardInterrupt whenever it interrupts mplog's code (in
-    practice: a write waiting for room in the pipe). Write the sequence numbers
-    of the calls that raised to ``raised_path``."""
+# Calls that must raise before a worker of the test below stops logging.
+_RAISED = 40
+
+
+def _log_while_alarms_raise(worker: int, result_path: str) -> None:
+    """Log long records while SIGALRM comes every millisecond, its handler
+    raising KeyboardInterrupt whenever it interrupts mplog's code (in practice:
+    a write waiting for room in the pipe), until ``_RAISED`` calls have raised
+    (or 10,000 were made). Write how many calls were made, and the sequence
+    numbers of those that raised, to ``result_path``."""
     logger = logging.getLogger(workload.LOGGER)
 
     def interrupt(signum: int, frame: Optional[FrameType]) -> None:
         if frame is not None and frame.f_code.co_filename.startswith(_MPLOG_DIR):
             raise KeyboardInterrupt
 
-    raised = []
+    raised: List[int] = []
     signal.signal(signal.SIGALRM, interrupt)
     signal.setitimer(signal.ITIMER_REAL, 0.001, 0.001)
-    for seq in range(count):
+    seq = 0
+    while len(raised) < _RAISED and seq < 10_000:
         text = workload.message(worker, seq, _LONG_SIZES[seq % len(_LONG_SIZES)])
         try:
             logger.info("%s", text)
         except KeyboardInterrupt:
             raised.append(seq)
+        seq += 1
     signal.setitimer(signal.ITIMER_REAL, 0)
     mplog.flush()
-    with open(raised_path, "w") as out:
-        json.dump(raised, out)
+    with open(result_path, "w") as out:
+        json.dump({"count": seq, "raised": raised}, out)
 
 
 @pytest.mark.parametrize("frames", ["text", "record"])
@@ -126,13 +133,13 @@ def _log_while_alarms_raise(worker: int, count: int, raised_path: str) -> None:
 def test_exceptions_raised_mid_write_leave_no_partial_frame(tmp_path, log_path, capfd, frames, buffered):
     """A worker's long records wait for room in its pipe (the listener is held
     for most of each 10 ms) while a signal handler raises KeyboardInterrupt
-    every millisecond. Every frame is written whole or not at all: every call
-    that returned is in the file once, one that raised at most once, nothing
-    is torn, and the worker keeps its connection to the listener."""
+    every millisecond, until 40 calls have raised. Every frame is written
+    whole or not at all: every call that returned is in the file once, one
+    that raised at most once, nothing is torn, and the worker keeps its
+    connection to the listener (nothing on stderr)."""
     handler = file_handler(log_path) if frames == "text" else _FileSubclass(log_path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(message)s"))
-    raised_path = str(tmp_path / "raised")
-    count = 400
+    result_path = str(tmp_path / "result")
     holding = threading.Event()
     holding.set()
     with mplog.setup(handler, level="INFO", buffered=buffered, flush_interval=60 if buffered else None) as session:
@@ -146,20 +153,23 @@ def test_exceptions_raised_mid_write_leave_no_partial_frame(tmp_path, log_path, 
         holder = threading.Thread(target=hold_the_listener)
         holder.start()
         try:
-            assert wait_pid(fork_running(_log_while_alarms_raise, 1, count, raised_path), 120) == 0
+            assert wait_pid(fork_running(_log_while_alarms_raise, 1, result_path), 120) == 0
         finally:
             holding.clear()
             holder.join()
-    with open(raised_path) as stream:
-        raised = set(json.load(stream))
+    with open(result_path) as stream:
+        result = json.load(stream)
+    count, raised = result["count"], set(result["raised"])
     err = capfd.readouterr().err
     tally = workload.tally(log_path)
-    assert len(raised) > 20, f"only {len(raised)} calls raised: the signals did not interrupt writes"
+    assert len(raised) == _RAISED, f"{len(raised)} of {count} calls raised: the signals did not interrupt writes"
     assert not tally.torn, f"{len(tally.torn)} torn lines, e.g. {tally.torn[0][:200]!r}"
     assert not tally.duplicated(), tally.duplicated()[:10]
     missing = tally.missing(1, (seq for seq in range(count) if seq not in raised))
     assert not missing, f"{len(missing)} records whose call returned are missing, e.g. {missing[:10]}"
     assert "mplog:" not in err, err[:2000]
+    # Calls that raised once their record was in: writes the exception cut short, then finished.
+    assert raised & set(tally.seqs[1]), "no call raised in the middle of its write"
 
 
 def _log_until_sigterm_raises(worker: int, returned: Any) -> None:

@@ -1,0 +1,45 @@
+"""Writes to a pipe that an exception cannot cut in two: a write of more
+than ``PIPE_BUF`` bytes whose count survives a signal handler raising partway.
+
+A signal that cuts ``os.write`` short runs its Python handler as soon as the
+call returns, before the count it returns can be kept: if the handler raises
+(``KeyboardInterrupt``, ``SystemExit`` from a SIGTERM handler), where the frame
+was cut is lost, and the stream's framing with it. A ``BufferedWriter`` keeps
+the count in C: its ``flush()`` records each partial write before it runs the
+handlers, so after any exception, calling it again writes exactly the rest.
+"""
+
+from __future__ import annotations
+
+import io
+import select
+
+from ._buffered import BUFFER_BYTES
+
+__all__ = ["ATOMIC_BYTES", "SPARE_BYTES", "PipeWrite"]
+
+#: A write of at most this many bytes to a pipe is atomic: all of it goes in, or none.
+ATOMIC_BYTES = select.PIPE_BUF
+#: The room of a writer kept for the next write (making one costs 3 us): a
+#: buffered batch with a last frame of up to 64 KiB fits.
+SPARE_BYTES = 2 * BUFFER_BYTES
+
+
+class PipeWrite:
+    """Whole frames on their way into a pipe: ``writer.write(data)`` only
+    copies them in, each ``writer.flush()`` writes what is not in the pipe yet."""
+
+    __slots__ = ("pipe", "data", "capacity", "writer")
+
+    def __init__(self, pipe: int, size: int) -> None:
+        self.pipe = pipe
+        self.data = b""  # what is being written: it goes to stderr if the listener is gone
+        # Room for more than ``size`` bytes: a write as big as the buffer would
+        # go to the pipe directly, uncounted.
+        self.capacity = max(size + 1, SPARE_BYTES)
+        self.writer = io.BufferedWriter(io.FileIO(pipe, "wb", closefd=False), self.capacity)
+
+    def discard(self) -> None:
+        """Drop what is not written yet, which the writer would otherwise
+        write when it is collected (to whatever file has the fd by then)."""
+        self.writer.raw.close()
