@@ -43,9 +43,6 @@ class BufferedQueue(Protocol):
     def _flush_for_signal(self, timeout: float) -> bool:
         """Send or spill what is buffered; False if this thread is mid-write."""
 
-    def _stop_buffering(self) -> None:
-        """Send what is buffered, and from now on each record as it is logged."""
-
 
 class SpilledError(OSError):
     """The listener could not be reached, and the buffered records, the one
@@ -92,8 +89,8 @@ def _stop_buffering() -> None:
     """At exit: send what every queue has buffered, and from then on each
     record as it is logged (by a later exit hook, or by a ``__del__`` while
     the interpreter finalizes), since no flusher thread runs any more."""
-    for queue in list(flusher.queues):
-        queue._stop_buffering()
+    flusher.stopped = True
+    flush()
 
 
 def _flush_for_sigterm() -> bool:
@@ -110,6 +107,9 @@ class _Flusher:
 
     def __init__(self) -> None:
         self.queues: "weakref.WeakSet[BufferedQueue]" = weakref.WeakSet()
+        #: Past this process's exit hook: a queue's first record after each
+        #: flush (the one that arms the flusher) is sent at once, with the rest.
+        self.stopped = False
         self._pid = 0
         self._due = threading.Event()
         self._starting = threading.Lock()
@@ -117,10 +117,11 @@ class _Flusher:
 
     def _after_fork_in_child(self) -> None:
         self._starting = threading.Lock()  # a thread of the parent may have held it
+        self.stopped = False  # this process's exit hooks have not run
 
     def arm(self) -> None:
         """A queue holds a frame that no flush has been promised for."""
-        if sys.is_finalizing():  # past the exit hooks: no thread can start or run
+        if self.stopped or sys.is_finalizing():  # no flusher thread runs (or can start) any more
             _stop_buffering()
             return
         if self._pid != os.getpid():

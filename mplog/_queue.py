@@ -76,7 +76,7 @@ class Queue:
     # the worker handler sends ready-made frames with _send() and asks
     # _local_pid whether records go to a listener thread of this process
     # (set with _deliver_here() by that listener); the flusher calls
-    # _flush_for_signal() on SIGTERM, and _stop_buffering() at exit.
+    # _flush_for_signal() on SIGTERM.
 
     def __init__(self, address: Optional[str] = None, route: int = 0, flush_interval: Optional[float] = None) -> None:
         self.address: str = address if address is not None else new_private_address()
@@ -95,9 +95,6 @@ class Queue:
         self._unfinished: Optional[PipeWrite] = None
         self._spare: Optional[PipeWrite] = None  # a completed one, for the next on the same pipe
         self._armed = False  # the flusher will send this buffer within flush_interval
-        # The buffer is sent once it holds this much: 1 (every frame at once)
-        # from the exit hook on, when no flusher thread runs any more.
-        self._flush_bytes = BUFFER_BYTES
         if self.flush_interval is not None:
             flusher.queues.add(self)
         # The pid of a process whose listener thread takes records put here
@@ -171,7 +168,7 @@ class Queue:
         # handler looks. Only taking frames out (flushing) is locked.
         buffer = self._buffer
         buffer += frame
-        if len(buffer) >= self._flush_bytes:
+        if len(buffer) >= BUFFER_BYTES:
             self._flush(timeout=-1)
         elif not self._armed:
             self._armed = True
@@ -193,11 +190,6 @@ class Queue:
             self._flush(timeout=-1)
         except SpilledError:
             pass
-
-    def _stop_buffering(self) -> None:
-        """Send what is buffered, and from now on each record as it is logged."""
-        self._flush_bytes = 1
-        self.flush()
 
     def _flush_for_signal(self, timeout: float) -> bool:
         """Send what is buffered, from a signal handler: return False, sending
@@ -231,7 +223,7 @@ class Queue:
             self._writing = True
             try:
                 self._flush_locked()
-                while self._buffer and self._flush_bytes == 1:
+                while self._buffer and flusher.stopped:
                     # Added during that write by this thread (a finalizer's
                     # record, say), while no flusher runs to send it.
                     self._flush_locked()
