@@ -11,7 +11,9 @@ handlers, so after any exception, calling it again writes exactly the rest.
 
 from __future__ import annotations
 
+import functools
 import io
+import operator
 import select
 
 from ._buffered import BUFFER_BYTES
@@ -23,6 +25,8 @@ ATOMIC_BYTES = select.PIPE_BUF
 #: The room of a writer kept for the next write (making one costs 3 us): a
 #: buffered batch with a last frame of up to 64 KiB fits.
 SPARE_BYTES = 2 * BUFFER_BYTES
+
+_CALL = operator.methodcaller("__call__")
 
 
 class PipeWrite:
@@ -38,6 +42,14 @@ class PipeWrite:
         # go to the pipe directly, uncounted.
         self.capacity = max(size + 1, SPARE_BYTES)
         self.writer = io.BufferedWriter(io.FileIO(pipe, "wb", closefd=False), self.capacity)
+
+    def take(self, buffer: bytearray, size: int) -> None:
+        """Move the first ``size`` bytes of ``buffer`` (which ``data`` holds)
+        into the writer, in one step that no exception can cut in two: a
+        signal handler runs only between bytecodes, and these are two C calls
+        made from C (``map``), with no bytecode between them."""
+        moves = (functools.partial(self.writer.write, self.data), functools.partial(buffer.__delitem__, slice(0, size)))
+        tuple(map(_CALL, moves))
 
     def discard(self) -> None:
         """Drop what is not written yet, which the writer would otherwise

@@ -268,11 +268,7 @@ class Queue:
         if not size:
             return
         write = self._begin_write(pipe, data)
-        # No signal handler runs between these two lines (from Python 3.10,
-        # handlers run only after calls and on backward jumps): the frames are
-        # in the buffer or in the write, whatever a handler raises.
-        del buffer[:size]
-        write.writer.write(data)
+        write.take(buffer, size)  # the frames are in the buffer or the write, whatever is raised
         try:
             self._complete_write(write)
         except OSError as exc:
