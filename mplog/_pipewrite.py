@@ -22,9 +22,10 @@ __all__ = ["ATOMIC_BYTES", "SPARE_BYTES", "PipeWrite"]
 
 #: A write of at most this many bytes to a pipe is atomic: all of it goes in, or none.
 ATOMIC_BYTES = select.PIPE_BUF
-#: The room of a writer kept for the next write (making one costs 3 us): a
-#: buffered batch with a last frame of up to 64 KiB fits.
-SPARE_BYTES = 2 * BUFFER_BYTES
+#: The room of the writer kept for the next write (making one costs 3 us):
+#: enough for a record under 64 KiB. A buffered batch, at least 64 KiB, gets
+#: a writer of its own (3 us in 64 KiB of records).
+SPARE_BYTES = BUFFER_BYTES
 
 _CALL = operator.methodcaller("__call__")
 

@@ -363,8 +363,6 @@ class Queue:
                 spill(write.data, f"pid {os.getpid()} cannot reach the log listener at {self.address} ({exc})")
                 return
             except BaseException:
-                if write.writer.closed:  # abandoned meanwhile (a handler closed the queue): nothing left to do
-                    return
                 continue
             self._completed(write)
             return
@@ -386,11 +384,12 @@ class Queue:
         record opens a new one."""
         self.flush()
         with self._lock:
-            if self._pipe_pid == os.getpid():
-                if self._unfinished is not None:  # cut short again, by an exception during flush()
-                    self._abandon(self._unfinished)
-                elif self._pipe >= 0:
-                    os.close(self._pipe)
+            if self._unfinished is not None:
+                # Called from a signal handler (or a finalizer) that interrupted
+                # this thread's write: the write goes on, on this pipe.
+                return
+            if self._pipe >= 0 and self._pipe_pid == os.getpid():
+                os.close(self._pipe)
             self._pipe = -1
             self._spare = None
 
