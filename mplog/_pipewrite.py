@@ -22,10 +22,9 @@ __all__ = ["ATOMIC_BYTES", "SPARE_BYTES", "PipeWrite"]
 
 #: A write of at most this many bytes to a pipe is atomic: all of it goes in, or none.
 ATOMIC_BYTES = select.PIPE_BUF
-#: The room of the writer kept for the next write (making one costs 3 us):
-#: enough for a record under 64 KiB. A buffered batch, at least 64 KiB, gets
-#: a writer of its own (3 us in 64 KiB of records).
-SPARE_BYTES = BUFFER_BYTES
+#: A writer with room for at most this much is kept for the next write to
+#: its pipe (making one costs 3 us): each gets room for twice its first write.
+SPARE_BYTES = 4 * BUFFER_BYTES
 
 _CALL = operator.methodcaller("__call__")
 
@@ -39,9 +38,9 @@ class PipeWrite:
     def __init__(self, pipe: int, size: int) -> None:
         self.pipe = pipe
         self.data = b""  # what is being written: it goes to stderr if the listener is gone
-        # Room for more than ``size`` bytes: a write as big as the buffer would
-        # go to the pipe directly, uncounted.
-        self.capacity = max(size + 1, SPARE_BYTES)
+        # Room for more than ``size`` bytes (a write as big as the buffer would
+        # go to the pipe directly, uncounted), and for later writes a bit longer.
+        self.capacity = max(size + 1, min(2 * size, SPARE_BYTES))
         self.writer = io.BufferedWriter(io.FileIO(pipe, "wb", closefd=False), self.capacity)
 
     def take(self, buffer: bytearray, size: int) -> None:

@@ -325,7 +325,7 @@ class Queue:
         write = self._spare
         if write is None or write.pipe != pipe or len(data) >= write.capacity:
             write = PipeWrite(pipe, len(data))
-            if write.capacity == SPARE_BYTES:
+            if write.capacity <= SPARE_BYTES:
                 self._spare = write
         write.data = data
         self._unfinished = write
