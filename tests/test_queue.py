@@ -109,9 +109,9 @@ def _log_while_alarms_raise(worker: int, result_path: str) -> None:
     """Log long records while SIGALRM comes every millisecond, its handler
     raising KeyboardInterrupt whenever it interrupts mplog's code (see
     ``_WRITING``; in practice: a write waiting for room in the pipe), until
-    ``_RAISED`` calls have raised
-    (or 10,000 were made). Write how many calls were made, and the sequence
-    numbers of those that raised, to ``result_path``."""
+    ``_RAISED`` calls have raised (or 10,000 were made). Write how many calls
+    were made, and the sequence numbers of those that raised, to
+    ``result_path``."""
     logger = logging.getLogger(workload.LOGGER)
 
     def interrupt(signum: int, frame: Optional[FrameType]) -> None:
@@ -144,7 +144,8 @@ def test_exceptions_raised_mid_write_leave_no_partial_frame(tmp_path, log_path, 
     for most of each 10 ms) while a signal handler raises KeyboardInterrupt
     every millisecond, until 40 calls have raised. Every frame is written
     whole or not at all: every call that returned is in the file once, one
-    that raised at most once, nothing is torn, and the worker keeps its
+    that raised at most once (whole if its write had begun, absent if the
+    exception came first), nothing is torn, and the worker keeps its
     connection to the listener (nothing on stderr)."""
     handler = file_handler(log_path) if frames == "text" else _FileSubclass(log_path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(message)s"))
