@@ -25,6 +25,7 @@ from tests.conftest import (
     file_handler,
     fork_running,
     killed_on_error,
+    wait_for_path,
     wait_pid,
     wait_until,
 )
@@ -234,3 +235,57 @@ def test_sigterm_raising_system_exit_mid_write(log_path, capfd, frames, buffered
         assert set(tally.seqs[trial * 2]) <= set(range(count + 1)), f"trial {trial}: a record logged after the exit"
         assert not tally.missing(trial * 2 + 1, [0]), f"trial {trial}: the record logged on the way out is missing"
     assert "mplog:" not in err, err[:2000]
+
+
+def _interrupted_while_the_listener_dies(stderr_path: str, raised_path: str, result_path: str) -> None:
+    """Log 70 KB records until SIGUSR1, whose handler says so by creating
+    ``raised_path`` and raises KeyboardInterrupt; then log one more record
+    (as worker 2), and write the sequence number of the call that raised to
+    ``result_path``."""
+    sys.stderr = open(stderr_path, "w", encoding="utf-8")
+    logger = logging.getLogger(workload.LOGGER)
+
+    def interrupt(signum: int, frame: Optional[FrameType]) -> None:
+        open(raised_path, "w").close()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGUSR1, interrupt)
+    seq = 0
+    while True:  # the signal comes while a call waits for room in the pipe
+        try:
+            logger.info("%s", workload.message(1, seq, 70_000))
+        except KeyboardInterrupt:
+            break
+        seq += 1
+    logger.info("%s", workload.message(2, 0, 100))
+    with open(result_path, "w") as out:
+        out.write(str(seq))
+
+
+def test_a_write_cut_short_when_the_listener_dies_goes_to_stderr(tmp_path, log_path):
+    """A worker's write of a 70 KB record waits for room in the pipe of a
+    stopped listener process, a signal handler raises KeyboardInterrupt in it,
+    and while the worker waits to write the rest of the record, the listener is
+    killed: the record goes to the worker's stderr, whole, as does the next one."""
+    stderr_path, raised_path, result_path = (str(tmp_path / name) for name in ("stderr", "raised", "result"))
+    with mplog.setup(file_handler(log_path), level="INFO", listener="process") as session:
+        listener = session.listener._process_pid
+        os.kill(listener, signal.SIGSTOP)  # it reads nothing: the worker's pipe fills
+        try:
+            pid = fork_running(_interrupted_while_the_listener_dies, stderr_path, raised_path, result_path)
+            with killed_on_error(pid):
+                wait_until(functools.partial(blocked_in_pipe_write, pid), "the worker blocked mid-write", 30)
+                os.kill(pid, signal.SIGUSR1)
+                wait_for_path(raised_path)
+        finally:
+            os.kill(listener, signal.SIGKILL)
+        assert wait_pid(pid) == 0
+    with open(result_path) as stream:
+        interrupted = int(stream.read())
+    with open(stderr_path, encoding="utf-8") as stream:
+        err = stream.read()
+    assert "cannot reach the log listener" in err
+    lines = err.splitlines()
+    assert lines.count(workload.message(1, interrupted, 70_000)) == 1, "the interrupted record is not on stderr, whole"
+    assert any(line.endswith(workload.message(2, 0, 100)) for line in lines), "the next record is not on stderr"
+    assert not workload.tally(log_path).torn
