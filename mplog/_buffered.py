@@ -85,6 +85,14 @@ def catch_sigterm() -> None:
     _sigterm.catch(_flush_for_sigterm)
 
 
+def _stop_buffering() -> None:
+    """At exit: send what every queue has buffered, and from then on each
+    record as it is logged (by a later exit hook, or by a ``__del__`` while
+    the interpreter finalizes), since no flusher thread runs any more."""
+    flusher.stopped = True
+    flush()
+
+
 def _flush_for_sigterm() -> bool:
     for queue in list(flusher.queues):
         if not queue._flush_for_signal(SIGNAL_LOCK_SECONDS):
@@ -99,6 +107,9 @@ class _Flusher:
 
     def __init__(self) -> None:
         self.queues: "weakref.WeakSet[BufferedQueue]" = weakref.WeakSet()
+        #: Past this process's exit hook: a queue's first record after each
+        #: flush (the one that arms the flusher) is sent at once, with the rest.
+        self.stopped = False
         self._pid = 0
         self._due = threading.Event()
         self._starting = threading.Lock()
@@ -106,9 +117,13 @@ class _Flusher:
 
     def _after_fork_in_child(self) -> None:
         self._starting = threading.Lock()  # a thread of the parent may have held it
+        self.stopped = False  # this process's exit hooks have not run
 
     def arm(self) -> None:
         """A queue holds a frame that no flush has been promised for."""
+        if self.stopped or sys.is_finalizing():  # no flusher thread runs (or can start) any more
+            _stop_buffering()
+            return
         if self._pid != os.getpid():
             with self._starting:  # two threads' first records: one flusher
                 if self._pid != os.getpid():
@@ -120,11 +135,11 @@ class _Flusher:
         self._due = threading.Event()
         threading.Thread(target=self._run, args=(self._due,), name="mplog-flusher", daemon=True).start()
         # Ways out of a process that skip the flusher's next tick:
-        atexit.register(flush)  # normal exit (logging.shutdown flushes handlers too)
+        atexit.register(_stop_buffering)  # normal exit (logging.shutdown flushes handlers too)
         for name in ("multiprocessing.util", "multiprocess.util"):
             util = sys.modules.get(name)
             if util is not None:  # children of these leave through os._exit, after their finalizers
-                util.Finalize(None, flush, exitpriority=100)
+                util.Finalize(None, _stop_buffering, exitpriority=100)
         catch_sigterm()
 
     def _run(self, due: threading.Event) -> None:

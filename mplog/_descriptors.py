@@ -11,7 +11,7 @@ import socket
 import time
 from typing import List, Optional
 
-from ._queue import REFUSED_SECONDS
+from ._hello import REFUSED_SECONDS
 
 __all__ = [
     "HEADROOM",

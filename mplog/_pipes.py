@@ -13,7 +13,7 @@ import stat
 from types import TracebackType
 from typing import List, Optional, Tuple, Type
 
-from ._queue import F_SETPIPE_SZ
+from ._hello import F_SETPIPE_SZ
 
 __all__ = ["Padder", "is_read_end", "received_fds", "seal"]
 

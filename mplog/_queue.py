@@ -18,34 +18,19 @@ and reader together, against 4.0 us (measured on this project's machines).
 
 from __future__ import annotations
 
-import _socket
-import array
-import errno
-import fcntl
 import logging
 import os
-import socket
 import threading
-import time
-from time import sleep as _sleep  # bound now: a gevent patch applied later does not reach it
-from typing import Callable, Optional, Tuple
+from typing import Callable, NoReturn, Optional, Tuple
 
 from . import _codec, _fork, _sigterm
 from ._address import new_private_address
 from ._buffered import BUFFER_BYTES, SpilledError, check_flush_interval, flusher, spill
+from ._hello import connect
+from ._pipewrite import ATOMIC_BYTES, SPARE_BYTES, PipeWrite
 
-__all__ = ["F_SETPIPE_SZ", "PIPE_BYTES", "REFUSED_SECONDS", "LocalHandle", "Queue"]
+__all__ = ["LocalHandle", "Queue"]
 
-#: A worker's pipe holds this much, so bursts do not wait for the listener.
-#: It counts against the user's pipe quota (the kernel's default is 64 KiB).
-PIPE_BYTES = 256 * 1024
-F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # named in fcntl from Python 3.10
-#: How long a process keeps offering its pipe to a listener that turns it
-#: away (out of file descriptors) before it gives up and logs to stderr.
-REFUSED_SECONDS = 10.0
-#: The first wait before offering a pipe again, and the longest (it doubles).
-RETRY_FIRST_SECONDS = 0.001
-RETRY_MAX_SECONDS = 0.05
 
 #: How a listener thread takes records from its own process: ``handle(record, route)``.
 LocalHandle = Callable[[logging.LogRecord, int], None]
@@ -65,8 +50,10 @@ class Queue:
     seconds after they were logged, once 64 KiB have gathered,
     before this process forks, when it exits (normally, through
     ``multiprocessing``, or on SIGTERM when no other handler is installed) and
-    on :func:`mplog.flush`. What is still buffered when the process is killed
-    with SIGKILL or calls ``os._exit`` is lost.
+    on :func:`mplog.flush`; from the exit hook on, each record is sent as it
+    is logged (by ``__del__`` while the interpreter finalizes, say). What is
+    still buffered when the process is killed with SIGKILL or calls
+    ``os._exit`` is lost.
 
     Args:
         address: path of the listener's Unix socket; by default a new path in a
@@ -99,6 +86,10 @@ class Queue:
         # while _lock is held, so a signal handler that can take the lock and
         # finds it set has interrupted that very write.
         self._writing = False
+        # The write of more than ATOMIC_BYTES under way, or one an exception
+        # cut short: its pipe is set aside (_pipe is -1) until it is complete.
+        self._unfinished: Optional[PipeWrite] = None
+        self._spare: Optional[PipeWrite] = None  # a completed one, for the next on the same pipe
         self._armed = False  # the flusher will send this buffer within flush_interval
         if self.flush_interval is not None:
             flusher.queues.add(self)
@@ -228,6 +219,10 @@ class Queue:
             self._writing = True
             try:
                 self._flush_locked()
+                while self._buffer and flusher.stopped:
+                    # Added during that write by this thread (a finalizer's
+                    # record, say), while no flusher runs to send it.
+                    self._flush_locked()
             finally:
                 self._writing = False
             return True
@@ -252,101 +247,155 @@ class Queue:
     def _flush_locked(self) -> None:
         buffer = self._buffer
         self._armed = False  # before taking the frames: one added after this arms the flusher again
-        if not buffer:
+        if not buffer and self._unfinished is None:
             return
-        # A copy to write, so that other threads can go on adding frames (a
-        # bytearray cannot grow while os.write holds it).
-        data = bytes(buffer)
-        del buffer[: len(data)]
         try:
-            self._send_locked(data)
+            # First, as it may wait: a SIGTERM handler that gives up waiting
+            # for this takes the frames in the buffer (_spill_unlocked).
+            pipe = self._pipe if self._pipe >= 0 else self._open_pipe()
         except OSError as exc:
-            spill(data, f"pid {os.getpid()} cannot reach the log listener at {self.address} ({exc})")
-            raise SpilledError(*exc.args) from exc
+            data = bytes(buffer)
+            del buffer[: len(data)]
+            self._spill(data, exc)
+        # A copy to write, so that other threads can go on adding frames (a
+        # bytearray cannot grow while it is being written).
+        data = bytes(buffer)
+        size = len(data)
+        if not size:
+            return
+        write = self._begin_write(pipe, data)
+        write.take(buffer, size)  # the frames are in the buffer or the write, whatever is raised
+        try:
+            self._complete_write(write)
+        except OSError as exc:
+            self._spill(data, exc)
 
-    def _send_locked(self, data: "bytes | bytearray") -> None:
+    def _spill(self, data: bytes, exc: OSError) -> NoReturn:
+        """Write frames the listener cannot take to stderr; raise SpilledError."""
+        spill(data, f"pid {os.getpid()} cannot reach the log listener at {self.address} ({exc})")
+        raise SpilledError(*exc.args) from exc
+
+    def _send_locked(self, data: bytes) -> None:
+        """Write whole frames to this process's pipe, connecting first if need be.
+
+        Whatever an exception (a signal handler's) cuts short, the frames go
+        into the pipe whole or not at all; a write it interrupts is finished
+        first, then the exception is raised.
+
+        Raises:
+            OSError: the listener cannot be reached; the pipe is closed.
+        """
         pipe = self._pipe
         if pipe < 0:
+            pipe = self._open_pipe()
+        if len(data) <= ATOMIC_BYTES:
+            try:
+                os.write(pipe, data)  # atomic: a signal can interrupt it only before a byte is in
+            except OSError:
+                self._pipe = -1
+                os.close(pipe)
+                raise
+            return
+        write = self._begin_write(pipe, data)
+        write.writer.write(data)
+        self._complete_write(write)
+
+    def _open_pipe(self) -> int:
+        """The pipe to write to next: the one a write was cut short on, once
+        the rest of that write is in; or else a new connection to the listener."""
+        write = self._unfinished
+        if write is None:
             pipe = self._pipe = self._connect()
+            return pipe
         try:
-            written = os.write(pipe, data)
-            if written < len(data):  # a signal interrupted a long write
-                _write_rest(pipe, bytes(data[written:]))  # a copy: a view would pin a bytearray's size
-        except OSError:
-            self._pipe = -1
-            os.close(pipe)
+            self._complete_write(write)
+        except OSError as exc:
+            spill(write.data, f"pid {os.getpid()} cannot reach the log listener at {self.address} ({exc})")
             raise
+        return write.pipe
+
+    def _begin_write(self, pipe: int, data: bytes) -> PipeWrite:
+        """A write of ``data`` (more than ATOMIC_BYTES) to ``pipe``, with
+        nothing in it yet: until it is complete, the pipe is set aside, so that
+        the next send finishes this write before anything else."""
+        write = self._spare
+        if write is None or write.pipe != pipe or len(data) >= write.capacity:
+            write = PipeWrite(pipe, len(data))
+            if write.capacity <= SPARE_BYTES:
+                self._spare = write
+        write.data = data
+        self._unfinished = write
+        self._pipe = -1
+        return write
+
+    def _complete_write(self, write: PipeWrite) -> None:
+        """Write what ``write`` holds. If an exception cuts that short, write
+        the rest, then raise it.
+
+        Raises:
+            OSError: the listener cannot be reached; the pipe is closed (and
+                the listener, if still reading, discards a frame cut short).
+        """
+        try:
+            write.writer.flush()
+        except OSError:
+            self._abandon(write)
+            raise
+        except BaseException:
+            self._finish(write)
+            raise
+        self._completed(write)
+
+    def _finish(self, write: PipeWrite) -> None:
+        """Write the rest of ``write`` after an exception cut it short (the
+        caller raises it next). Exceptions raised meanwhile, by further
+        signals, are dropped: the frames come first, and one exception is
+        raised for all. If the listener is gone, the frames go to stderr."""
+        while True:
+            try:
+                write.writer.flush()
+            except OSError as exc:
+                self._abandon(write)
+                spill(write.data, f"pid {os.getpid()} cannot reach the log listener at {self.address} ({exc})")
+                return
+            except BaseException:
+                continue
+            self._completed(write)
+            return
+
+    def _completed(self, write: PipeWrite) -> None:
+        """``write`` is all in its pipe: the pipe takes the next send."""
+        write.data = b""
+        self._unfinished = None
+        self._pipe = write.pipe
+
+    def _abandon(self, write: PipeWrite) -> None:
+        """Give up ``write`` and close its pipe (the next send connects anew)."""
+        write.discard()
+        self._unfinished = self._spare = None
+        os.close(write.pipe)
 
     def close(self) -> None:
         """Send what is buffered, then close this process's pipe; the next
         record opens a new one."""
         self.flush()
         with self._lock:
+            if self._unfinished is not None:
+                # Called from a signal handler (or a finalizer) that interrupted
+                # this thread's write: the write goes on, on this pipe.
+                return
             if self._pipe >= 0 and self._pipe_pid == os.getpid():
                 os.close(self._pipe)
             self._pipe = -1
+            self._spare = None
 
     def _connect(self) -> int:
         """Introduce this process to the listener; return the pipe's write end.
 
-        While the listener turns the pipe away (it is out of file descriptors),
-        try again with a new one, waiting a little longer each time (up to
-        ``RETRY_MAX_SECONDS``), for at most ``REFUSED_SECONDS``.
-
         Raises:
             OSError: the listener cannot be reached, or kept turning the pipe away.
         """
-        delay = RETRY_FIRST_SECONDS
-        give_up = 0.0  # set at the first refusal: a wait for a busy listener's answer is not one
-        while True:
-            pipe = self._introduce()
-            if pipe >= 0:
-                return pipe
-            give_up = give_up or time.monotonic() + REFUSED_SECONDS
-            if time.monotonic() >= give_up:
-                raise OSError(
-                    errno.EMFILE,
-                    f"the log listener turned this process's pipe away for {REFUSED_SECONDS:g} s "
-                    "(it is out of file descriptors: raise its RLIMIT_NOFILE)",
-                )
-            _sleep(delay)
-            delay = min(delay * 2, RETRY_MAX_SECONDS)
-
-    def _introduce(self) -> int:
-        """Send the listener a hello with a new pipe's read end, and wait for
-        its answer: return the pipe's write end, or -1 if it turned the pipe away.
-
-        Nothing is written to the pipe before the listener has said it holds
-        it: a pipe it could not take would lose whatever was in it.
-
-        Raises:
-            OSError: the listener cannot be reached.
-        """
-        # The C socket type, whatever gevent or eventlet patched: connecting is
-        # a plain blocking call, as is every later write to the pipe, and none
-        # waits on an event loop (which may be the very thing that is stuck
-        # when something needs logging).
-        read_end, write_end = os.pipe()
-        try:
-            try:
-                fcntl.fcntl(write_end, F_SETPIPE_SZ, PIPE_BYTES)
-            except OSError:  # over the user's pipe quota: a smaller pipe still works, with earlier back-pressure
-                pass
-            sock = _socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                sock.connect(self.address)
-                taken = _hello_taken(sock, read_end, self.route)
-            finally:
-                sock.close()
-        except BaseException:  # a signal handler's exception too: no descriptor may leak
-            os.close(write_end)
-            raise
-        finally:
-            os.close(read_end)
-        if not taken:
-            os.close(write_end)
-            return -1
-        return write_end
+        return connect(self.address, self.route)
 
     def _before_fork(self) -> None:
         # A child must not inherit records it would send a second time.
@@ -355,12 +404,18 @@ class Queue:
     def _after_fork_in_child(self) -> None:
         # The inherited pipe is the parent's: writing to it could interleave
         # with the parent's frames. Closing our copy does not affect the parent.
-        if self._pipe >= 0:
+        pipe = self._pipe
+        write = self._unfinished
+        if write is not None:  # the parent's to finish: this copy is dropped unwritten
+            write.discard()
+            pipe = write.pipe
+        if pipe >= 0:
             try:
-                os.close(self._pipe)
+                os.close(pipe)
             except OSError:
                 pass
         self._pipe = -1
+        self._unfinished = self._spare = None
         self._lock = self._new_lock()
         self._writing = False
         self._buffer = bytearray()  # the parent's, flushed before the fork
@@ -370,23 +425,3 @@ class Queue:
         self._deliver_here(None)
         # Last: until now a signal handler that sends sees the fork not yet handled.
         self._pipe_pid = os.getpid()
-
-
-def _hello_taken(sock: "_socket.socket", read_end: int, route: int) -> bool:
-    """Send the hello for ``route`` with ``read_end`` on a connected socket;
-    return whether the listener took them (False: it closed the socket instead).
-
-    Waiting for the answer is back-pressure like a full pipe's: a listener busy
-    in a slow handler answers when it gets to it.
-    """
-    try:
-        fds = array.array("i", [read_end])
-        sock.sendmsg([_codec.hello(route)], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
-        return sock.recv(1) == _codec.HELLO_TAKEN
-    except (BrokenPipeError, ConnectionResetError):  # closed before it read the hello
-        return False
-
-
-def _write_rest(pipe: int, rest: bytes) -> None:
-    while rest:
-        rest = rest[os.write(pipe, rest) :]

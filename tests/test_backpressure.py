@@ -8,7 +8,7 @@ import multiprocessing
 import threading
 
 import mplog
-from mplog import _queue, _server
+from mplog import _hello, _server
 from tests import workload
 from tests.conftest import blocked_in_pipe_write, file_handler, join_all, wait_until
 
@@ -38,7 +38,7 @@ def test_stalled_handler_backpressures_with_bounded_memory(log_path):
     every record arrives after the stall."""
     gate = Gate()
     workers, count, size = 4, 10_000, 4000
-    bound_kib = workers * (_queue.PIPE_BYTES + _server.RECV_SIZE) / 1024
+    bound_kib = workers * (_hello.PIPE_BYTES + _server.RECV_SIZE) / 1024
     context = multiprocessing.get_context("fork")
     with mplog.setup(gate, file_handler(log_path), level="INFO"):
         # Each opens its pipe before any logs: a worker's first record waits

@@ -13,6 +13,9 @@ import multiprocessing
 import os
 import re
 import signal
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from typing import Iterator, Optional, TextIO
@@ -20,7 +23,7 @@ from typing import Iterator, Optional, TextIO
 import pytest
 
 import mplog
-from mplog import _buffered, _codec, _queue
+from mplog import _buffered, _codec, _hello
 from tests import workload
 from tests.conftest import (
     START_METHODS,
@@ -142,7 +145,7 @@ def test_sigkill_mid_write_leaves_a_prefix(log_path):
     with mplog.setup(file_handler(log_path), level="INFO", buffered=True) as session:
         for trial in range(20):
             # The third size varies: the big record is cut at another place each time.
-            sizes = (200, 200, 4000 + 997 * trial, _queue.PIPE_BYTES + 1)
+            sizes = (200, 200, 4000 + 997 * trial, _hello.PIPE_BYTES + 1)
             ready, go = context.Event(), context.Event()
             victim = context.Process(
                 target=workload.open_pipe_then, args=(ready, go, workload.log_forever, None, trial * 2, sizes)
@@ -198,7 +201,7 @@ def _log_and_flush(worker: int, count: int) -> None:
 # Bigger than a whole buffer, and bigger than a worker's pipe (a write that
 # blocks until the listener reads, while other threads run).
 OVER_A_BUFFER = _buffered.BUFFER_BYTES + 1
-OVER_THE_PIPE = _queue.PIPE_BYTES + 1
+OVER_THE_PIPE = _hello.PIPE_BYTES + 1
 # Small, page-sized, and those two.
 THREAD_SIZES = (100, 100, 3000, 100, 4000, 100, OVER_A_BUFFER, 100, 100, OVER_THE_PIPE)
 
@@ -333,3 +336,45 @@ def test_bad_buffering_arguments_fail_at_the_call():
             mplog.setup(logging.NullHandler(), buffered=True, flush_interval=interval)
     with pytest.raises(ValueError, match="flush_interval must be"):
         mplog.setup(logging.NullHandler(), flush_interval=0)
+
+
+FINALIZING_CHILD = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {root!r})
+    import logging
+    import mplog
+    from tests import workload
+
+    class LogsWhenCollected:
+        def __init__(self, worker):
+            self.worker = worker
+
+        def __del__(self):
+            logging.getLogger(workload.LOGGER).info("%s", workload.message(self.worker, 0, 100))
+
+    mplog.initializer()  # a buffered session's, through MPLOG_CONFIG
+    workload.log_records(0, {before})
+    # Collected while the interpreter finalizes, after every exit hook has run:
+    KEPT_TO_THE_END = LogsWhenCollected(1)  # when the module's globals are cleared
+    cycle = LogsWhenCollected(2)
+    cycle.itself = cycle  # by the collector's last pass
+    del cycle
+    """
+)
+
+
+@pytest.mark.parametrize("before", [100, 0])
+def test_records_logged_while_the_interpreter_finalizes(log_path, capfd, before):
+    """A buffered process logs from the ``__del__`` of a global and of a
+    reference cycle, both run after the exit hooks that flush the buffer,
+    having logged 100 records before, or none (so no flusher thread has
+    started, and none can start any more): the records still reach the
+    file, as they would with the stdlib, and the process exits."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = FINALIZING_CHILD.format(root=root, before=before)
+    with mplog.setup(file_handler(log_path), level="INFO", buffered=True, flush_interval=60):
+        child = subprocess.run([sys.executable, "-c", script], timeout=60)  # killed if it overruns
+    assert child.returncode == 0
+    workload.tally(log_path).assert_complete({0: before, 1: 1, 2: 1})
+    assert "mplog:" not in capfd.readouterr().err

@@ -18,7 +18,7 @@ import time
 import pytest
 
 import mplog
-from mplog import _queue
+from mplog import _hello
 from tests import workload
 from tests.conftest import START_METHODS, file_handler, join_all, run_in_child, wait_for_path, wait_until
 
@@ -28,7 +28,7 @@ SURVIVOR_RECORDS = 300
 # 6-22% of kills (every other worker then stalled; counted over repeated
 # trials on CPython 3.11). Here: small records, and records as large as a
 # worker's whole pipe, whose write always waits partway for the listener.
-KILL_SIZES = (200, 200, 200, 4000, 65536, _queue.PIPE_BYTES)
+KILL_SIZES = (200, 200, 200, 4000, 65536, _hello.PIPE_BYTES)
 SURVIVOR_SIZES = (200,) * 10 + (4000, 65536)
 
 
