@@ -212,9 +212,15 @@ def test_sigterm_raising_system_exit_mid_write(log_path, capfd, frames, buffered
     returned = [context.RawArray("q", 1) for _ in range(trials)]
     with mplog.setup(handler, level="INFO", buffered=buffered, flush_interval=60 if buffered else None) as session:
         for trial in range(trials):
-            worker = context.Process(target=_log_until_sigterm_raises, args=(trial * 2, returned[trial]))
+            ready, go = context.Event(), context.Event()
+            args = (ready, go, _log_until_sigterm_raises, trial * 2, returned[trial])
+            worker = context.Process(target=workload.open_pipe_then, args=args)
+            worker.start()
+            with killed_on_error(worker.pid):
+                # Its pipe taken first: a process's first record waits for the listener's answer.
+                assert ready.wait(30), f"worker {trial} never opened its pipe"
             with session.listener._busy:  # the listener reads nothing: the worker's pipe fills
-                worker.start()
+                go.set()
                 with killed_on_error(worker.pid):
                     blocked = functools.partial(blocked_in_pipe_write, worker.pid)
                     wait_until(blocked, f"worker {trial} blocked mid-write", 30)
@@ -244,6 +250,8 @@ def _interrupted_while_the_listener_dies(stderr_path: str, raised_path: str, res
     ``result_path``."""
     sys.stderr = open(stderr_path, "w", encoding="utf-8")
     logger = logging.getLogger(workload.LOGGER)
+    workload.open_pipe()  # before the listener stops: a first record waits for its answer
+    open(stderr_path + ".opened", "w").close()
 
     def interrupt(signum: int, frame: Optional[FrameType]) -> None:
         open(raised_path, "w").close()
@@ -270,10 +278,11 @@ def test_a_write_cut_short_when_the_listener_dies_goes_to_stderr(tmp_path, log_p
     stderr_path, raised_path, result_path = (str(tmp_path / name) for name in ("stderr", "raised", "result"))
     with mplog.setup(file_handler(log_path), level="INFO", listener="process") as session:
         listener = session.listener._process_pid
-        os.kill(listener, signal.SIGSTOP)  # it reads nothing: the worker's pipe fills
+        pid = fork_running(_interrupted_while_the_listener_dies, stderr_path, raised_path, result_path)
         try:
-            pid = fork_running(_interrupted_while_the_listener_dies, stderr_path, raised_path, result_path)
             with killed_on_error(pid):
+                wait_for_path(stderr_path + ".opened", 30)
+                os.kill(listener, signal.SIGSTOP)  # it reads nothing: the worker's pipe fills
                 wait_until(functools.partial(blocked_in_pipe_write, pid), "the worker blocked mid-write", 30)
                 os.kill(pid, signal.SIGUSR1)
                 wait_for_path(raised_path)
