@@ -122,6 +122,7 @@ def _log_while_alarms_raise(worker: int, result_path: str) -> None:
             raise KeyboardInterrupt
 
     raised: List[int] = []
+    workload.open_pipe()  # first: the wait for the listener's answer is no write to interrupt
     signal.signal(signal.SIGALRM, interrupt)
     signal.setitimer(signal.ITIMER_REAL, 0.001, 0.001)
     seq = 0
