@@ -10,6 +10,7 @@ from ._handler import QueueHandler
 from ._install import initializer
 from ._json import JsonFormatter
 from ._queue import Queue
+from ._sync import complete
 from .exceptions import SetupError
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ __all__ = [
     "Session",
     "SetupError",
     "__version__",
+    "complete",
     "flush",
     "initializer",
     "setup",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import pickle
 import pwd
 import time
@@ -176,6 +177,20 @@ def check_handlers(handlers: Iterable[object], caller: str) -> None:
             raise TypeError(
                 f"{caller} argument {position} must be a logging.Handler, got {handler!r} ({type(handler).__name__})"
             )
+
+
+def check_seconds(name: str, value: float) -> float:
+    """``value`` as a number of seconds for the option ``name``.
+
+    Raises:
+        TypeError: it is not a number.
+        ValueError: it is not finite and > 0.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, got {value!r} ({type(value).__name__})")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number of seconds > 0, got {value!r}")
+    return float(value)
 
 
 def check_worker_user(user: Union[str, int, None]) -> Optional[int]:

@@ -11,7 +11,10 @@ from typing import Callable, List, Optional
 from . import _codec, _pipes
 from ._framing import Buffer, FrameParser
 
-__all__ = ["Connection", "hello_pipe"]
+__all__ = ["RECV_SIZE", "Connection", "answer_taken", "hello_pipe", "read_chunk"]
+
+#: The most the listener reads from one pipe at a time.
+RECV_SIZE = 256 * 1024
 
 
 class Connection:
@@ -65,3 +68,21 @@ def hello_pipe(conn: Connection, data: bytes, fds: List[int]) -> int:
             os.close(pipe)
         raise
     return pipe
+
+
+def read_chunk(conn: Connection) -> Optional[bytes]:
+    """One read of ``conn``'s pipe: None if it is empty, b"" at its end."""
+    try:
+        return os.read(conn.pipe, RECV_SIZE)
+    except BlockingIOError:
+        return None
+    except OSError:
+        return b""
+
+
+def answer_taken(sock: socket.socket) -> None:
+    """Tell a connection's process that its pipe is held: it may write now."""
+    try:
+        sock.send(_codec.HELLO_TAKEN, socket.MSG_NOSIGNAL)
+    except OSError:  # it is gone: its pipe is at its end, and read as such
+        pass

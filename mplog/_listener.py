@@ -1,67 +1,58 @@
 """The listener: the one place where the real handlers run.
 
-:class:`QueueListener` owns the handlers, grouped in routes (the root
-logger's, and one per named logger it took over); its :class:`~mplog._server.Server`
-hands it every frame the workers send. It runs as a thread of the process that
-started it, or as a process of its own forked from it, and takes part in every
-fork so that a child never inherits a handler lock held mid-write.
+:class:`QueueListener` owns the handlers, grouped in routes (the root logger's,
+and one per named logger it took over), each handler running in a lane of its
+own (see :mod:`mplog._lanes`); its :class:`~mplog._server.Server` hands it every
+frame the workers send. It runs as a thread of the process that started it,
+or as a process of its own forked from it, and takes part in every fork so that
+a child never inherits a handler lock held mid-write.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
-import selectors
 import signal
+import socket
 import threading
 import time
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Deque, List, Optional, Sequence, Tuple, Union
 
-from . import _codec, _fork, _stderr
+from . import _codec, _fork, _stderr, _sync
 from ._address import remove_address
-from ._config import check_handlers, check_worker_user
+from ._config import check_handlers, check_seconds, check_worker_user
+from ._dispatch import Dispatcher, lane_depth
 from ._handler import FALLBACK_FORMAT, render_message
+from ._lanes import STALL_SECONDS
 from ._queue import Queue
+from ._reaping import close_handlers, read_all, wait_for_exit
 from ._routes import Route
 from ._server import REOPEN, Server
-from ._writers import notice, reopen
+from ._writers import notice
 
-__all__ = ["RUNNERS", "QueueListener"]
+__all__ = ["DRAIN_TIMEOUT", "RUNNERS", "QueueListener"]
 
 RUNNERS = ("thread", "process")
+#: How long stopping waits, by default, for the handlers to handle what was sent.
+DRAIN_TIMEOUT = 10.0
 # How long a fork waits for the listener thread and handlers to go idle.
 _QUIESCE_SECONDS = 2.0
 _READY_SECONDS = 30.0
-# A record logged while the handlers handle a record that was itself logged by
-# a handler is this deep: it goes to stderr, formatted as a worker's records
-# are when the listener is gone.
-_RECURSION_DEPTH = 2
+# How much longer than its drain a stopping listener process may take to exit.
+_EXIT_MARGIN_SECONDS = 2.0
 _stderr_formatter = logging.Formatter(FALLBACK_FORMAT)
-
-
-class _Nesting:
-    """How many records a thread is passing to the handlers through
-    ``handle()``, one inside another, and whether it is the thread that reads
-    the workers' frames."""
-
-    __slots__ = ("depth", "serving")
-
-    def __init__(self) -> None:
-        self.depth = 0
-        self.serving = False
-
-
-class _PerThread(threading.local):
-    """Each thread's :class:`_Nesting`: one thread-local lookup per record,
-    the rest plain attribute access (several thread-local ones cost ~4x more)."""
-
-    def __init__(self) -> None:
-        self.nesting = _Nesting()
 
 
 class QueueListener:
     """Owns the real handlers and feeds them every record put on the queue by
     any process: the mplog counterpart of ``logging.handlers.QueueListener``.
+
+    Each handler runs in a thread of its own, so no logging call, in any
+    process, ever runs a handler or waits on one; a slow handler slows the
+    senders down (back-pressure), and one that has not returned for
+    ``stall_timeout`` seconds is reported and records for it are dropped and
+    counted while its backlog is full, without holding up the others.
 
     Args:
         queue: the :class:`mplog.Queue` workers log to.
@@ -75,12 +66,16 @@ class QueueListener:
             (``handlers`` serve route 0).
         worker_user: a user name or uid whose processes may log here too,
             for workers that drop privileges (see :func:`mplog.setup`).
+        drain_timeout: the longest :meth:`stop` waits for the handlers to
+            handle what was sent before it, in seconds.
+        stall_timeout: seconds after which a handler's call that has not
+            returned counts as stalled.
 
     Raises:
-        ValueError: ``runner`` is not one of the above, or ``worker_user``
-            names no user.
-        TypeError: a handler is not a ``logging.Handler``, or ``worker_user``
-            is neither a str nor an int.
+        ValueError: ``runner`` is not one of the above, ``worker_user``
+            names no user, or a timeout is not a positive number of seconds.
+        TypeError: a handler is not a ``logging.Handler``, ``worker_user``
+            is neither a str nor an int, or a timeout is not a number.
     """
 
     def __init__(
@@ -91,6 +86,8 @@ class QueueListener:
         runner: str = "thread",
         routes: Sequence[Sequence[logging.Handler]] = (),
         worker_user: Union[str, int, None] = None,
+        drain_timeout: float = DRAIN_TIMEOUT,
+        stall_timeout: float = STALL_SECONDS,
     ) -> None:
         if runner not in RUNNERS:
             raise ValueError(f"runner must be 'thread' or 'process', got {runner!r} ({type(runner).__name__})")
@@ -98,6 +95,8 @@ class QueueListener:
         for number, group in enumerate(routes, 1):
             check_handlers(group, f"QueueListener route {number}")
         self._worker_uid = check_worker_user(worker_user)
+        self.drain_timeout = check_seconds("drain_timeout", drain_timeout)
+        self.stall_timeout = check_seconds("stall_timeout", stall_timeout)
         self.queue = queue
         self.handlers = handlers
         self.respect_handler_level = respect_handler_level
@@ -109,17 +108,23 @@ class QueueListener:
         )
         self._owner_pid = 0
         self._server: Optional[Server] = None
+        self._dispatcher: Optional[Dispatcher] = None
         self._thread: Optional[threading.Thread] = None
+        self._server_thread = 0  # the ident of the thread that serves
         self._process_pid = 0
         self._control_r = -1
         self._control_w = -1
+        # Held while frames are read and handed on: by the serving thread, and
+        # by a logging call of this process that hands its record on.
         self._busy = threading.RLock()
+        self._sweeping = 0  # the ident of the thread handing on under _busy
         self._held: List[threading.RLock] = []
-        self._per_thread = _PerThread()
-        # 1 while the thread that reads frames passes a worker's record to the
-        # handlers: a plain attribute, cheaper than a thread-local on that path.
-        self._frame_depth = 0
+        # Records logged in a lane (by a handler), for the serving thread.
+        self._inbox: Deque[Tuple[logging.LogRecord, int]] = collections.deque()
         self._recursion_reported = False
+        #: The handlers whose call had not returned when stop() gave up on
+        #: them: nothing may wait for their locks (to close them, say).
+        self.stuck_handlers: Tuple[logging.Handler, ...] = ()
         #: Run in a listener process before it serves: mplog.setup() routes
         #: that process's own logging (a handler's) to its handlers there, as a
         #: listener thread's process does.
@@ -144,96 +149,94 @@ class QueueListener:
     def stop(self) -> None:
         """Handle every record sent before this call, then stop. Idempotent.
 
-        Handlers are not closed (as with the stdlib listener), except in a
-        listener process, which closes its own copies before it exits.
+        Returns within ``drain_timeout`` seconds (a little more with a
+        listener process): what a stalled handler has not handled by then is
+        counted and said on stderr. Handlers are not closed (as with the stdlib
+        listener), except in a listener process, which closes its own copies
+        before it exits.
         """
         if self._owner_pid != os.getpid():
             return
         self._owner_pid = 0
+        deadline = time.monotonic() + self.drain_timeout
         try:
             os.write(self._control_w, b"x")
         except OSError:  # the listener process is already gone
             pass
         os.close(self._control_w)
         if self._thread is not None:
-            self._thread.join()
+            self._thread.join(max(0.0, deadline - time.monotonic()))
             self.queue._deliver_here(None)
+            self._finish_lanes(deadline)
         else:
-            self._reap_process()
+            self._reap_process(deadline + _EXIT_MARGIN_SECONDS)
 
     def reopen_files(self) -> None:
         """Close and reopen every file handler by name, e.g. after logrotate
         moved the files away (``mplog.FileHandler`` also notices that by itself).
 
-        With a listener process, the request is sent to it and done there.
+        Each handler does it in its turn, after what was sent before; with a
+        listener process, the request is sent to it and done there.
         """
         if self._process_pid and self._owner_pid == os.getpid():
             os.write(self._control_w, REOPEN)
             return
-        for handler in self.all_handlers:
-            reopen(handler)
+        dispatcher = self._dispatcher
+        if dispatcher is not None:
+            with self._busy:
+                dispatcher.reopen_files()
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         """Return the record to pass to the handlers; override to change it."""
         return record
 
     def handle(self, record: logging.LogRecord, route: int = 0) -> None:
-        """Pass one record to every handler of ``route`` that wants it.
+        """Pass one record logged in this process to every handler of
+        ``route`` that wants it, after everything the workers wrote before
+        this call. Never runs a handler: the handlers' own threads do.
 
         A record that a handler (or its filter or formatter) logs while it
-        handles one comes here as well, and is handled as any other, once; a
-        record logged while handling such a record goes to stderr instead, so
-        that a handler logging for every record it handles stops there.
+        handles one is handled as any other, once; a record logged while
+        handling such a record goes to stderr instead, so that a handler
+        logging for every record it handles stops there.
         """
-        nesting = self._per_thread.nesting
-        depth = nesting.depth
-        if nesting.serving:
-            depth += self._frame_depth
-            if depth:
-                # Logged by a handler while handling a worker's record: the lines
-                # held for the text handlers (that record's among them) go first.
-                self._write_pending()
-        if depth >= _RECURSION_DEPTH:
+        depth = lane_depth()
+        if depth is not None:  # logged by a handler, in its lane
+            self._from_lane(record, route, depth)
+            return
+        dispatcher = self._dispatcher
+        if dispatcher is None:  # stopped (a record between stop() and the handler's removal)
             self._to_stderr(record)
             return
-        target = self._routes[route]
-        nesting.depth += 1
-        try:
-            if target.renders_tracebacks:
-                self._deliver_tracebacks(record, target, target.handlers)
-            else:
-                self._handle(self.prepare(record), target.handlers)
-        finally:
-            nesting.depth -= 1
+        with self._busy:
+            if self._sweeping or threading.get_ident() == self._server_thread:
+                # Serving, or a signal handler interrupted this thread while it
+                # handed a record on: hand it on without reading the pipes.
+                dispatcher.deliver(record, route, nested=False)
+                return
+            self._sweeping = threading.get_ident()
+            try:
+                # Whatever any process wrote before this call goes first.
+                if self._server is not None:
+                    self._server.sweep()
+                dispatcher.deliver(record, route, nested=False)
+            finally:
+                self._sweeping = 0
 
-    def _deliver_tracebacks(self, record: logging.LogRecord, route: Route, handlers: Sequence[logging.Handler]) -> None:
-        """Pass ``record`` to ``handlers`` of a route where some formatters
-        render tracebacks their own way: each handler gets the traceback its
-        formatter rendered in the worker, the others the record's ``exc_text``."""
-        tracebacks = record.__dict__.pop(_codec.TRACEBACKS, None)
-        record = self.prepare(record)
-        if type(tracebacks) is not tuple or len(tracebacks) != len(route.handlers):  # none, or cut with its frame
-            self._handle(record, handlers)
+    def _from_lane(self, record: logging.LogRecord, route: int, depth: int) -> None:
+        """A record logged by a handler: for the serving thread to hand on
+        (never waited for here: it may be this very lane that is full)."""
+        if depth >= 1:
+            self._to_stderr(record)
             return
-        own = {id(handler): text for handler, text in zip(route.handlers, tracebacks)}
-        shared = record.exc_text
-        try:
-            for handler in handlers:
-                if not self.respect_handler_level or record.levelno >= handler.level:
-                    text = own.get(id(handler))
-                    record.exc_text = shared if text is None else text
-                    handler.handle(record)
-        finally:
-            record.exc_text = shared
-
-    def _handle(self, record: logging.LogRecord, handlers: Sequence[logging.Handler]) -> None:
-        for handler in handlers:
-            if not self.respect_handler_level or record.levelno >= handler.level:
-                handler.handle(record)
+        self._inbox.append((record, route))
+        server = self._server
+        if server is not None:
+            server.wake()
 
     def _to_stderr(self, record: logging.LogRecord) -> None:
         """Write a record that must not reach the handlers on stderr."""
-        if not self._recursion_reported:
+        if not self._recursion_reported and self._dispatcher is not None:
             self._recursion_reported = True
             _stderr.report(
                 "a handler logged while the handlers handled a record that a handler had logged; "
@@ -246,40 +249,106 @@ class QueueListener:
             line = render_message(record)
         _stderr.write_lines([line])
 
-    def _route(self, number: int) -> Route:
-        if not 0 <= number < len(self._routes):
-            raise ValueError(f"a frame for route {number}; this listener has {len(self._routes)}")
-        return self._routes[number]
+    # --- what the server hands on (the Sink protocol) ----------------------
 
-    def _on_frame(
+    def on_frame(
         self,
         route: int,
         created: float,
         record: Optional[logging.LogRecord],
         texts: Optional[Tuple[Optional[str], ...]],
+        size: int,
     ) -> None:
-        target = self._route(route)
-        handlers = target.take(created, record, texts)
-        if record is not None and handlers:
-            self._frame_depth = 1
-            try:
-                if target.renders_tracebacks:
-                    self._deliver_tracebacks(record, target, handlers)
-                else:
-                    self._handle(self.prepare(record), handlers)
-            finally:
-                self._frame_depth = 0
+        """A record frame from a process."""
+        assert self._dispatcher is not None
+        self._dispatcher.on_frame(route, created, record, texts, size)
 
-    def _on_text(self, route: int, frames: _codec.Frames) -> None:
-        self._route(route).take_text(frames)
+    def on_text(self, route: int, frames: _codec.Frames) -> None:
+        """Text frames from a process."""
+        assert self._dispatcher is not None
+        self._dispatcher.on_text(route, frames)
 
-    def _write_pending(self) -> None:
-        for route in self._routes:
-            route.write_pending()
+    def on_batch_end(self) -> None:
+        """Pass on the lines gathered and the records handlers logged; say
+        once which handler has stalled."""
+        dispatcher = self._dispatcher
+        assert dispatcher is not None
+        dispatcher.hand_over()
+        self._deliver_inbox(dispatcher)
+        for lane in dispatcher.lanes.values():
+            lane.check_stall()
+
+    def _deliver_inbox(self, dispatcher: Dispatcher) -> None:
+        """Hand on the records handlers have logged (under ``_busy``)."""
+        inbox = self._inbox
+        while inbox:
+            record, route = inbox.popleft()
+            dispatcher.deliver(record, route, nested=True)
+
+    def on_sync(self, sock: socket.socket) -> None:
+        """Answer ``sock`` once everything handed on so far is handled."""
+        assert self._dispatcher is not None
+        self.on_batch_end()
+        self._dispatcher.pass_marker(lambda: _sync.answer_handled(sock))
+
+    def on_stopping(self, deadline: float) -> None:
+        """Stopping: nothing waits for a handler past ``deadline``."""
+        assert self._dispatcher is not None
+        for lane in self._dispatcher.lanes.values():
+            lane.deadline = deadline
+
+    def report(self, message: str) -> None:
+        """Write one of mplog's own notices into the log."""
+        self.handle(notice(message))
+
+    def _on_resumed(self, message: str) -> None:
+        """A stalled handler returned: say so in the log, from its lane."""
+        self.handle(notice(message))
+
+    def _new_dispatcher(self) -> Dispatcher:
+        return Dispatcher(self._routes, self.respect_handler_level, self.prepare, self.stall_timeout, self._on_resumed)
+
+    def _finish_lanes(self, deadline: float) -> Tuple[logging.Handler, ...]:
+        """Let every lane handle what it holds, until ``deadline``; say on
+        stderr what each handler still stuck has not handled. Return the
+        handlers that finished."""
+        dispatcher = self._dispatcher
+        if dispatcher is None:
+            return ()
+        # What the handlers log while they handle the last records is handed
+        # on too (a record logged while handling one of those goes to stderr,
+        # so this ends).
+        while True:
+            handled = threading.Event()
+            with self._busy:
+                self._deliver_inbox(dispatcher)
+                dispatcher.pass_marker(handled.set)
+            if not handled.wait(max(0.0, deadline - time.monotonic())) or not self._inbox:
+                break
+        with self._busy:
+            self._dispatcher = None
+            for lane in dispatcher.lanes.values():
+                lane.stop()
+        finished = []
+        for handler, lane in dispatcher.lanes.items():
+            if lane.join(deadline):
+                finished.append(handler)
+                continue
+            self.stuck_handlers += (handler,)
+            _stderr.report(
+                f"stopped without waiting longer for handler {lane.name}: {lane.undelivered()} records "
+                f"were not handled by it ({lane.dropped_total} dropped before); its call had not returned "
+                f"for {time.monotonic() - lane.busy_since:.1f} s"
+            )
+        # logging.shutdown() at exit would wait for their locks, held by the stuck calls.
+        stuck = set(self.stuck_handlers)
+        logging._handlerList[:] = [ref for ref in logging._handlerList if ref() not in stuck]  # type: ignore[attr-defined]
+        return tuple(finished)
 
     # --- thread runner ---------------------------------------------------
 
     def _start_thread(self) -> None:
+        self._dispatcher = self._new_dispatcher()
         self._server = self._new_server()
         self._control_r, self._control_w = os.pipe()
         self.queue._deliver_here(self.handle)
@@ -287,23 +356,20 @@ class QueueListener:
         self._thread.start()
 
     def _new_server(self) -> Server:
-        return Server(
-            self.queue.address, self._on_frame, self._on_text, self._write_pending, self._report, self._worker_uid
-        )
-
-    def _report(self, message: str) -> None:
-        """Write one of mplog's own notices into the log."""
-        self.handle(notice(message))
+        return Server(self.queue.address, self, self.drain_timeout, self._worker_uid)
 
     def _run_thread(self) -> None:
-        assert self._server is not None
-        self._per_thread.nesting.serving = True
+        server = self._server
+        assert server is not None
+        self._server_thread = threading.get_ident()
         try:
-            self._server.serve(self._control_r, self._busy, self.reopen_files)
+            server.serve(self._control_r, self._busy, self.reopen_files)
         except BaseException:
             _stderr.report_exception("the listener thread failed; workers now log to stderr")
         finally:
-            self._server.close()
+            with self._busy:  # a logging call of this process may be reading the pipes
+                self._server = None
+                server.close()
             os.close(self._control_r)
 
     # --- process runner --------------------------------------------------
@@ -324,56 +390,59 @@ class QueueListener:
         os.close(ready_w)
         os.close(control_r)
         self._process_pid, self._control_w = pid, control_w
-        answer = _read_all(ready_r, _READY_SECONDS)
+        answer = read_all(ready_r, _READY_SECONDS)
         if answer != b"ready":
             self._control_w = -1
             os.close(control_w)
-            self._reap_process()
+            self._reap_process(float("inf"))
             detail = answer.decode(errors="replace") or f"no answer in {_READY_SECONDS:.0f} s"
             raise OSError(f"the mplog listener process failed to start: {detail}")
 
     def _serve_as_process(self, ready_w: int, control_r: int) -> None:
         status = 1
+        finished: Tuple[logging.Handler, ...] = ()
         try:
             # The parent decides when we stop; a Ctrl-C or a SIGTERM sent to the
             # whole process group must not lose what is still to be written.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             self.queue._deliver_here(self.handle)
+            self._server_thread = threading.get_ident()
             try:
+                self._dispatcher = self._new_dispatcher()
                 if self._in_listener_process is not None:
                     self._in_listener_process()
-                server = self._new_server()
+                server = self._server = self._new_server()
             except BaseException as exc:
                 os.write(ready_w, f"{type(exc).__name__}: {exc}".encode())
                 raise
             os.write(ready_w, b"ready")
             os.close(ready_w)
-            self._per_thread.nesting.serving = True
             try:
                 server.serve(control_r, self._busy, self.reopen_files)
             finally:
+                self._server = None
                 server.close()
+            finished = self._finish_lanes(time.monotonic() + self.drain_timeout)
             status = 0
         except BaseException:
             _stderr.report_exception("the listener process failed")
         finally:
-            for handler in self.all_handlers:
-                try:
-                    handler.flush()
-                    handler.close()
-                except Exception:
-                    _stderr.report_exception(f"the listener process could not close {handler!r}")
+            close_handlers(finished)
             os._exit(status)
 
-    def _reap_process(self) -> None:
-        try:
-            _, status = os.waitpid(self._process_pid, 0)
-        except ChildProcessError:  # someone else reaped it (a SIGCHLD handler)
-            status = 0
+    def _reap_process(self, deadline: float) -> None:
+        """Wait for the listener process to exit, until ``deadline``: then kill it."""
+        status = wait_for_exit(self._process_pid, deadline)
+        if status is None:
+            _stderr.report(
+                f"the listener process {self._process_pid} had not exited by the end of its drain; killed it"
+            )
+            os.kill(self._process_pid, signal.SIGKILL)
+            status = wait_for_exit(self._process_pid, float("inf"))
         # A listener process that was killed could not remove its socket.
         remove_address(self.queue.address)
-        if os.WIFSIGNALED(status):
+        if status is not None and os.WIFSIGNALED(status):
             _stderr.report(
                 f"the listener process {self._process_pid} had been killed by signal "
                 f"{os.WTERMSIG(status)}; workers fell back to stderr"
@@ -425,18 +494,3 @@ class QueueListener:
         self._thread = None
         self._process_pid = 0
         self._control_r = self._control_w = -1
-
-
-def _read_all(fd: int, timeout: float) -> bytes:
-    """Read from a pipe until EOF or ``timeout`` seconds, then close it."""
-    chunks = []
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as selector:
-        selector.register(fd, selectors.EVENT_READ)
-        while selector.select(max(0.0, deadline - time.monotonic())):
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    os.close(fd)
-    return b"".join(chunks)

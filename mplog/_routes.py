@@ -1,14 +1,15 @@
 """A route: one group of the listener's handlers (the root logger's, or a
 named logger's), which of them take worker-formatted lines, and those lines
-held until the listener writes them, once per wake-up."""
+held until the listener hands them to the handlers' lanes, once per wake-up."""
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from . import _codec
+from ._lanes import Lane
 from ._targets import renders_tracebacks, text_target_of
 from ._writers import Writer, frame_writer_for, no_frames, writer_for
 
@@ -24,14 +25,18 @@ class Route:
         # Plain text handlers get lines the workers formatted; the listener
         # only writes them, once per wake-up. The rest get records.
         self.writers: List[Writer] = []
+        self.writer_handlers: List[logging.Handler] = []
         record_handlers = []
         for handler in handlers:
             if text_target_of(handler) is None:
                 record_handlers.append(handler)
             else:
                 self.writers.append(writer_for(handler))
+                self.writer_handlers.append(handler)
         self.record_handlers = tuple(record_handlers)
         self.pending: List[List[Tuple[float, str]]] = [[] for _ in self.writers]
+        self.pending_bytes = 0  # of the lines held, about
+        self._writer_lanes: List[Lane] = []
         # A lone text handler that takes UTF-8 bytes gets text frames, written as they came.
         target = text_target_of(handlers[0]) if len(handlers) == 1 else None
         self.raw_errors = target.raw_errors if target is not None else None
@@ -54,6 +59,7 @@ class Route:
         for pending, text in zip(self.pending, texts):
             if text is not None:
                 pending.append((created, text))
+                self.pending_bytes += len(text)
         return self.record_handlers
 
     def take_text(self, frames: _codec.Frames) -> None:
@@ -65,15 +71,23 @@ class Route:
         now = time.time()
         for line in bytes(frames).split(_codec.TEXT_END)[:-1]:
             text = line.decode("utf-8", "backslashreplace").rstrip("\n")
+            self.pending_bytes += len(text)
             for pending in self.pending:
                 pending.append((now, text))
 
-    def write_pending(self) -> None:
-        """Write every line held."""
+    def attach(self, lanes: Dict[logging.Handler, Lane]) -> None:
+        """Hand the lines held to these lanes of the handlers from now on."""
+        self._writer_lanes = [lanes[handler] for handler in self.writer_handlers]
+        if self.raw_errors is not None:
+            self._writer_lanes = [lanes[self.handlers[0]]]
+
+    def hand_over(self) -> None:
+        """Pass every line held to the lane of its handler."""
         if self.raw_pending:
             frames, self.raw_pending = self.raw_pending, []
-            self.write_frames(frames)
-        for write, pending in zip(self.writers, self.pending):
+            self._writer_lanes[0].put(self.write_frames, frames, sum(map(len, frames)))
+        size, self.pending_bytes = self.pending_bytes, 0
+        for index, pending in enumerate(self.pending):
             if pending:
-                write(pending)
-                pending.clear()
+                self.pending[index] = []
+                self._writer_lanes[index].put(self.writers[index], pending, size)

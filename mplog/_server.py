@@ -1,27 +1,27 @@
 """The listener's server: accepts worker connections on the Unix socket,
 checks who they are, takes each worker's pipe and says so (or turns it away
 when it has no descriptor to hold it), reads it and hands on the frames,
-holding a bounded amount of incomplete ones, and at stop drains every pipe to
-its end before closing it."""
+holding a bounded amount of incomplete ones, answers requests to wait for
+delivery, and at stop drains every pipe to its end before closing it."""
 
 from __future__ import annotations
 
 import array
 import errno
-import logging
 import os
 import selectors
 import socket
 import struct
 import threading
 import time
-from typing import Callable, List, Optional, Set, Tuple
+from typing import Callable, List, Optional, Set
 
-from . import _codec, _descriptors, _pipes, _stderr
+from . import _codec, _descriptors, _pipes, _stderr, _sync
 from ._address import admit_user, remove_address
-from ._connection import Connection, hello_pipe
+from ._connection import RECV_SIZE, Connection, answer_taken, hello_pipe, read_chunk
 from ._framing import FrameError
 from ._pipes import seal
+from ._sink import Sink
 
 __all__ = [
     "COALESCE_SECONDS",
@@ -29,19 +29,22 @@ __all__ = [
     "PENDING_LIMIT",
     "RECV_SIZE",
     "REOPEN",
-    "FrameHandler",
     "Server",
-    "TextHandler",
     "seal",
 ]
 
-#: The most the listener reads from one pipe at a time.
-RECV_SIZE = 256 * 1024
 _PEERCRED = struct.Struct("3i")  # pid, uid, gid
 _FD_BYTES = array.array("i").itemsize
 #: The control pipe's command to reopen the log files (anything else: stop).
 REOPEN = b"r"
 _CONTROL = object()
+_WAKE = object()
+#: The longest the server waits for something to happen before it looks at
+#: the handlers anyway (to notice one that stalled).
+WATCH_SECONDS = 1.0
+# A pipe has at most this many reads of RECV_SIZE in it (PIPE_BYTES and a
+# frame's rest): a sweep reads no more of a pipe still being written.
+_SWEEP_READS = 8
 # After a wake-up that read less than COALESCE_BELOW bytes, the listener
 # sleeps COALESCE_SECONDS (bounded added latency; a worker's pipe holds far
 # more than it can log in that time, so no sender blocks on it). Each wake-up
@@ -58,35 +61,20 @@ DRAIN_SECONDS = 2.0
 #: the record to its own stderr.
 PENDING_LIMIT = 128 * 1024 * 1024
 
-FrameHandler = Callable[[int, float, Optional[logging.LogRecord], Optional[Tuple[Optional[str], ...]]], None]
-TextHandler = Callable[[int, _codec.Frames], None]
-
 
 class Server:
     """Accepts worker connections and turns their frames into records and texts.
 
     Processes of the listener's own uid, of root and of ``worker_uid`` (if
-    given) may connect; any other is refused. ``on_frame(route, created,
-    record, texts)`` is called for every record frame, ``on_text(route,
-    frames)`` for each run of complete text frames, ``on_batch_end()`` after
-    everything one wake-up brought in (so writes can be batched),
-    ``report(message)`` for mplog's own notices.
+    given) may connect; any other is refused. Everything received goes to
+    ``sink``; stopping drains for at most ``drain_timeout`` seconds.
     """
 
-    def __init__(
-        self,
-        address: str,
-        on_frame: FrameHandler,
-        on_text: TextHandler,
-        on_batch_end: Callable[[], None],
-        report: Callable[[str], None],
-        worker_uid: Optional[int] = None,
-    ) -> None:
+    def __init__(self, address: str, sink: Sink, drain_timeout: float, worker_uid: Optional[int] = None) -> None:
         self.address = address
-        self._on_frame = on_frame
-        self._on_text = on_text
-        self._on_batch_end = on_batch_end
-        self._report_message = report
+        self._sink = sink
+        self._drain_timeout = drain_timeout
+        self._deadline = float("inf")  # of the drain, once stopping
         self._uid = os.getuid()
         self._admitted = {self._uid, 0} if worker_uid is None else {self._uid, 0, worker_uid}
         self._received = 0  # bytes read in the current wake-up
@@ -109,6 +97,11 @@ class Server:
         self._reserve = _descriptors.Reserve()
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._listening, selectors.EVENT_READ, None)
+        # Written by wake() (from any thread) to end a wait in select.
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, _WAKE)
 
     def serve(self, control_fd: int, busy: threading.RLock, reopen: Callable[[], None]) -> None:
         """Handle frames until ``control_fd`` says stop (or is at EOF), then drain.
@@ -118,7 +111,7 @@ class Server:
         """
         self._selector.register(control_fd, selectors.EVENT_READ, _CONTROL)
         while True:
-            events = self._selector.select()
+            events = self._selector.select(WATCH_SECONDS)
             self._received = 0
             with busy:
                 stopping = False
@@ -126,17 +119,17 @@ class Server:
                     if key.data is None:
                         self._accept_pending()
                     elif key.data is _CONTROL:
-                        command = os.read(control_fd, 1)
-                        if command == REOPEN:
-                            reopen()
-                        else:
-                            stopping = True
+                        stopping = self._command(os.read(control_fd, 1), reopen) or stopping
+                    elif key.data is _WAKE:
+                        self._drain_wake_pipe()
                     else:
                         self._read(key.data)
                 if stopping:
                     self._selector.unregister(control_fd)
+                    self._deadline = time.monotonic() + self._drain_timeout
+                    self._sink.on_stopping(self._deadline)
                     self._drain()
-                self._on_batch_end()
+                self._sink.on_batch_end()
                 if stopping:
                     return
             if self._received < COALESCE_BELOW:
@@ -145,6 +138,40 @@ class Server:
                 # records, and senders skip waking the listener meanwhile.
                 time.sleep(COALESCE_SECONDS)
 
+    def _command(self, command: bytes, reopen: Callable[[], None]) -> bool:
+        """Carry out a command from the control pipe; return whether it says stop."""
+        if command == REOPEN:
+            reopen()
+            return False
+        return True
+
+    def _drain_wake_pipe(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def wake(self) -> None:
+        """Have the serving thread look at its sink soon (from any thread;
+        never blocks)."""
+        try:
+            os.write(self._wake_w, b"w")
+        except OSError:  # full (it will wake anyway), or closed at stop
+            pass
+
+    def sweep(self) -> None:
+        """Read every pipe that has something in it now, and hand on its
+        frames: everything written before this call is then handed on.
+
+        Called by the serving thread, or by another holding ``busy``."""
+        for key, _ in self._selector.select(0):
+            conn = key.data
+            if isinstance(conn, Connection) and conn.sock is None:
+                for _ in range(_SWEEP_READS):
+                    if not self._read_pipe(conn, stopping=False):
+                        break
+
     def close(self) -> None:
         """Close every connection and remove the address."""
         for conn in list(self._connections):
@@ -152,6 +179,9 @@ class Server:
         self._selector.close()
         self._listening.close()
         self._reserve.close()
+        for fd in (self._wake_r, self._wake_w):
+            os.close(fd)
+        self._wake_r = self._wake_w = -1
         remove_address(self.address)
 
     def close_in_child(self) -> None:
@@ -164,6 +194,9 @@ class Server:
         self._selector.close()
         self._listening.close()
         self._reserve.close()
+        for fd in (self._wake_r, self._wake_w):
+            os.close(fd)
+        self._wake_r = self._wake_w = -1
 
     def _accept_pending(self) -> None:
         while True:
@@ -219,12 +252,14 @@ class Server:
         """Read once from ``conn``'s pipe and hand on the frames completed:
         True if something was read, None if the pipe was empty, False if the
         connection is closed now."""
-        try:
-            data = os.read(conn.pipe, RECV_SIZE)
-        except BlockingIOError:
+        data = read_chunk(conn)
+        if data is None:
             return None
-        except OSError:
-            data = b""
+        return self._take(conn, data, stopping)
+
+    def _take(self, conn: Connection, data: bytes, stopping: bool) -> bool:
+        """Hand on the frames ``data`` completes; False if ``conn`` is closed now
+        (``data`` empty: at its end; or not a worker's stream)."""
         if not data:
             self._disconnect(conn, stopping)
             return False
@@ -252,6 +287,8 @@ class Server:
         if not data and not fds:  # gone before it said anything
             self._disconnect(conn, stopping)
             return False
+        if data == _sync.REQUEST and not fds:
+            return self._sync(conn, sock)
         if _descriptors.cannot_hold(fds, flags):
             return self._turn_away(conn, fds)
         try:
@@ -260,11 +297,21 @@ class Server:
             return self._refuse(conn, str(exc))
         os.set_blocking(pipe, False)
         self._selector.unregister(sock)
-        _answer_taken(sock)
+        answer_taken(sock)
         sock.close()
         conn.sock, conn.pipe = None, pipe
         self._selector.register(pipe, selectors.EVENT_READ, conn)
         return True
+
+    def _sync(self, conn: Connection, sock: socket.socket) -> bool:
+        """Hand everything written so far on, then have the sink answer ``sock``
+        once it is handled; the connection is then the sink's. Return False."""
+        self._selector.unregister(sock)
+        self._connections.discard(conn)
+        conn.sock = None
+        self.sweep()
+        self._sink.on_sync(sock)
+        return False
 
     def _turn_away(self, conn: Connection, fds: List[int]) -> bool:
         """Close a connection whose pipe cannot be held (out of descriptors)
@@ -324,7 +371,7 @@ class Server:
 
     def _deliver_text(self, frames: _codec.Frames, conn: Connection) -> None:
         try:
-            self._on_text(conn.route, frames)
+            self._sink.on_text(conn.route, frames)
         except Exception:  # a handler bug must not stop the listener
             _stderr.report_exception("error while handling log lines")
 
@@ -335,7 +382,7 @@ class Server:
             self._report(f"dropped a frame from pid {conn.pid}: {exc}")
             return
         try:
-            self._on_frame(route, created, record, texts)
+            self._sink.on_frame(route, created, record, texts, len(payload))
         except Exception:  # a handler or filter bug must not stop the listener
             _stderr.report_exception("error while handling a record")
 
@@ -397,7 +444,7 @@ class Server:
         nothing, and the listener reads on and tries again.
         """
         try:
-            self._read_until_sealed(conn, time.monotonic() + DRAIN_SECONDS)
+            self._read_until_sealed(conn, min(time.monotonic() + DRAIN_SECONDS, self._deadline))
         except OSError as exc:  # no /proc, say: close it now, unsealed
             self._report_unsealed(conn, f"it could not be sealed: {exc}")
         if conn in self._connections:
@@ -428,7 +475,7 @@ class Server:
 
     def _report(self, message: str) -> None:
         try:
-            self._report_message(message)
+            self._sink.report(message)
         except Exception:  # the log itself is failing: say it where it can still be seen
             _stderr.report(message)
 
@@ -440,11 +487,3 @@ def _shed_notice(conn: Connection, over: str) -> str:
     """What the listener says when it drops ``conn``'s incomplete frame ``over`` its limit."""
     held = len(conn.parser.pending)
     return f"a frame from pid {conn.pid} had not arrived whole {over}: its {held} bytes were discarded"
-
-
-def _answer_taken(sock: socket.socket) -> None:
-    """Tell a connection's process that its pipe is held: it may write now."""
-    try:
-        sock.send(_codec.HELLO_TAKEN, socket.MSG_NOSIGNAL)
-    except OSError:  # it is gone: its pipe is at its end, and read as such
-        pass

@@ -20,10 +20,12 @@ from ._config import (
     TracebackFormatters,
     WorkerConfig,
     check_handlers,
+    check_seconds,
     check_worker_user,
 )
 from ._handler import QueueHandler, route_handler
-from ._listener import RUNNERS, QueueListener
+from ._lanes import STALL_SECONDS
+from ._listener import DRAIN_TIMEOUT, RUNNERS, QueueListener
 from ._queue import Queue
 from ._targets import route_targets, traceback_formatters
 from .exceptions import SetupError
@@ -42,6 +44,8 @@ def setup(
     buffered: bool = False,
     flush_interval: float = 0.025,
     worker_user: Union[str, int, None] = None,
+    drain_timeout: float = DRAIN_TIMEOUT,
+    stall_timeout: float = STALL_SECONDS,
 ) -> "Session":
     """Start logging from every process of this program through one listener.
 
@@ -79,6 +83,15 @@ def setup(
             listener's socket becomes theirs (still 0600) and its private
             directory 0711 (enterable, not listable). Any other user is still
             refused. ``None`` (default): only this process's own user, and root.
+        drain_timeout: the longest ``stop()``, and so the interpreter's exit,
+            waits for the handlers to handle what was logged before it, in
+            seconds; what a stalled handler has not handled by then is counted
+            and said on stderr.
+        stall_timeout: a handler whose call has not returned for this many
+            seconds is stalled: said once on stderr (and in the log once it
+            returns), and from then on nothing waits for it; what does not fit
+            in its backlog (2 MiB) is dropped and counted. Until then, a full
+            backlog makes the logging calls wait (back-pressure).
 
     Raises:
         SetupError: a session is already active in this process, or the
@@ -88,8 +101,8 @@ def setup(
             neither an int nor a str, or ``worker_user`` neither a str nor an int.
         ValueError: an unknown level name or listener kind, a named logger with
             no handlers, a handler attached to a logger mplog was not told
-            about, a ``flush_interval`` that is not > 0 and <= 60 seconds, or a
-            ``worker_user`` that names no user.
+            about, a ``flush_interval`` that is not > 0 and <= 60 seconds, a
+            ``worker_user`` that names no user, or a timeout that is not > 0.
     """
     global _active
     resolved_level = _check_level(level)
@@ -102,13 +115,14 @@ def setup(
         raise ValueError(f"listener must be 'thread' or 'process', got {listener!r} ({type(listener).__name__})")
     names = _check_logger_names(loggers)
     worker_uid = check_worker_user(worker_user)
+    timeouts = (check_seconds("drain_timeout", drain_timeout), check_seconds("stall_timeout", stall_timeout))
     with _lock:
         if _active is not None and _active.pid == os.getpid():
             raise SetupError(
                 "mplog.setup() is already active in this process; leave its `with` block "
                 "or call its stop() before setting up again"
             )
-        session = Session(handlers, resolved_level, listener, names, interval, worker_uid)
+        session = Session(handlers, resolved_level, listener, names, interval, worker_uid, timeouts)
         _active = session
     return session
 
@@ -171,6 +185,7 @@ class Session:
         names: Tuple[str, ...],
         flush_interval: Optional[float] = None,
         worker_uid: Optional[int] = None,
+        timeouts: Tuple[float, float] = (DRAIN_TIMEOUT, STALL_SECONDS),
     ) -> None:
         _check_handlers(handlers, names)
         self.pid = os.getpid()
@@ -181,8 +196,15 @@ class Session:
         root_handlers = handlers or tuple(self._saved[0]) or (_default_handler(),)
         groups = [root_handlers] + [tuple(saved) for saved in self._saved[1:]]
         self.queue = Queue(flush_interval=flush_interval)
+        drain_timeout, stall_timeout = timeouts
         self.listener = QueueListener(
-            self.queue, *root_handlers, runner=runner, routes=groups[1:], worker_user=worker_uid
+            self.queue,
+            *root_handlers,
+            runner=runner,
+            routes=groups[1:],
+            worker_user=worker_uid,
+            drain_timeout=drain_timeout,
+            stall_timeout=stall_timeout,
         )
         config = self._worker_config(groups, flush_interval, self._saved_level if level is None else level)
         if runner == "process":
@@ -287,7 +309,8 @@ class Session:
     def stop(self) -> None:
         """Write every record sent so far, close the handlers and give each
         logger back its previous handlers (and the root its level). Idempotent;
-        does nothing in a forked child."""
+        does nothing in a forked child. Returns within the session's
+        ``drain_timeout`` (see :func:`setup`)."""
         global _active
         with _lock:
             if not self.active:
@@ -316,7 +339,8 @@ class Session:
         # closing them still matters (a file handler reopens the current file
         # on its next use instead of writing through a stale descriptor).
         for owned in self.listener.all_handlers:
-            owned.close()
+            if owned not in self.listener.stuck_handlers:  # its lock is held for good
+                owned.close()
 
 
 def _default_handler() -> logging.Handler:

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Iterator, List, Optional
 import pytest
 
 import mplog
-from mplog import _setup
+from mplog import _lanes, _setup
 
 START_METHODS = ["fork", "spawn", "forkserver"]
 IN_CI = os.environ.get("CI") == "true"
@@ -75,6 +75,14 @@ def clean_logging():
 @pytest.fixture
 def log_path(tmp_path) -> str:
     return str(tmp_path / "app.log")
+
+
+@pytest.fixture
+def no_backlog(monkeypatch) -> None:
+    """Each handler's lane holds one item at a time: a handler that blocks
+    stops the listener reading the pipes at once (rather than after 16 MiB),
+    for tests of what the workers do against a full pipe."""
+    monkeypatch.setattr(_lanes, "BACKLOG_BYTES", 1)
 
 
 def file_handler(path: str, fmt: str = "%(message)s") -> logging.FileHandler:

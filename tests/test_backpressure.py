@@ -8,7 +8,7 @@ import multiprocessing
 import threading
 
 import mplog
-from mplog import _hello, _server
+from mplog import _hello, _lanes, _server
 from tests import workload
 from tests.conftest import blocked_in_pipe_write, file_handler, join_all, wait_until
 
@@ -34,11 +34,12 @@ def _rss_kib() -> int:
 def test_stalled_handler_backpressures_with_bounded_memory(log_path):
     """4 workers try to send 4 × 40 MB while the handler is stuck: each ends up
     blocked in a write to its full pipe, the listener's memory grows by less
-    than what can be in flight (a full pipe and one read per worker), and
-    every record arrives after the stall."""
+    than what can be in flight (a full pipe and one read per worker, and the
+    stuck handler's backlog: its bytes, and as much again for the records
+    holding them), and every record arrives after the stall."""
     gate = Gate()
     workers, count, size = 4, 10_000, 4000
-    bound_kib = workers * (_hello.PIPE_BYTES + _server.RECV_SIZE) / 1024
+    bound_kib = (workers * (_hello.PIPE_BYTES + _server.RECV_SIZE) + 2 * _lanes.BACKLOG_BYTES) / 1024
     context = multiprocessing.get_context("fork")
     with mplog.setup(gate, file_handler(log_path), level="INFO"):
         # Each opens its pipe before any logs: a worker's first record waits

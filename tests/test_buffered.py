@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import fcntl
 import functools
 import logging
 import multiprocessing
@@ -259,9 +260,10 @@ def test_sigterm_while_threads_log(log_path):
     assert sum(main_returned) > trials * 10  # the signal came while it logged
 
 
-def test_sigterm_mid_write_waits_for_the_write(tmp_path, log_path):
+def test_sigterm_mid_write_waits_for_the_write(tmp_path, log_path, no_backlog):
     """The main thread logs 30 small records and two of 600 KB, whose write
-    blocks (the listener holds the first, the pipe fills with the second) when
+    blocks (the handler is stuck on the small ones, so the listener holds the
+    first big one, and the pipe fills with the second) when
     a second thread logs 20 records and sends the process SIGTERM. The handler,
     in the main thread, must neither wait for the lock that thread holds nor
     write into the middle of its write: the write finishes, then the 20 records
@@ -292,7 +294,8 @@ def _log_big_records_while_a_thread_sends_sigterm(sent: str) -> None:
     threading.Thread(
         target=workload.log_then_kill_self, args=(2, 20, sent, second_big_write_blocked), daemon=True
     ).start()
-    workload.log_records(1, 30, returned=returned)
+    # More than the gated stream holds: the handler blocks on the first of these.
+    workload.log_records(1, 30, sizes=(300,), returned=returned)
     workload.log_records(1, 2, sizes=(600_000,), start=30, returned=returned)
     time.sleep(60)  # the signal ends this process
 
@@ -301,8 +304,11 @@ def _log_big_records_while_a_thread_sends_sigterm(sent: str) -> None:
 def _slow_stream(path: str, gate: Optional[threading.Event] = None) -> Iterator[TextIO]:
     """A text stream into a pipe that a thread copies to ``path`` at about
     30 MB/s (once ``gate`` is set): slower than the workers log, so their
-    writes wait for it."""
+    writes wait for it. Gated, the pipe holds one page: the handler's first
+    write of more blocks."""
     read_end, write_end = os.pipe()
+    if gate is not None:
+        fcntl.fcntl(write_end, _hello.F_SETPIPE_SZ, 4096)
     stream = open(write_end, "w", encoding="utf-8")
 
     def copy() -> None:

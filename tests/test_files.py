@@ -235,6 +235,7 @@ def test_disk_full_holds_then_drops_and_counts_exactly(small_disk, capfd, size):
     with mplog.setup(handler, level="INFO"):
         for seq in range(3000):
             logging.getLogger("work").info("%s", workload.message(0, seq, size))
+        assert mplog.complete(30)
         assert handler._fault is not None, "the disk never filled up"
         filler.unlink()
         _wait_for_retry(handler)
@@ -263,10 +264,12 @@ def test_directory_removed_then_restored(tmp_path):
     handler = _handler(directory / "app.log")
     with mplog.setup(handler, level="INFO"):
         workload.log_records(0, 100)
+        assert mplog.complete()
         for name in os.listdir(directory):
             os.unlink(directory / name)
         directory.rmdir()
         workload.log_records(0, 100, start=100)
+        assert mplog.complete()
         assert handler._fault is not None
         directory.mkdir()
         _wait_for_retry(handler)
@@ -465,9 +468,11 @@ handler = mplog.FileHandler(os.path.join(directory, "app.log"), max_buffer=4000)
 handler.setFormatter(logging.Formatter("%(created)r %(message)s"))
 with mplog.setup(handler, level="INFO"):
     workload.log_records(0, 100)
+    assert mplog.complete()
     signal("logged")
     wait("locked")  # the file is gone and the directory is not ours any more
     workload.log_records(0, 100, start=100)
+    assert mplog.complete()
     assert isinstance(handler._fault, PermissionError), handler._fault
     signal("faulted")
     wait("writable")

@@ -194,8 +194,9 @@ def _log_numbered(worker: int) -> None:
 @pytest.mark.parametrize("always", [False, True], ids=["echoes others", "echoes everything"])
 def test_records_a_handler_logs_reach_the_handlers_once(tmp_path, capfd, runner, always):
     """A handler that logs from emit, beside a file, with either listener: each
-    of its records lands in the file once, right after the record that caused
-    it, for the parent's and a fork worker's records alike. One that logs for
+    of its records lands in the file once, after the record that caused it and
+    in the order of their causes, for the parent's and a fork worker's records
+    alike. One that logs for
     its own records too stops there: what it logs for an echo is on stderr,
     once each, after one notice; nothing recurses, nothing else is on stderr."""
     path = str(tmp_path / "app.log")
@@ -209,9 +210,12 @@ def test_records_a_handler_logs_reach_the_handlers_once(tmp_path, capfd, runner,
     sent = [f"w={w} seq={seq}" for w in (0, 1) for seq in range(ECHO_COUNT)]
     expected = sorted([f"app {m}" for m in sent] + [f"echo echo {m}" for m in sent])
     assert sorted(lines) == expected
-    for line in lines:
-        if line.startswith("echo "):  # its cause just before it
-            assert lines[lines.index(line) - 1] == "app " + line[len("echo echo ") :]
+    position = {line: index for index, line in enumerate(lines)}
+    for message in sent:
+        assert position[f"app {message}"] < position[f"echo echo {message}"], message
+    for worker in (0, 1):
+        echoes = [line for line in lines if line.startswith(f"echo echo w={worker} ")]
+        assert echoes == [f"echo echo w={worker} seq={seq}" for seq in range(ECHO_COUNT)]
     err = capfd.readouterr().err.splitlines()
     if not always:
         assert err == []

@@ -1,0 +1,183 @@
+"""Passing what the listener receives to its handlers' lanes, in the order it
+came: records, the lines workers formatted (gathered per wake-up), and records
+logged in the listener's own process."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+from typing import Callable, Dict, Optional, Sequence, Tuple
+
+from . import _codec
+from ._lanes import Lane, pass_marker
+from ._routes import Route
+from ._writers import reopen
+
+__all__ = ["Dispatcher", "lane_depth"]
+
+
+class _LaneThread(threading.local):
+    """In a lane's thread: how deep the record it handles is (0: sent by a
+    process; 1: logged by a handler); elsewhere None."""
+
+    depth: Optional[int] = None
+
+
+_lane_thread = _LaneThread()
+
+
+def lane_depth() -> Optional[int]:
+    """How deep the record this lane thread is handling is; None outside lanes."""
+    return _lane_thread.depth
+
+
+def _mark_lane_thread(_: object) -> None:
+    """The first item of every lane: marks its thread as a lane's."""
+    _lane_thread.depth = 0
+
+
+class _Nested:
+    """A handler's ``handle`` for a record a handler logged: a record logged
+    while handling it is one level deeper still."""
+
+    __slots__ = ("handle",)
+
+    def __init__(self, handle: Callable[[logging.LogRecord], object]) -> None:
+        self.handle = handle
+
+    def __call__(self, record: logging.LogRecord) -> None:
+        _lane_thread.depth = 1
+        try:
+            self.handle(record)
+        finally:
+            _lane_thread.depth = 0
+
+
+class Dispatcher:
+    """Puts everything for the handlers on their lanes, one lane per handler.
+
+    Args:
+        routes: the listener's routes (route 0: the root logger's handlers).
+        respect_handler_level: pass a record to a handler only at its level or above.
+        prepare: the listener's ``prepare``, applied to every record first.
+        stall_timeout: see :class:`~mplog._lanes.Lane`.
+        on_resumed: called with a notice when a stalled handler returns.
+    """
+
+    def __init__(
+        self,
+        routes: Sequence[Route],
+        respect_handler_level: bool,
+        prepare: Callable[[logging.LogRecord], logging.LogRecord],
+        stall_timeout: float,
+        on_resumed: Callable[[str], None],
+    ) -> None:
+        self.routes = routes
+        self._respect_level = respect_handler_level
+        self._prepare = prepare
+        handlers = dict.fromkeys(handler for route in routes for handler in route.handlers)
+        self.lanes: Dict[logging.Handler, Lane] = {}
+        for handler in handlers:
+            lane = Lane(repr(handler), stall_timeout, on_resumed)
+            lane.put(_mark_lane_thread, None)
+            self.lanes[handler] = lane
+        for route in routes:
+            route.attach(self.lanes)
+
+    def route(self, number: int) -> Route:
+        """Route ``number``.
+
+        Raises:
+            ValueError: there is no such route.
+        """
+        if not 0 <= number < len(self.routes):
+            raise ValueError(f"a frame for route {number}; this listener has {len(self.routes)}")
+        return self.routes[number]
+
+    def on_frame(
+        self,
+        route: int,
+        created: float,
+        record: Optional[logging.LogRecord],
+        texts: Optional[Tuple[Optional[str], ...]],
+        size: int,
+    ) -> None:
+        """Take one record frame from a process."""
+        target = self.route(route)
+        handlers = target.take(created, record, texts)
+        if record is not None and handlers:
+            if handlers is target.handlers and target.writers:
+                self.hand_over()  # lines held for these handlers came first
+            self._deliver(record, target, handlers, size, nested=False)
+
+    def on_text(self, route: int, frames: _codec.Frames) -> None:
+        """Take a run of text frames from a process."""
+        self.route(route).take_text(frames)
+
+    def hand_over(self) -> None:
+        """Pass the lines gathered in this wake-up to their handlers' lanes."""
+        for route in self.routes:
+            route.hand_over()
+
+    def deliver(self, record: logging.LogRecord, route: int, nested: bool) -> None:
+        """Pass a record logged in the listener's own process (``nested``: by
+        a handler) to every handler of ``route``, after everything before it."""
+        target = self.route(route)
+        self.hand_over()
+        message = record.msg
+        size = len(message) if isinstance(message, str) else 0
+        self._deliver(record, target, target.handlers, size, nested)
+
+    def _deliver(
+        self,
+        record: logging.LogRecord,
+        route: Route,
+        handlers: Sequence[logging.Handler],
+        size: int,
+        nested: bool,
+    ) -> None:
+        if route.renders_tracebacks:
+            self._deliver_tracebacks(record, route, handlers, size, nested)
+            return
+        record = self._prepare(record)
+        respect_level = self._respect_level
+        lanes = self.lanes
+        for handler in handlers:
+            if not respect_level or record.levelno >= handler.level:
+                lanes[handler].put(_Nested(handler.handle) if nested else handler.handle, record, size)
+
+    def _deliver_tracebacks(
+        self,
+        record: logging.LogRecord,
+        route: Route,
+        handlers: Sequence[logging.Handler],
+        size: int,
+        nested: bool,
+    ) -> None:
+        """Pass ``record`` on a route where some formatters render tracebacks
+        their own way: each handler gets a copy carrying the traceback its
+        formatter rendered in the worker, the others the record's ``exc_text``."""
+        tracebacks = record.__dict__.pop(_codec.TRACEBACKS, None)
+        record = self._prepare(record)
+        own: Dict[int, str] = {}
+        if type(tracebacks) is tuple and len(tracebacks) == len(route.handlers):  # not cut with its frame
+            own = {id(handler): text for handler, text in zip(route.handlers, tracebacks) if text is not None}
+        for handler in handlers:
+            if not self._respect_level or record.levelno >= handler.level:
+                text = own.get(id(handler))
+                copied = record
+                if text is not None:  # lanes run at once: each its own copy
+                    copied = copy.copy(record)
+                    copied.exc_text = text
+                self.lanes[handler].put(_Nested(handler.handle) if nested else handler.handle, copied, size)
+
+    def reopen_files(self) -> None:
+        """Have each handler's lane reopen its file (after everything before)."""
+        for handler, lane in self.lanes.items():
+            lane.put(reopen, handler)
+
+    def pass_marker(self, on_passed: Callable[[], None]) -> None:
+        """Run ``on_passed`` once every handler has handled all put on its lane so far."""
+        self.hand_over()
+        pass_marker(list(self.lanes.values()), on_passed)
