@@ -165,6 +165,8 @@ class Server:
         frames: everything written before this call is then handed on.
 
         Called by the serving thread, or by another holding ``busy``."""
+        if not self._connections:  # no process has connected: no system call
+            return
         for key, _ in self._selector.select(0):
             conn = key.data
             if isinstance(conn, Connection) and conn.sock is None:

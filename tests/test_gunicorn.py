@@ -209,3 +209,45 @@ def _uids(pids) -> list:
         except FileNotFoundError:  # gone meanwhile
             continue
     return uids
+
+
+STUCK_ERROR_LOG = """
+import logging, time
+import mplog.gunicorn
+
+
+class Stuck(logging.Handler):
+    '''Like a SysLogHandler whose peer hangs: emit never returns.'''
+
+    def emit(self, record):
+        time.sleep(3600)
+
+
+def on_starting(server):
+    logging.getLogger("gunicorn.error").addHandler(Stuck())
+    mplog.gunicorn.on_starting(server)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_master_supervises_while_a_handler_is_stuck(tmp_path):
+    """A second error-log handler whose emit never returns, from the master's
+    first line on: the master still logs to the file, answers, restarts a
+    SIGKILLed worker, and shuts down within the drain bound."""
+    server = _start(tmp_path, "--workers", "2", conf_extra=STUCK_ERROR_LOG)
+    error_log = str(tmp_path / "gunicorn-error.log")
+    try:
+        port = int(wait_for_line(error_log, r"Listening at: http://127\.0\.0\.1:(\d+)", process=server))
+        victim = int(wait_for_line(error_log, r"Booting worker with pid: (\d+)", process=server, count=2))
+        os.kill(victim, signal.SIGKILL)
+        wait_for_line(error_log, r"Booting worker with pid: (\d+)", process=server, count=3)
+        load = Load(port, 50)
+        load.run()
+    finally:
+        stop_server(server)
+    assert server.returncode == 0, (tmp_path / "stdout.txt").read_text()[-3000:]
+    assert len(load.answered) == 50
+    errors = Path(error_log).read_text()
+    assert "Shutting down: Master" in errors
+    output = (tmp_path / "stdout.txt").read_text()
+    assert "<Stuck (NOTSET)>" in output, output[-3000:]

@@ -25,12 +25,12 @@ class Stuck(logging.Handler):
 
     def __init__(self) -> None:
         super().__init__()
-        self.release = threading.Event()
+        self.unblock = threading.Event()
         self.entered = threading.Event()
 
     def emit(self, record: logging.LogRecord) -> None:
         self.entered.set()
-        self.release.wait(BLOCKED_FOR_GOOD)
+        self.unblock.wait(BLOCKED_FOR_GOOD)
 
 
 def _in_thread(function, *args) -> threading.Thread:
@@ -57,7 +57,7 @@ def test_parent_logging_calls_return_while_a_handler_blocks(log_path):
     finally:
         stopper = _in_thread(session.stop)
         stopper.join(30)
-        stuck.release.set()
+        stuck.unblock.set()
     assert not stopper.is_alive()
     workload.tally(log_path).assert_complete({0: 2000})
 
@@ -83,7 +83,7 @@ def test_workers_wait_then_go_on_when_a_handler_stalls(log_path, capfd):
         assert mplog.complete(0.5) is False
     finally:
         session.stop()
-        stuck.release.set()
+        stuck.unblock.set()
     workload.tally(log_path).assert_complete({w: 20_000 for w in range(4)})
     err = capfd.readouterr().err
     assert err.count("has not returned for") == 1, err
@@ -104,7 +104,7 @@ def test_stop_returns_within_the_drain_timeout(log_path, capfd, runner):
     join_all([worker])
     stopper = _in_thread(session.stop)
     stopper.join(30)
-    stuck.release.set()
+    stuck.unblock.set()
     assert not stopper.is_alive(), "stop() waited on the stuck handler"
     workload.tally(log_path).assert_complete({1: 50})
     err = capfd.readouterr().err
