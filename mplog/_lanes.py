@@ -112,6 +112,7 @@ class Lane:
         self._put_bytes += item[2]
         if self._idle:
             with self._lock:
+                self._idle = False  # woken: later items need not wake it again
                 self._has_items.notify()
 
     def _make_room(self, wait: bool) -> bool:

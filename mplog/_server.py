@@ -9,16 +9,18 @@ from __future__ import annotations
 import array
 import errno
 import os
+import select
 import selectors
 import socket
 import struct
 import threading
 import time
-from typing import Callable, List, Optional, Set
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from . import _codec, _descriptors, _pipes, _stderr, _sync
 from ._address import admit_user, remove_address
 from ._connection import RECV_SIZE, Connection, answer_taken, hello_pipe, read_chunk
+from ._draining import DRAIN_SECONDS, PENDING_LIMIT, Draining
 from ._framing import FrameError
 from ._pipes import seal
 from ._sink import Sink
@@ -52,17 +54,9 @@ _SWEEP_READS = 8
 # rather than 0.5 ms took a third off the listener's CPU per record.
 COALESCE_BELOW = 64 * 1024
 COALESCE_SECONDS = 0.002
-#: How long stopping may spend on one pipe whose writer keeps writing.
-DRAIN_SECONDS = 2.0
-#: The most the listener holds, over all its connections, of frames that have
-#: not arrived whole (a frame is at most MAX_PAYLOAD). Past it, the connection
-#: holding the most is closed once its writer is seen to be still writing that
-#: frame (see Server._shed): the write fails with EPIPE, and its sender writes
-#: the record to its own stderr.
-PENDING_LIMIT = 128 * 1024 * 1024
 
 
-class Server:
+class Server(Draining):
     """Accepts worker connections and turns their frames into records and texts.
 
     Processes of the listener's own uid, of root and of ``worker_uid`` (if
@@ -97,6 +91,10 @@ class Server:
         self._reserve = _descriptors.Reserve()
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._listening, selectors.EVENT_READ, None)
+        # Every pipe again, to see which ones' writers have closed them
+        # (selectors does not tell a hang-up from data).
+        self._hangups = select.poll()
+        self._pipes: Dict[int, Connection] = {}
         # Written by wake() (from any thread) to end a wait in select.
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -114,16 +112,7 @@ class Server:
             events = self._selector.select(WATCH_SECONDS)
             self._received = 0
             with busy:
-                stopping = False
-                for key, _ in events:
-                    if key.data is None:
-                        self._accept_pending()
-                    elif key.data is _CONTROL:
-                        stopping = self._command(os.read(control_fd, 1), reopen) or stopping
-                    elif key.data is _WAKE:
-                        self._drain_wake_pipe()
-                    else:
-                        self._read(key.data)
+                stopping = self._handle_events(events, control_fd, reopen)
                 if stopping:
                     self._selector.unregister(control_fd)
                     self._deadline = time.monotonic() + self._drain_timeout
@@ -137,6 +126,26 @@ class Server:
                 # wake-up's fixed cost (select, read, write) is shared by many
                 # records, and senders skip waking the listener meanwhile.
                 time.sleep(COALESCE_SECONDS)
+
+    def _handle_events(
+        self, events: List[Tuple[selectors.SelectorKey, int]], control_fd: int, reopen: Callable[[], None]
+    ) -> bool:
+        """Handle what one wake-up brought; return whether the control pipe said stop."""
+        stopping = False
+        ready: List[Connection] = []
+        for key, _ in events:
+            if key.data is None:
+                self._accept_pending()
+            elif key.data is _CONTROL:
+                stopping = self._command(os.read(control_fd, 1), reopen) or stopping
+            elif key.data is _WAKE:
+                self._drain_wake_pipe()
+            elif key.data.sock is not None:
+                self._introduce(key.data, stopping=False)
+            else:
+                ready.append(key.data)
+        self._read_round(ready)
+        return stopping
 
     def _command(self, command: bytes, reopen: Callable[[], None]) -> bool:
         """Carry out a command from the control pipe; return whether it says stop."""
@@ -250,6 +259,37 @@ class Server:
             self._shed_pending()
         return conn in self._connections
 
+    def _read_round(self, ready: List[Connection]) -> None:
+        """Read once from each pipe that was ready, then hand on the frames:
+        first, read to their end, those of pipes whose process has exited by
+        now, then the others, in the order they became ready.
+
+        Everything a process wrote came before its exit, and so before any
+        record logged after its exit was seen (after a join, say): such a
+        record may be in a pipe read here, while the exited process's last
+        frames reached its pipe after this wake-up began."""
+        chunks = {conn: read_chunk(conn) for conn in ready}
+        for conn in self._exited():
+            self._take_chunk(conn, chunks.pop(conn, None))
+            for _ in range(_SWEEP_READS):
+                if not self._read_pipe(conn, stopping=False):
+                    break
+        for conn, data in chunks.items():
+            self._take_chunk(conn, data)
+
+    def _exited(self) -> List[Connection]:
+        """The connections whose pipe's writer has closed it (its process has exited)."""
+        if not self._pipes:
+            return []
+        return [self._pipes[fd] for fd, event in self._hangups.poll(0) if event & select.POLLHUP]
+
+    def _take_chunk(self, conn: Connection, data: Optional[bytes]) -> None:
+        """Hand on the frames ``data`` read from ``conn`` completes (None: nothing was read)."""
+        if data is None or conn not in self._connections:
+            return
+        if self._take(conn, data, stopping=False) and self._pending > PENDING_LIMIT:
+            self._shed_pending()
+
     def _read_pipe(self, conn: Connection, stopping: bool) -> Optional[bool]:
         """Read once from ``conn``'s pipe and hand on the frames completed:
         True if something was read, None if the pipe was empty, False if the
@@ -303,6 +343,8 @@ class Server:
         sock.close()
         conn.sock, conn.pipe = None, pipe
         self._selector.register(pipe, selectors.EVENT_READ, conn)
+        self._pipes[pipe] = conn
+        self._hangups.register(pipe, select.POLLIN)
         return True
 
     def _sync(self, conn: Connection, sock: socket.socket) -> bool:
@@ -330,38 +372,6 @@ class Server:
         notice = self._turned_away.note(pipes)
         if notice is not None:
             self._report(notice)
-
-    def _shed_pending(self) -> None:
-        """Close the connections holding the largest incomplete frames until
-        what is held of such frames is within ``PENDING_LIMIT``."""
-        for conn in sorted(self._connections, key=lambda c: len(c.parser.pending), reverse=True):
-            if self._pending <= PENDING_LIMIT:
-                return
-            if conn.parser.pending:
-                self._shed(conn)
-
-    def _shed(self, conn: Connection) -> None:
-        """Close ``conn``, unless the frame it holds part of arrives whole
-        meanwhile; no record whose write returned is lost.
-
-        The listener reads what the pipe holds, and once a read leaves it empty
-        in the middle of that frame, seals it (see :func:`seal`): its writer is
-        then still in the write of that frame, which fails with EPIPE when the
-        pipe is closed, and its sender writes the record to its own stderr.
-        """
-        size = len(conn.parser.pending)
-        deadline = time.monotonic() + DRAIN_SECONDS
-        over = f"while the listener held {self._pending} bytes of such frames, over its limit of {PENDING_LIMIT}"
-        try:
-            with _pipes.Padder(conn.pipe) as padder:
-                while conn in self._connections and len(conn.parser.pending) >= size:
-                    got = self._read_pipe(conn, stopping=False)
-                    if got is None and padder.seal():
-                        self._refuse(conn, f"{_shed_notice(conn, over)} (its sender writes that record to its stderr)")
-                    elif time.monotonic() > deadline:
-                        self._refuse(conn, f"{_shed_notice(conn, over)}; it kept writing, so {_UNSEALED}")
-        except OSError as exc:  # no /proc, say
-            self._refuse(conn, f"{_shed_notice(conn, over)}; the pipe could not be sealed ({exc}), so {_UNSEALED}")
 
     def _refuse(self, conn: Connection, why: str) -> bool:
         """Close a connection whose stream cannot be taken, saying ``why``; return False."""
@@ -394,6 +404,8 @@ class Server:
             self._selector.unregister(conn.channel())
         except (KeyError, ValueError):
             pass
+        if self._pipes.pop(conn.pipe, None) is not None:
+            self._hangups.unregister(conn.pipe)
         conn.close()
         pending = conn.parser.pending
         if pending:
@@ -406,86 +418,8 @@ class Server:
             self._pending -= len(pending)
             conn.parser.pending = bytearray()
 
-    def _drain(self) -> None:
-        """Read everything sent before the stop.
-
-        After ``shutdown`` of the listening socket new connections are refused,
-        yet the backlog can still be accepted; after ``SHUT_RD`` on a connection
-        that has not sent its pipe yet, the sender gets EPIPE, while a pipe it
-        sent before stays readable. Each pipe is then drained and sealed (see
-        :meth:`_drain_pipe`); only one that cannot be sealed within
-        ``DRAIN_SECONDS``, or without ``/proc``, is closed unsealed (and reported).
-        """
-        try:
-            self._listening.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self._accept_pending()
-        for conn in list(self._connections):
-            if conn.sock is not None:
-                try:
-                    conn.sock.shutdown(socket.SHUT_RD)
-                except OSError:
-                    pass
-                self._introduce(conn, stopping=True)
-                if conn.sock is not None:  # connected, but never sent its pipe
-                    self._disconnect(conn, stopping=True)
-            if conn in self._connections:
-                self._drain_pipe(conn)
-
-    def _drain_pipe(self, conn: Connection) -> None:
-        """Read a pipe until its writer has closed it, or can add nothing more;
-        then close it.
-
-        A pipe cannot be shut down like a socket, and closing it while its
-        writer still writes would lose what arrived after the last read. So,
-        once a read leaves the pipe empty between two frames, the listener
-        seals it (see :func:`seal`): then no writer can add a byte, a later
-        write blocks until the close and fails with EPIPE, and its sender falls
-        back to stderr. If the writer got a byte in first, the seal writes
-        nothing, and the listener reads on and tries again.
-        """
-        try:
-            self._read_until_sealed(conn, min(time.monotonic() + DRAIN_SECONDS, self._deadline))
-        except OSError as exc:  # no /proc, say: close it now, unsealed
-            self._report_unsealed(conn, f"it could not be sealed: {exc}")
-        if conn in self._connections:
-            self._disconnect(conn, stopping=True)
-
-    def _read_until_sealed(self, conn: Connection, deadline: float) -> None:
-        """Read ``conn``'s pipe until it is at its end, or sealed between two
-        frames, or ``deadline`` has passed (then say so)."""
-        with _pipes.Padder(conn.pipe) as padder:
-            while True:
-                while self._read(conn, stopping=True) and time.monotonic() <= deadline:
-                    pass
-                if conn not in self._connections:  # at its end, and closed
-                    return
-                if time.monotonic() > deadline:
-                    self._report_unsealed(conn, "it kept logging while the listener stopped")
-                    return
-                if conn.parser.pending:  # the writer is in the middle of a frame
-                    time.sleep(0.001)
-                    continue
-                if padder.seal():
-                    return
-
-    def _report_unsealed(self, conn: Connection, why: str) -> None:
-        self._report(
-            f"the pipe of pid {conn.pid} was closed unsealed ({why}), so what it wrote since the last read may be lost"
-        )
-
     def _report(self, message: str) -> None:
         try:
             self._sink.report(message)
         except Exception:  # the log itself is failing: say it where it can still be seen
             _stderr.report(message)
-
-
-_UNSEALED = "it was closed unsealed: what its process wrote since the last read may be lost"
-
-
-def _shed_notice(conn: Connection, over: str) -> str:
-    """What the listener says when it drops ``conn``'s incomplete frame ``over`` its limit."""
-    held = len(conn.parser.pending)
-    return f"a frame from pid {conn.pid} had not arrived whole {over}: its {held} bytes were discarded"
