@@ -273,7 +273,7 @@ def test_sigterm_mid_write_waits_for_the_write(tmp_path, log_path, no_backlog):
     with _slow_stream(log_path, gate) as stream:
         handler = logging.StreamHandler(stream)
         handler.setFormatter(logging.Formatter("%(message)s"))
-        with mplog.setup(handler, level="INFO", buffered=True, flush_interval=60):
+        with mplog.setup(handler, level="INFO", buffered=True, flush_interval=60, stall_timeout=300):
             pid = fork_running(_log_big_records_while_a_thread_sends_sigterm, sent)
             try:
                 with killed_on_error(pid):

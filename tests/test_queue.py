@@ -60,7 +60,7 @@ def _child_stuck_then_terminated(stderr_path: str, stuck_path: str) -> None:
     os._exit(4)  # never reached if SIGTERM ended the process
 
 
-def test_sigterm_spills_the_buffer_when_another_threads_send_is_stuck(tmp_path):
+def test_sigterm_spills_the_buffer_when_another_threads_send_is_stuck(tmp_path, no_backlog):
     """SIGTERM gives up waiting for a send stuck on a full pipe after
     ``SIGNAL_LOCK_SECONDS``; the records still in the buffer then go to stderr
     rather than dying with the process."""
@@ -73,7 +73,9 @@ def test_sigterm_spills_the_buffer_when_another_threads_send_is_stuck(tmp_path):
             release.wait(120)
 
     stderr_path = str(tmp_path / "child.stderr")
-    with mplog.setup(Stuck(), buffered=True, flush_interval=60):
+    # The listener stops reading as soon as the handler is stuck (no backlog),
+    # and never gives up on it during the test.
+    with mplog.setup(Stuck(), buffered=True, flush_interval=60, stall_timeout=300):
         try:
             status = wait_pid(fork_running(_child_stuck_then_terminated, stderr_path, stuck_path))
         finally:
