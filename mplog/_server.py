@@ -276,6 +276,10 @@ class Server(Draining):
                     break
         for conn, data in chunks.items():
             self._take_chunk(conn, data)
+        # Only once all that was read is parsed: a frame that the limit would
+        # have dropped may have been completed by a read parsed after it.
+        if self._pending > PENDING_LIMIT:
+            self._shed_pending()
 
     def _exited(self) -> List[Connection]:
         """The connections whose pipe's writer has closed it (its process has exited)."""
@@ -285,10 +289,8 @@ class Server(Draining):
 
     def _take_chunk(self, conn: Connection, data: Optional[bytes]) -> None:
         """Hand on the frames ``data`` read from ``conn`` completes (None: nothing was read)."""
-        if data is None or conn not in self._connections:
-            return
-        if self._take(conn, data, stopping=False) and self._pending > PENDING_LIMIT:
-            self._shed_pending()
+        if data is not None and conn in self._connections:
+            self._take(conn, data, stopping=False)
 
     def _read_pipe(self, conn: Connection, stopping: bool) -> Optional[bool]:
         """Read once from ``conn``'s pipe and hand on the frames completed:
