@@ -9,13 +9,12 @@ from __future__ import annotations
 import array
 import errno
 import os
-import select
 import selectors
 import socket
 import struct
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Set, Tuple
+from typing import Callable, List, Optional, Set, Tuple
 
 from . import _codec, _descriptors, _pipes, _stderr, _sync
 from ._address import admit_user, remove_address
@@ -41,6 +40,7 @@ _FD_BYTES = array.array("i").itemsize
 REOPEN = b"r"
 _CONTROL = object()
 _WAKE = object()
+_PIPE_EVENTS = selectors.EVENT_READ | selectors.EVENT_WRITE
 #: The longest the server waits for something to happen before it looks at
 #: the handlers anyway (to notice one that stalled).
 WATCH_SECONDS = 1.0
@@ -91,10 +91,6 @@ class Server(Draining):
         self._reserve = _descriptors.Reserve()
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._listening, selectors.EVENT_READ, None)
-        # Every pipe again, to see which ones' writers have closed them
-        # (selectors does not tell a hang-up from data).
-        self._hangups = select.poll()
-        self._pipes: Dict[int, Connection] = {}
         # Written by wake() (from any thread) to end a wait in select.
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -268,6 +264,8 @@ class Server(Draining):
         record logged after its exit was seen (after a join, say): such a
         record may be in a pipe read here, while the exited process's last
         frames reached its pipe after this wake-up began."""
+        if not ready:  # nothing read: nothing to put after an exit
+            return
         chunks = {conn: read_chunk(conn) for conn in ready}
         for conn in self._exited():
             self._take_chunk(conn, chunks.pop(conn, None))
@@ -283,9 +281,11 @@ class Server(Draining):
 
     def _exited(self) -> List[Connection]:
         """The connections whose pipe's writer has closed it (its process has exited)."""
-        if not self._pipes:
-            return []
-        return [self._pipes[fd] for fd, event in self._hangups.poll(0) if event & select.POLLHUP]
+        return [
+            key.data
+            for key, events in self._selector.select(0)
+            if events & selectors.EVENT_WRITE and isinstance(key.data, Connection) and key.data.sock is None
+        ]
 
     def _take_chunk(self, conn: Connection, data: Optional[bytes]) -> None:
         """Hand on the frames ``data`` read from ``conn`` completes (None: nothing was read)."""
@@ -344,9 +344,9 @@ class Server(Draining):
         answer_taken(sock)
         sock.close()
         conn.sock, conn.pipe = None, pipe
-        self._selector.register(pipe, selectors.EVENT_READ, conn)
-        self._pipes[pipe] = conn
-        self._hangups.register(pipe, select.POLLIN)
+        # Also "writable", which a read end never is: selectors then reports
+        # the writer's hang-up (EPOLLHUP) as EVENT_WRITE, telling it from data.
+        self._selector.register(pipe, _PIPE_EVENTS, conn)
         return True
 
     def _sync(self, conn: Connection, sock: socket.socket) -> bool:
@@ -406,8 +406,6 @@ class Server(Draining):
             self._selector.unregister(conn.channel())
         except (KeyError, ValueError):
             pass
-        if self._pipes.pop(conn.pipe, None) is not None:
-            self._hangups.unregister(conn.pipe)
         conn.close()
         pending = conn.parser.pending
         if pending:
