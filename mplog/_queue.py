@@ -21,22 +21,28 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Callable, NoReturn, Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 from . import _codec, _fork, _sigterm
 from ._address import new_private_address
 from ._buffered import BUFFER_BYTES, SpilledError, check_flush_interval, flusher, spill
-from ._hello import connect
-from ._pipewrite import ATOMIC_BYTES, SPARE_BYTES, PipeWrite
+from ._pipewrite import PipeSender
 
-__all__ = ["LocalHandle", "Queue"]
+__all__ = ["HELD_BYTES", "LocalHandle", "Queue"]
+
+#: How much a thread may log while it is itself in the middle of a write to
+#: the listener (from a signal handler or a finalizer that interrupted it): such
+#: records are held and sent right after that write; past this many bytes they
+#: go to stderr instead, so a write stuck on a full pipe cannot hold memory
+#: without end.
+HELD_BYTES = 1024 * 1024
 
 
 #: How a listener thread takes records from its own process: ``handle(record, route)``.
 LocalHandle = Callable[[logging.LogRecord, int], None]
 
 
-class Queue:
+class Queue(PipeSender):
     """Where workers put log records for the listener: the mplog counterpart
     of the ``multiprocessing.Queue`` in the logging cookbook.
 
@@ -75,21 +81,20 @@ class Queue:
     # _flush_for_signal() on SIGTERM.
 
     def __init__(self, address: Optional[str] = None, route: int = 0, flush_interval: Optional[float] = None) -> None:
-        self.address: str = address if address is not None else new_private_address()
-        self.route = route
+        super().__init__(address if address is not None else new_private_address(), route)
         self.flush_interval = check_flush_interval(flush_interval)
         self._buffer = bytearray()
-        self._pipe = -1  # this process's write end, once connected
         self._pipe_pid = os.getpid()
-        self._lock = self._new_lock()
-        # Frames taken out of the buffer and not all written yet: set only
-        # while _lock is held, so a signal handler that can take the lock and
-        # finds it set has interrupted that very write.
+        # Reentrant, so that a logging call that interrupts this thread's own
+        # send (a signal handler's, a finalizer's) can see that it did.
+        self._lock = threading.RLock()
+        # A write under way (or a connection being opened for it): set only
+        # while _lock is held, so a call that can take the lock and finds it
+        # set has interrupted that very write, in its own thread.
         self._writing = False
-        # The write of more than ATOMIC_BYTES under way, or one an exception
-        # cut short: its pipe is set aside (_pipe is -1) until it is complete.
-        self._unfinished: Optional[PipeWrite] = None
-        self._spare: Optional[PipeWrite] = None  # a completed one, for the next on the same pipe
+        # Frames logged by such calls, sent right after the write they
+        # interrupted (before anything else this thread sends).
+        self._held = bytearray()
         self._armed = False  # the flusher will send this buffer within flush_interval
         if self.flush_interval is not None:
             flusher.queues.add(self)
@@ -101,12 +106,6 @@ class Queue:
 
     def __repr__(self) -> str:
         return f"<mplog.Queue {self.address!r}>"
-
-    def _new_lock(self) -> "threading.Lock | threading.RLock":
-        # Buffered: reentrant, so that a SIGTERM handler that interrupted a
-        # flush of its own thread can see it (and a finalizer that logs during
-        # a flush does not deadlock). Durable sends never nest.
-        return threading.Lock() if self.flush_interval is None else threading.RLock()
 
     def __reduce__(self) -> Tuple[type, Tuple[str, int, Optional[float]]]:
         return (Queue, (self.address, self.route, self.flush_interval))
@@ -147,6 +146,10 @@ class Queue:
                 per record: 2-4% of a buffered logging call); the pid is
                 checked when the buffer is sent instead.
 
+        A call made while this thread is itself in the middle of a send (from
+        a signal handler or a finalizer that interrupted it) holds ``frame``,
+        which goes right after the interrupted write (see ``HELD_BYTES``).
+
         Raises:
             OSError: the listener cannot be reached; ``frame`` was not taken.
             SpilledError: (buffered) the listener cannot be reached; ``frame``
@@ -155,10 +158,23 @@ class Queue:
         if self.flush_interval is None:
             self._check_fork()
             with self._lock:
-                self._send_locked(frame)
+                if self._writing or self._held:
+                    self._send_nested(frame)
+                    return
+                self._writing = True
+                try:
+                    self._send_locked(frame)
+                finally:
+                    # Cleared first: a call that interrupts between the two
+                    # finds frames held and sends them before its own.
+                    self._writing = False
+                    if self._held:
+                        self._send_held()
             return
         if created_in != self._pipe_pid:
             self._check_fork()
+        if self._writing and self._held_while_writing(frame):
+            return
         # No lock to add a frame: ``bytearray +=`` is one step under the GIL,
         # so the buffer holds whole frames whenever another thread or a signal
         # handler looks. Only taking frames out (flushing) is locked.
@@ -169,6 +185,61 @@ class Queue:
         elif not self._armed:
             self._armed = True
             flusher.arm()
+
+    def _send_nested(self, frame: bytes) -> None:
+        """Send ``frame`` (durable) from a call that holds the lock and finds
+        this thread writing, or frames held: the first is a call that
+        interrupted this thread's write, whose frame waits for it; the second
+        one made as such a write ended, or after an exception cut short the
+        sending of held frames, which then go first."""
+        self._hold(frame)
+        if not self._writing:
+            self._send_held()
+
+    def _held_while_writing(self, frame: bytes) -> bool:
+        """(Buffered; some thread is writing.) Hold ``frame`` and return True
+        if that thread is this one: a signal handler or a finalizer that
+        interrupted the write logs. The frame must not wait in the buffer,
+        which that write may be taking frames out of, or whose flush it
+        cannot start now."""
+        lock = self._lock
+        if not lock.acquire(blocking=False):  # another thread's write
+            return False
+        try:
+            # Still writing, with the lock taken without waiting: this thread's write.
+            nested = self._writing
+            if nested:
+                self._hold(frame)
+            return nested
+        finally:
+            lock.release()
+
+    def _hold(self, frame: bytes) -> None:
+        """Keep ``frame`` for this thread to send once its write is done, or
+        write it to stderr if ``HELD_BYTES`` are held already."""
+        held = self._held
+        if len(held) + len(frame) > HELD_BYTES:
+            spill(
+                frame,
+                f"pid {os.getpid()} logged more than {HELD_BYTES} bytes while its own write to "
+                f"the log listener at {self.address} waited (from a signal handler or a finalizer)",
+            )
+            return
+        held += frame
+
+    def _send_held(self) -> None:
+        """Send the frames held while this thread was writing, in order (and
+        those held meanwhile), under the lock; to stderr if the listener is
+        gone. ``_writing`` is set while they are written and cleared before the
+        check for more, as in ``_send``."""
+        while self._held:
+            self._writing = True
+            try:
+                self._write_out(self._held)
+            except SpilledError:  # on stderr, with a note; the next send fails over
+                pass
+            finally:
+                self._writing = False
 
     def _check_fork(self) -> None:
         if self._pipe_pid != os.getpid():
@@ -219,12 +290,10 @@ class Queue:
             self._writing = True
             try:
                 self._flush_locked()
-                while self._buffer and flusher.stopped:
-                    # Added during that write by this thread (a finalizer's
-                    # record, say), while no flusher runs to send it.
-                    self._flush_locked()
             finally:
                 self._writing = False
+                if self._held:
+                    self._send_held()
             return True
         finally:
             self._lock.release()
@@ -245,179 +314,36 @@ class Queue:
         raise SpilledError(f"{why}; the buffer went to stderr")
 
     def _flush_locked(self) -> None:
-        buffer = self._buffer
         self._armed = False  # before taking the frames: one added after this arms the flusher again
-        if not buffer and self._unfinished is None:
-            return
-        try:
-            # First, as it may wait: a SIGTERM handler that gives up waiting
-            # for this takes the frames in the buffer (_spill_unlocked).
-            pipe = self._pipe if self._pipe >= 0 else self._open_pipe()
-        except OSError as exc:
-            data = bytes(buffer)
-            del buffer[: len(data)]
-            self._spill(data, exc)
-        # A copy to write, so that other threads can go on adding frames (a
-        # bytearray cannot grow while it is being written).
-        data = bytes(buffer)
-        size = len(data)
-        if not size:
-            return
-        write = self._begin_write(pipe, data)
-        write.take(buffer, size)  # the frames are in the buffer or the write, whatever is raised
-        try:
-            self._complete_write(write)
-        except OSError as exc:
-            self._spill(data, exc)
-
-    def _spill(self, data: bytes, exc: OSError) -> NoReturn:
-        """Write frames the listener cannot take to stderr; raise SpilledError."""
-        spill(data, f"pid {os.getpid()} cannot reach the log listener at {self.address} ({exc})")
-        raise SpilledError(*exc.args) from exc
-
-    def _send_locked(self, data: bytes) -> None:
-        """Write whole frames to this process's pipe, connecting first if need be.
-
-        Whatever an exception (a signal handler's) cuts short, the frames go
-        into the pipe whole or not at all; a write it interrupts is finished
-        first, then the exception is raised.
-
-        Raises:
-            OSError: the listener cannot be reached; the pipe is closed.
-        """
-        pipe = self._pipe
-        if pipe < 0:
-            pipe = self._open_pipe()
-        if len(data) <= ATOMIC_BYTES:
-            try:
-                os.write(pipe, data)  # atomic: a signal can interrupt it only before a byte is in
-            except OSError:
-                self._pipe = -1
-                os.close(pipe)
-                raise
-            return
-        write = self._begin_write(pipe, data)
-        write.writer.write(data)
-        self._complete_write(write)
-
-    def _open_pipe(self) -> int:
-        """The pipe to write to next: the one a write was cut short on, once
-        the rest of that write is in; or else a new connection to the listener."""
-        write = self._unfinished
-        if write is None:
-            pipe = self._pipe = self._connect()
-            return pipe
-        try:
-            self._complete_write(write)
-        except OSError as exc:
-            spill(write.data, f"pid {os.getpid()} cannot reach the log listener at {self.address} ({exc})")
-            raise
-        return write.pipe
-
-    def _begin_write(self, pipe: int, data: bytes) -> PipeWrite:
-        """A write of ``data`` (more than ATOMIC_BYTES) to ``pipe``, with
-        nothing in it yet: until it is complete, the pipe is set aside, so that
-        the next send finishes this write before anything else."""
-        write = self._spare
-        if write is None or write.pipe != pipe or len(data) >= write.capacity:
-            write = PipeWrite(pipe, len(data))
-            if write.capacity <= SPARE_BYTES:
-                self._spare = write
-        write.data = data
-        self._unfinished = write
-        self._pipe = -1
-        return write
-
-    def _complete_write(self, write: PipeWrite) -> None:
-        """Write what ``write`` holds. If an exception cuts that short, write
-        the rest, then raise it.
-
-        Raises:
-            OSError: the listener cannot be reached; the pipe is closed (and
-                the listener, if still reading, discards a frame cut short).
-        """
-        try:
-            write.writer.flush()
-        except OSError:
-            self._abandon(write)
-            raise
-        except BaseException:
-            self._finish(write)
-            raise
-        self._completed(write)
-
-    def _finish(self, write: PipeWrite) -> None:
-        """Write the rest of ``write`` after an exception cut it short (the
-        caller raises it next). Exceptions raised meanwhile, by further
-        signals, are dropped: the frames come first, and one exception is
-        raised for all. If the listener is gone, the frames go to stderr."""
-        while True:
-            try:
-                write.writer.flush()
-            except OSError as exc:
-                self._abandon(write)
-                spill(write.data, f"pid {os.getpid()} cannot reach the log listener at {self.address} ({exc})")
-                return
-            except BaseException:
-                continue
-            self._completed(write)
-            return
-
-    def _completed(self, write: PipeWrite) -> None:
-        """``write`` is all in its pipe: the pipe takes the next send."""
-        write.data = b""
-        self._unfinished = None
-        self._pipe = write.pipe
-
-    def _abandon(self, write: PipeWrite) -> None:
-        """Give up ``write`` and close its pipe (the next send connects anew)."""
-        write.discard()
-        self._unfinished = self._spare = None
-        os.close(write.pipe)
+        self._write_out(self._buffer)
 
     def close(self) -> None:
         """Send what is buffered, then close this process's pipe; the next
         record opens a new one."""
         self.flush()
         with self._lock:
-            if self._unfinished is not None:
+            if self._writing or self._unfinished is not None:
                 # Called from a signal handler (or a finalizer) that interrupted
                 # this thread's write: the write goes on, on this pipe.
                 return
-            if self._pipe >= 0 and self._pipe_pid == os.getpid():
-                os.close(self._pipe)
+            # Let go of the pipe before closing it: a send that interrupts
+            # this (a signal handler's) opens a new one rather than write to
+            # a closed descriptor.
+            pipe = self._pipe
             self._pipe = -1
             self._spare = None
-
-    def _connect(self) -> int:
-        """Introduce this process to the listener; return the pipe's write end.
-
-        Raises:
-            OSError: the listener cannot be reached, or kept turning the pipe away.
-        """
-        return connect(self.address, self.route)
+            if pipe >= 0 and self._pipe_pid == os.getpid():
+                os.close(pipe)
 
     def _before_fork(self) -> None:
         # A child must not inherit records it would send a second time.
         self.flush()
 
     def _after_fork_in_child(self) -> None:
-        # The inherited pipe is the parent's: writing to it could interleave
-        # with the parent's frames. Closing our copy does not affect the parent.
-        pipe = self._pipe
-        write = self._unfinished
-        if write is not None:  # the parent's to finish: this copy is dropped unwritten
-            write.discard()
-            pipe = write.pipe
-        if pipe >= 0:
-            try:
-                os.close(pipe)
-            except OSError:
-                pass
-        self._pipe = -1
-        self._unfinished = self._spare = None
-        self._lock = self._new_lock()
+        self._drop_inherited_pipe()
+        self._lock = threading.RLock()
         self._writing = False
+        self._held = bytearray()  # sent, if at all, by the parent
         self._buffer = bytearray()  # the parent's, flushed before the fork
         self._armed = False  # this process has no flusher yet
         # Records from this child always cross the pipe (a listener process
