@@ -23,13 +23,20 @@ from typing import NoReturn, Optional
 from ._buffered import BUFFER_BYTES, SpilledError, spill
 from ._hello import connect
 
-__all__ = ["ATOMIC_BYTES", "SPARE_BYTES", "PipeSender", "PipeWrite"]
+__all__ = ["ATOMIC_BYTES", "HELD_BYTES", "SPARE_BYTES", "PipeSender", "PipeWrite"]
 
 #: A write of at most this many bytes to a pipe is atomic: all of it goes in, or none.
 ATOMIC_BYTES = select.PIPE_BUF
 #: A writer with room for at most this much is kept for the next write to
 #: its pipe (making one costs 3 us): each gets room for twice its first write.
 SPARE_BYTES = 4 * BUFFER_BYTES
+
+#: How much a thread may log while it is itself in the middle of a write to
+#: the listener (from a signal handler or a finalizer that interrupted it): such
+#: records are held and sent right after that write; past this many bytes they
+#: go to stderr instead, so that a write stuck on a full pipe cannot make them
+#: hold memory without end.
+HELD_BYTES = 1024 * 1024
 
 _CALL = operator.methodcaller("__call__")
 
@@ -65,7 +72,9 @@ class PipeWrite:
 class PipeSender:
     """This process's pipe to the listener at ``address``, for frames of
     ``route``, opened on first use, and the writes on it. Callers serialise
-    the writes (the queue's lock)."""
+    the writes with a reentrant lock (the queue's), and a call that takes it
+    while ``_writing`` is set has interrupted this thread's own write: its
+    frames are held (``_send_nested``), and sent right after that write."""
 
     def __init__(self, address: str, route: int) -> None:
         self.address = address
@@ -75,6 +84,56 @@ class PipeSender:
         # cut short: its pipe is set aside (_pipe is -1) until it is complete.
         self._unfinished: Optional[PipeWrite] = None
         self._spare: Optional[PipeWrite] = None  # a completed one, for the next on the same pipe
+        # A write under way (or a connection being opened for it): set only
+        # while the lock is held, so a call that can take the lock and finds
+        # it set has interrupted that very write, in its own thread.
+        self._writing = False
+        # Frames logged by such calls, sent right after the write they
+        # interrupted (before anything else this thread sends).
+        self._held = bytearray()
+
+    def _send_nested(self, frame: bytes) -> None:
+        """Send ``frame`` from a call that holds the lock and finds this thread
+        writing, or frames held: the first is a call that interrupted this
+        thread's write, whose frame waits for it; the second one made as such
+        a write ended, or after an exception cut short the sending of held
+        frames, which then go first."""
+        self._hold(frame)
+        if not self._writing:
+            self._send_held()
+
+    def _hold(self, frame: bytes) -> None:
+        """Keep ``frame`` for this thread to send once its write is done, or
+        write it to stderr if ``HELD_BYTES`` are held already."""
+        held = self._held
+        if len(held) + len(frame) > HELD_BYTES:
+            spill(
+                frame,
+                f"pid {os.getpid()} logged more than {HELD_BYTES} bytes while its own write to "
+                f"the log listener at {self.address} waited (from a signal handler or a finalizer)",
+            )
+            return
+        held += frame
+
+    def _send_held(self) -> None:
+        """Send the frames held while this thread was writing, in order, and
+        those held meanwhile (the lock held); to stderr if the listener is
+        gone. An exception raised meanwhile (a signal handler's) is raised once
+        they are all out. ``_writing`` is set while they are written, and
+        cleared before the check for more, as in ``_send_locked``."""
+        raised: Optional[BaseException] = None
+        while self._held:
+            self._writing = True
+            try:
+                self._write_out(self._held)  # what it cannot write stays held, or is in the pipe whatever is raised
+            except SpilledError:  # on stderr, with a note; the next send fails over
+                pass
+            except BaseException as exc:
+                raised = raised or exc
+            finally:
+                self._writing = False
+        if raised is not None:
+            raise raised
 
     def _write_out(self, buffer: bytearray) -> None:
         """Write the frames in ``buffer`` (the queue's, or those held), taking
@@ -116,25 +175,34 @@ class PipeSender:
 
         Whatever an exception (a signal handler's) cuts short, the frames go
         into the pipe whole or not at all; a write it interrupts is finished
-        first, then the exception is raised.
+        first, then the exception is raised. Frames held meanwhile (logged by
+        the code that interrupted it) are sent right after, raise or not.
 
         Raises:
             OSError: the listener cannot be reached; the pipe is closed.
         """
-        pipe = self._pipe
-        if pipe < 0:
-            pipe = self._open_pipe()
-        if len(data) <= ATOMIC_BYTES:
-            try:
-                os.write(pipe, data)  # atomic: a signal can interrupt it only before a byte is in
-            except OSError:
-                self._pipe = -1
-                os.close(pipe)
-                raise
-            return
-        write = self._begin_write(pipe, data)
-        write.writer.write(data)
-        self._complete_write(write)
+        self._writing = True
+        try:
+            pipe = self._pipe
+            if pipe < 0:
+                pipe = self._open_pipe()
+            if len(data) <= ATOMIC_BYTES:
+                try:
+                    os.write(pipe, data)  # atomic: a signal can interrupt it only before a byte is in
+                except OSError:
+                    self._pipe = -1
+                    os.close(pipe)
+                    raise
+                return
+            write = self._begin_write(pipe, data)
+            write.writer.write(data)
+            self._complete_write(write)
+        finally:
+            # Cleared first: a call that interrupts between the two finds
+            # frames held, and sends them before its own.
+            self._writing = False
+            if self._held:
+                self._send_held()
 
     def _open_pipe(self) -> int:
         """The pipe to write to next: the one a write was cut short on, once
@@ -222,7 +290,8 @@ class PipeSender:
     def _drop_inherited_pipe(self) -> None:
         """In a forked child: close this copy of the parent's pipe (writing to
         it could interleave with the parent's frames; closing our copy does
-        not affect the parent), and drop a write of the parent's unwritten."""
+        not affect the parent), and drop the parent's unfinished write and
+        held frames, which are the parent's to send."""
         pipe = self._pipe
         write = self._unfinished
         if write is not None:  # the parent's to finish
@@ -235,3 +304,5 @@ class PipeSender:
                 pass
         self._pipe = -1
         self._unfinished = self._spare = None
+        self._writing = False
+        self._held = bytearray()

@@ -28,15 +28,7 @@ from ._address import new_private_address
 from ._buffered import BUFFER_BYTES, SpilledError, check_flush_interval, flusher, spill
 from ._pipewrite import PipeSender
 
-__all__ = ["HELD_BYTES", "LocalHandle", "Queue"]
-
-#: How much a thread may log while it is itself in the middle of a write to
-#: the listener (from a signal handler or a finalizer that interrupted it): such
-#: records are held and sent right after that write; past this many bytes they
-#: go to stderr instead, so a write stuck on a full pipe cannot hold memory
-#: without end.
-HELD_BYTES = 1024 * 1024
-
+__all__ = ["LocalHandle", "Queue"]
 
 #: How a listener thread takes records from its own process: ``handle(record, route)``.
 LocalHandle = Callable[[logging.LogRecord, int], None]
@@ -85,16 +77,10 @@ class Queue(PipeSender):
         self.flush_interval = check_flush_interval(flush_interval)
         self._buffer = bytearray()
         self._pipe_pid = os.getpid()
-        # Reentrant, so that a logging call that interrupts this thread's own
-        # send (a signal handler's, a finalizer's) can see that it did.
+        # Serialises writes (_writing is set only while it is held). Reentrant,
+        # so that a logging call that interrupts this thread's own write (a
+        # signal handler's, a finalizer's) can take it and see _writing set.
         self._lock = threading.RLock()
-        # A write under way (or a connection being opened for it): set only
-        # while _lock is held, so a call that can take the lock and finds it
-        # set has interrupted that very write, in its own thread.
-        self._writing = False
-        # Frames logged by such calls, sent right after the write they
-        # interrupted (before anything else this thread sends).
-        self._held = bytearray()
         self._armed = False  # the flusher will send this buffer within flush_interval
         if self.flush_interval is not None:
             flusher.queues.add(self)
@@ -161,19 +147,11 @@ class Queue(PipeSender):
                 if self._writing or self._held:
                     self._send_nested(frame)
                     return
-                self._writing = True
-                try:
-                    self._send_locked(frame)
-                finally:
-                    # Cleared first: a call that interrupts between the two
-                    # finds frames held and sends them before its own.
-                    self._writing = False
-                    if self._held:
-                        self._send_held()
+                self._send_locked(frame)
             return
         if created_in != self._pipe_pid:
             self._check_fork()
-        if self._writing and self._held_while_writing(frame):
+        if (self._writing or self._held) and self._sent_nested(frame):
             return
         # No lock to add a frame: ``bytearray +=`` is one step under the GIL,
         # so the buffer holds whole frames whenever another thread or a signal
@@ -186,60 +164,23 @@ class Queue(PipeSender):
             self._armed = True
             flusher.arm()
 
-    def _send_nested(self, frame: bytes) -> None:
-        """Send ``frame`` (durable) from a call that holds the lock and finds
-        this thread writing, or frames held: the first is a call that
-        interrupted this thread's write, whose frame waits for it; the second
-        one made as such a write ended, or after an exception cut short the
-        sending of held frames, which then go first."""
-        self._hold(frame)
-        if not self._writing:
-            self._send_held()
-
-    def _held_while_writing(self, frame: bytes) -> bool:
-        """(Buffered; some thread is writing.) Hold ``frame`` and return True
-        if that thread is this one: a signal handler or a finalizer that
-        interrupted the write logs. The frame must not wait in the buffer,
-        which that write may be taking frames out of, or whose flush it
-        cannot start now."""
+    def _sent_nested(self, frame: bytes) -> bool:
+        """(Buffered; some thread is writing, or frames are held.) If that is
+        this thread (a signal handler or a finalizer that interrupted its write
+        logs), send ``frame`` as in :meth:`_send_nested` and return True. Such
+        a frame must not go into the buffer: the write may be taking frames out
+        of it, and held frames logged before it would be sent first."""
         lock = self._lock
         if not lock.acquire(blocking=False):  # another thread's write
             return False
         try:
-            # Still writing, with the lock taken without waiting: this thread's write.
-            nested = self._writing
-            if nested:
-                self._hold(frame)
-            return nested
+            # The lock taken without waiting: any write under way is this thread's.
+            if not (self._writing or self._held):
+                return False
+            self._send_nested(frame)
+            return True
         finally:
             lock.release()
-
-    def _hold(self, frame: bytes) -> None:
-        """Keep ``frame`` for this thread to send once its write is done, or
-        write it to stderr if ``HELD_BYTES`` are held already."""
-        held = self._held
-        if len(held) + len(frame) > HELD_BYTES:
-            spill(
-                frame,
-                f"pid {os.getpid()} logged more than {HELD_BYTES} bytes while its own write to "
-                f"the log listener at {self.address} waited (from a signal handler or a finalizer)",
-            )
-            return
-        held += frame
-
-    def _send_held(self) -> None:
-        """Send the frames held while this thread was writing, in order (and
-        those held meanwhile), under the lock; to stderr if the listener is
-        gone. ``_writing`` is set while they are written and cleared before the
-        check for more, as in ``_send``."""
-        while self._held:
-            self._writing = True
-            try:
-                self._write_out(self._held)
-            except SpilledError:  # on stderr, with a note; the next send fails over
-                pass
-            finally:
-                self._writing = False
 
     def _check_fork(self) -> None:
         if self._pipe_pid != os.getpid():
@@ -342,8 +283,6 @@ class Queue(PipeSender):
     def _after_fork_in_child(self) -> None:
         self._drop_inherited_pipe()
         self._lock = threading.RLock()
-        self._writing = False
-        self._held = bytearray()  # sent, if at all, by the parent
         self._buffer = bytearray()  # the parent's, flushed before the fork
         self._armed = False  # this process has no flusher yet
         # Records from this child always cross the pipe (a listener process
