@@ -23,7 +23,7 @@ from typing import NoReturn, Optional
 from ._buffered import BUFFER_BYTES, SpilledError, spill
 from ._hello import connect
 
-__all__ = ["ATOMIC_BYTES", "HELD_BYTES", "SPARE_BYTES", "PipeSender", "PipeWrite"]
+__all__ = ["ATOMIC_BYTES", "HELD_BYTES", "SPARE_BYTES", "PipeSender", "PipeWrite", "take_all"]
 
 #: A write of at most this many bytes to a pipe is atomic: all of it goes in, or none.
 ATOMIC_BYTES = select.PIPE_BUF
@@ -91,6 +91,10 @@ class PipeSender:
         # Frames logged by such calls, sent right after the write they
         # interrupted (before anything else this thread sends).
         self._held = bytearray()
+        # Frames past HELD_BYTES, on their way to stderr (_spilling: being
+        # written there; a call that interrupts that write adds its frame).
+        self._overflow = bytearray()
+        self._spilling = False
 
     def _send_nested(self, frame: bytes) -> None:
         """Send ``frame`` from a call that holds the lock and finds this thread
@@ -106,14 +110,28 @@ class PipeSender:
         """Keep ``frame`` for this thread to send once its write is done, or
         write it to stderr if ``HELD_BYTES`` are held already."""
         held = self._held
-        if len(held) + len(frame) > HELD_BYTES:
-            spill(
-                frame,
-                f"pid {os.getpid()} logged more than {HELD_BYTES} bytes while its own write to "
-                f"the log listener at {self.address} waited (from a signal handler or a finalizer)",
-            )
+        if len(held) + len(frame) <= HELD_BYTES:
+            held += frame
             return
-        held += frame
+        self._overflow += frame
+        if not self._spilling:
+            self._spill_overflow()
+
+    def _spill_overflow(self) -> None:
+        """Write the frames past ``HELD_BYTES`` to stderr, with a note, and
+        those added meanwhile: a call that interrupts this write to stderr
+        adds its frame rather than write into the middle of it (the stream
+        would refuse a reentrant write, and the record would be lost)."""
+        while self._overflow:
+            self._spilling = True
+            try:
+                spill(
+                    take_all(self._overflow),
+                    f"pid {os.getpid()} logged more than {HELD_BYTES} bytes while its own write to "
+                    f"the log listener at {self.address} waited (from a signal handler or a finalizer)",
+                )
+            finally:
+                self._spilling = False
 
     def _send_held(self) -> None:
         """Send the frames held while this thread was writing, in order, and
@@ -304,5 +322,14 @@ class PipeSender:
                 pass
         self._pipe = -1
         self._unfinished = self._spare = None
-        self._writing = False
+        self._writing = self._spilling = False
         self._held = bytearray()
+        self._overflow = bytearray()
+
+
+def take_all(frames: bytearray) -> bytes:
+    """Take the frames out of ``frames``: what is in it now (one added
+    meanwhile, by another thread, stays)."""
+    data = bytes(frames)
+    del frames[: len(data)]
+    return data

@@ -26,7 +26,7 @@ from typing import Callable, Optional, Tuple
 from . import _codec, _fork, _sigterm
 from ._address import new_private_address
 from ._buffered import BUFFER_BYTES, SpilledError, check_flush_interval, flusher, spill
-from ._pipewrite import PipeSender
+from ._pipewrite import PipeSender, take_all
 
 __all__ = ["LocalHandle", "Queue"]
 
@@ -181,6 +181,7 @@ class Queue(PipeSender):
             return True
         finally:
             lock.release()
+            _sigterm.run_deferred()  # a SIGTERM that came while it sent held frames
 
     def _check_fork(self) -> None:
         if self._pipe_pid != os.getpid():
@@ -228,6 +229,8 @@ class Queue(PipeSender):
         try:
             if self._writing:
                 return False
+            if self._held:  # logged before what is buffered (see _send_nested)
+                self._send_held()
             self._writing = True
             try:
                 self._flush_locked()
@@ -244,12 +247,11 @@ class Queue(PipeSender):
         """Write what is buffered to stderr, if anything, and raise SpilledError."""
         # Taking frames out without the lock is safe here: the holder is in
         # the middle of writing frames it took out earlier, and what is in the
-        # buffer now is whole frames (see _send).
-        buffer = self._buffer
-        data = bytes(buffer)
+        # buffer now is whole frames (see _send). So are the frames held for
+        # it to send after that write, which it may never finish.
+        data = take_all(self._held) + take_all(self._buffer)
         if not data:
             return
-        del buffer[: len(data)]
         why = f"pid {os.getpid()} waited {timeout:g} s for another thread's write to the log listener"
         spill(data, why)
         raise SpilledError(f"{why}; the buffer went to stderr")

@@ -24,13 +24,15 @@ import sys
 import threading
 import time
 from types import FrameType
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 import pytest
 
 import mplog
+from mplog import _codec, _hello
+from mplog._pipewrite import HELD_BYTES
 from tests import workload
-from tests.conftest import file_handler, fork_running, wait_pid
+from tests.conftest import file_handler, fork_running, wait_pid, wait_until
 
 _MPLOG_DIR = os.path.dirname(mplog.__file__)
 # Bigger than the worker's pipe (256 KiB): each write waits for the listener
@@ -113,21 +115,42 @@ def _lines(log_path: str) -> List[Tuple[int, int]]:
         return [(int(m[1]), int(m[2])) for m in matches if m is not None]
 
 
-def _wait_for_records(log_path: str, expected: Dict[int, int], pid: int) -> workload.Tally:
-    """Wait until the file holds every record ``expected`` names (worker: count),
-    each once and whole, and nothing else; fail (after ``_WAIT`` seconds) saying
-    what is missing."""
+def _read(path: str) -> str:
+    """The text of a file, or "" if it is not there yet."""
+    try:
+        with open(path, encoding="utf-8") as stream:
+            return stream.read()
+    except FileNotFoundError:
+        return ""
+
+
+def _wait_for_records(log_path: str, expected: Dict[int, int], pid: int, elsewhere: Set[int] = frozenset()) -> None:
+    """Wait until the file holds every record ``expected`` names (worker:
+    count), each once and whole, but for the inner records ``elsewhere``
+    (on stderr), and nothing else; fail (after ``_WAIT`` seconds) saying what
+    is missing."""
     deadline = time.monotonic() + _WAIT
     while True:
-        tally = workload.tally(log_path)
         try:
-            tally.assert_complete(expected)
-            assert not tally.other, f"other lines: {tally.other[:5]}"
-            return tally
+            _assert_holds(workload.tally(log_path), expected, elsewhere)
+            return
         except AssertionError as error:
             if time.monotonic() > deadline:
                 raise AssertionError(f"worker {pid}, after {_WAIT} s: {error}") from None
         time.sleep(0.01)
+
+
+def _assert_holds(tally: workload.Tally, expected: Dict[int, int], elsewhere: Set[int]) -> None:
+    """``tally`` is of every record ``expected`` names but the inner ones ``elsewhere``, each once and whole."""
+    assert not tally.torn, f"{len(tally.torn)} torn lines, e.g. {tally.torn[0][:200]!r}"
+    assert not tally.duplicated(), f"duplicated records: {tally.duplicated()[:10]}"
+    assert not tally.other, f"other lines: {tally.other[:5]}"
+    assert set(tally.seqs) <= set(expected), f"records from unexpected workers {sorted(tally.seqs)}"
+    for worker, count in expected.items():
+        want = set(range(count)) - (elsewhere if worker == _INNER else set())
+        got = set(tally.seqs.get(worker, {}))
+        missing, unexpected = sorted(want - got), sorted(got - want)
+        assert got == want, f"worker {worker}: missing {missing[:10]}, not expected {unexpected[:10]}"
 
 
 def _assert_in_order(lines: List[Tuple[int, int]], inner: List[List[Any]], outer_count: int) -> None:
@@ -359,3 +382,64 @@ def test_finalizer_that_logs_during_a_send(log_path, mode):
             assert worker.release() == 0
     assert len(result["inner"]) >= count, f"only {len(result['inner'])} finalizers logged"
     _assert_in_order(_lines(log_path), result["inner"], count)
+
+
+def _log_while_a_write_waits(stderr_path: str, ready: int, go: int) -> Dict[str, Any]:
+    """Once told to on ``go`` (having said on ``ready`` that its pipe is
+    open), log one record bigger than the pipe, whose write waits (the
+    listener is held), while SIGALRM comes every millisecond, its handler
+    logging 20 KB records: more than ``HELD_BYTES`` of them while the write
+    waits. Report how many the handler logged."""
+    sys.stderr = open(stderr_path, "w", encoding="utf-8")  # closed by os._exit
+    workload.open_pipe()  # first: the wait is then for room in the pipe, not for the listener's answer
+    os.write(ready, b"r")
+    select.select([go], [], [], _WAIT)
+    logger = logging.getLogger(workload.LOGGER)
+    numbers = itertools.count()
+    stopped = [False]
+
+    def on_alarm(signum: int, frame: Optional[FrameType]) -> None:
+        if not stopped[0]:
+            logger.info("%s", workload.message(_INNER, next(numbers), 20_000))
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, 0.001, 0.001)
+    logger.info("%s", workload.message(_OUTER, 0, 2 * _hello.PIPE_BYTES))
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    stopped[0] = True
+    sys.stderr.flush()
+    return {"inner": next(numbers)}
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("mode", ["durable", "buffered"])
+def test_records_held_during_a_stuck_write_are_bounded(tmp_path, log_path, mode):
+    """While a write waits for a held listener, a signal handler logs 20 KB
+    records: ``HELD_BYTES`` of them are held and sent after the write, the
+    rest go to the worker's stderr with a note, each record to one place only,
+    none torn (a handler that interrupts the writing of them to stderr
+    included)."""
+    stderr_path = str(tmp_path / "worker.stderr")
+    note = f"logged more than {HELD_BYTES} bytes while its own write"
+    ready_read, ready_write = os.pipe()
+    go_read, go_write = os.pipe()
+    try:
+        with _session(log_path, mode) as session:
+            with _Worker(_log_while_a_write_waits, stderr_path, ready_write, go_read) as worker:
+                ready, _, _ = select.select([ready_read], [], [], _WAIT)
+                assert ready, "the worker did not open its pipe"
+                with session.listener._busy:  # the listener reads nothing: the worker's write waits
+                    os.write(go_write, b"g")
+                    wait_until(lambda: _read(stderr_path).count(note) >= 5, "records past HELD_BYTES on stderr")
+                count = worker.result()["inner"]
+                spilled = workload.tally(stderr_path)
+                on_stderr = set(spilled.seqs.get(_INNER, {}))
+                _wait_for_records(log_path, {_OUTER: 1, _INNER: count}, worker.pid, on_stderr)
+                assert worker.release() == 0
+    finally:
+        for fd in (ready_read, ready_write, go_read, go_write):
+            os.close(fd)
+    assert not spilled.torn and not spilled.duplicated() and set(spilled.seqs) == {_INNER}
+    # Held up to HELD_BYTES, then sent: at least that much of them is in the file.
+    frame_bytes = len(_codec.text_frames([workload.message(_INNER, count, 20_000) + "\n"], "strict"))
+    assert count - len(on_stderr) >= HELD_BYTES // frame_bytes, f"{len(on_stderr)} of {count} on stderr"
