@@ -165,23 +165,18 @@ class Queue(PipeSender):
             flusher.arm()
 
     def _sent_nested(self, frame: bytes) -> bool:
-        """(Buffered; some thread is writing, or frames are held.) If that is
-        this thread (a signal handler or a finalizer that interrupted its write
-        logs), send ``frame`` as in :meth:`_send_nested` and return True. Such
-        a frame must not go into the buffer: the write may be taking frames out
-        of it, and held frames logged before it would be sent first."""
-        lock = self._lock
-        if not lock.acquire(blocking=False):  # another thread's write
-            return False
-        try:
-            # The lock taken without waiting: any write under way is this thread's.
-            if not (self._writing or self._held):
-                return False
-            self._send_nested(frame)
-            return True
-        finally:
-            lock.release()
-            _sigterm.run_deferred()  # a SIGTERM that came while it sent held frames
+        """(Buffered; some thread is writing, or frames are held.) If this
+        thread holds the lock (a signal handler or a finalizer that
+        interrupted its write logs), send ``frame`` as :meth:`_send_nested`
+        does and return True. Such a frame must not go into the buffer: the
+        write may be taking frames out of it, and held frames logged before it
+        would be sent first."""
+        # Asked, not taken: a signal handler's exception right after taking
+        # it could not release it.
+        if not self._lock._is_owned():  # type: ignore[attr-defined]  # (every RLock has it; typeshed omits it)
+            return False  # another thread's write
+        self._send_nested(frame)
+        return True
 
     def _check_fork(self) -> None:
         if self._pipe_pid != os.getpid():
