@@ -310,6 +310,7 @@ def test_sigterm_handler_that_logs(tmp_path, mode):
 _FINALIZER_RECORDS = 3
 # The code of the queue's send: a finalizer run there interrupted it.
 _QUEUE_FILES = tuple(os.path.join(_MPLOG_DIR, name) for name in ("_queue.py", "_pipewrite.py"))
+_BUFFERED_FILE = os.path.join(_MPLOG_DIR, "_buffered.py")
 
 
 def _in_queue_send(frame: Optional[FrameType]) -> bool:
@@ -321,13 +322,24 @@ def _in_queue_send(frame: Optional[FrameType]) -> bool:
     return False
 
 
+def _in_flusher_wake_up(frame: Optional[FrameType]) -> bool:
+    """Whether the code running at ``frame`` (or one of its callers) is a
+    queue waking the flusher up for its buffer (``flusher.arm()``)."""
+    while frame is not None:
+        if frame.f_code.co_filename == _BUFFERED_FILE and frame.f_code.co_name == "arm":
+            return True
+        frame = frame.f_back
+    return False
+
+
 class _LogsWhenCollected:
-    """Garbage in a reference cycle whose finalizer logs a record if it runs
-    inside the queue's send (while the worker's current call has some of
-    ``_FINALIZER_RECORDS`` left), and leaves another like it: with the
-    collector run at almost every allocation, one is finalized wherever the
-    worker is, in the middle of a send too (as it connects, prepares a big
-    write, takes frames out of the buffer)."""
+    """Garbage in a reference cycle whose finalizer logs a record to
+    ``state["logger"]`` if it runs where ``state["inside"]`` says (while the
+    worker's current call has some of ``state["left"]`` records left), and
+    leaves another like it: with the collector run at almost every
+    allocation, one is finalized wherever the worker is, in the middle of a
+    send too (as it connects, prepares a big write, takes frames out of the
+    buffer, wakes the flusher up)."""
 
     def __init__(self, state: Dict[str, Any]) -> None:
         self.state = state
@@ -337,13 +349,25 @@ class _LogsWhenCollected:
         state = self.state
         if state["stopped"]:
             return
-        if state["left"] and _in_queue_send(sys._getframe(1)):
+        if state["left"] and state["inside"](sys._getframe(1)):
             state["left"] -= 1
             seq = next(state["numbers"])
             # By seq: finalizers do not nest (the collector does not).
             state["inner"].append([state["current"], threading.current_thread() is not threading.main_thread()])
-            logging.getLogger(workload.LOGGER).info("%s", workload.message(_INNER, seq, 40))
+            logging.getLogger(state["logger"]).info("%s", workload.message(_INNER, seq, 40))
         _LogsWhenCollected(state)
+
+
+def _finalizers_that_log(inside: Callable[[Optional[FrameType]], bool], logger: str) -> Dict[str, Any]:
+    """Start finalizers logging to ``logger`` where ``inside`` says, with the
+    collector run at (almost) every allocation; return their state (set
+    ``"current"`` and ``"left"`` per call, ``"stopped"`` at the end)."""
+    state = {"stopped": False, "numbers": itertools.count(), "inner": [], "current": 0, "left": 0}
+    state.update(inside=inside, logger=logger)
+    gc.freeze()  # what the worker inherited is never scanned: collections stay cheap
+    gc.set_threshold(1)
+    _LogsWhenCollected(state)
+    return state
 
 
 def _log_while_finalizers_log(count: int) -> Dict[str, Any]:
@@ -351,11 +375,8 @@ def _log_while_finalizers_log(count: int) -> Dict[str, Any]:
     (almost) every allocation, log records of their own from inside the
     queue's sends; report which call each of those came in."""
     logger = logging.getLogger(workload.LOGGER)
-    state: Dict[str, Any] = {"stopped": False, "numbers": itertools.count(), "inner": [], "current": 0, "left": 0}
     thresholds = gc.get_threshold()
-    gc.freeze()  # what the worker inherited is never scanned: collections stay cheap
-    gc.set_threshold(1)
-    _LogsWhenCollected(state)
+    state = _finalizers_that_log(_in_queue_send, workload.LOGGER)
     try:
         for seq in range(count):
             state["current"], state["left"] = seq, _FINALIZER_RECORDS
@@ -382,6 +403,49 @@ def test_finalizer_that_logs_during_a_send(log_path, mode):
             assert worker.release() == 0
     assert len(result["inner"]) >= count, f"only {len(result['inner'])} finalizers logged"
     _assert_in_order(_lines(log_path), result["inner"], count)
+
+
+def _wake_the_flusher_while_finalizers_log(count: int) -> Dict[str, Any]:
+    """``count`` times: log a record (its queue wakes the flusher up), then
+    flush, while finalizers run at (almost) every allocation, and log to the
+    "audit" logger (another queue) when they run as a queue wakes the flusher
+    up; report how many they logged."""
+    logger = logging.getLogger(workload.LOGGER)
+    thresholds = gc.get_threshold()
+    state = _finalizers_that_log(_in_flusher_wake_up, "audit")
+    try:
+        for seq in range(count):
+            state["current"], state["left"] = seq, 1
+            logger.info("%s", workload.message(_OUTER, seq, 100))
+            mplog.flush()  # each queue's next record wakes the flusher up again
+    finally:
+        state["stopped"] = True
+        gc.set_threshold(*thresholds)
+    return {"inner": len(state["inner"])}
+
+
+@pytest.mark.timeout(120)
+def test_finalizer_that_logs_as_the_flusher_is_woken(tmp_path, log_path):
+    """Buffered, two routes (root and "audit"): finalizers that log to
+    "audit" while a root record wakes the flusher up (the first time, starts
+    it), so that the audit record wakes it up in the middle of that, neither
+    deadlock nor lose a record."""
+    audit_path = str(tmp_path / "audit.log")
+    audit = logging.getLogger("audit")
+    audit.addHandler(file_handler(audit_path))
+    audit.propagate = False
+    try:
+        with mplog.setup(file_handler(log_path), level="INFO", buffered=True, loggers=["audit"]):
+            with _Worker(_wake_the_flusher_while_finalizers_log, 50) as worker:
+                inner = worker.result()["inner"]
+                _wait_for_records(log_path, {_OUTER: 50}, worker.pid)
+                _wait_for_records(audit_path, {_INNER: inner}, worker.pid)
+                assert worker.release() == 0
+    finally:
+        for handler in audit.handlers[:]:
+            audit.removeHandler(handler)
+            handler.close()
+        audit.propagate = True
 
 
 def _log_while_a_write_waits(stderr_path: str, ready: int, go: int) -> Dict[str, Any]:
