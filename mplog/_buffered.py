@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import queue as stdlib_queue
 import sys
 import threading
 import weakref
@@ -111,12 +112,18 @@ class _Flusher:
         #: flush (the one that arms the flusher) is sent at once, with the rest.
         self.stopped = False
         self._pid = 0
-        self._due = threading.Event()
+        # What wakes the flusher: an item put here. Not an Event: its set()
+        # takes a lock, and a signal handler (or a finalizer) that logs in the
+        # middle of it would wait for that lock forever, in the thread that
+        # holds it. SimpleQueue.put is reentrant.
+        self._due: "stdlib_queue.SimpleQueue[None]" = stdlib_queue.SimpleQueue()
         self._starting = threading.Lock()
+        self._local = threading.local()  # .starting: this thread is starting the flusher
         _fork.register(self)
 
     def _after_fork_in_child(self) -> None:
         self._starting = threading.Lock()  # a thread of the parent may have held it
+        self._local = threading.local()
         self.stopped = False  # this process's exit hooks have not run
 
     def arm(self) -> None:
@@ -124,15 +131,30 @@ class _Flusher:
         if self.stopped or sys.is_finalizing():  # no flusher thread runs (or can start) any more
             _stop_buffering()
             return
-        if self._pid != os.getpid():
+        if self._pid != os.getpid() and not self._start_once():
+            return
+        self._due.put(None)
+
+    def _start_once(self) -> bool:
+        """Start this process's flusher, unless another thread has; return
+        False if this call interrupted this thread's own start (a finalizer
+        or a signal handler that logs meanwhile), which wakes the flusher
+        once it runs: waiting for the lock that start holds would be forever."""
+        local = self._local
+        if getattr(local, "starting", False):
+            return False
+        local.starting = True
+        try:
             with self._starting:  # two threads' first records: one flusher
                 if self._pid != os.getpid():
                     self._start()
-        self._due.set()
+        finally:
+            local.starting = False
+        return True
 
     def _start(self) -> None:
         self._pid = os.getpid()
-        self._due = threading.Event()
+        self._due = stdlib_queue.SimpleQueue()  # looked up now: gevent's, if it has patched queue
         threading.Thread(target=self._run, args=(self._due,), name="mplog-flusher", daemon=True).start()
         # Ways out of a process that skip the flusher's next tick:
         atexit.register(_stop_buffering)  # normal exit (logging.shutdown flushes handlers too)
@@ -142,11 +164,12 @@ class _Flusher:
                 util.Finalize(None, _stop_buffering, exitpriority=100)
         catch_sigterm()
 
-    def _run(self, due: threading.Event) -> None:
+    def _run(self, due: "stdlib_queue.SimpleQueue[None]") -> None:
         _sigterm.block_in_this_thread()
         while True:
-            due.wait()
-            due.clear()
+            due.get()
+            while not due.empty():  # one flush for every arm() until now
+                due.get()
             queues = list(self.queues)
             interval = min((q.flush_interval or 0.0) for q in queues) if queues else 0.0
             threading.Event().wait(interval)  # sleep, in a way gevent's patching understands

@@ -21,22 +21,20 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Callable, NoReturn, Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 from . import _codec, _fork, _sigterm
 from ._address import new_private_address
 from ._buffered import BUFFER_BYTES, SpilledError, check_flush_interval, flusher, spill
-from ._hello import connect
-from ._pipewrite import ATOMIC_BYTES, SPARE_BYTES, PipeWrite
+from ._pipewrite import PipeSender, take_all
 
 __all__ = ["LocalHandle", "Queue"]
-
 
 #: How a listener thread takes records from its own process: ``handle(record, route)``.
 LocalHandle = Callable[[logging.LogRecord, int], None]
 
 
-class Queue:
+class Queue(PipeSender):
     """Where workers put log records for the listener: the mplog counterpart
     of the ``multiprocessing.Queue`` in the logging cookbook.
 
@@ -75,21 +73,14 @@ class Queue:
     # _flush_for_signal() on SIGTERM.
 
     def __init__(self, address: Optional[str] = None, route: int = 0, flush_interval: Optional[float] = None) -> None:
-        self.address: str = address if address is not None else new_private_address()
-        self.route = route
+        super().__init__(address if address is not None else new_private_address(), route)
         self.flush_interval = check_flush_interval(flush_interval)
         self._buffer = bytearray()
-        self._pipe = -1  # this process's write end, once connected
         self._pipe_pid = os.getpid()
-        self._lock = self._new_lock()
-        # Frames taken out of the buffer and not all written yet: set only
-        # while _lock is held, so a signal handler that can take the lock and
-        # finds it set has interrupted that very write.
-        self._writing = False
-        # The write of more than ATOMIC_BYTES under way, or one an exception
-        # cut short: its pipe is set aside (_pipe is -1) until it is complete.
-        self._unfinished: Optional[PipeWrite] = None
-        self._spare: Optional[PipeWrite] = None  # a completed one, for the next on the same pipe
+        # Serialises writes (_writing is set only while it is held). Reentrant,
+        # so that a logging call that interrupts this thread's own write (a
+        # signal handler's, a finalizer's) can take it and see _writing set.
+        self._lock = threading.RLock()
         self._armed = False  # the flusher will send this buffer within flush_interval
         if self.flush_interval is not None:
             flusher.queues.add(self)
@@ -101,12 +92,6 @@ class Queue:
 
     def __repr__(self) -> str:
         return f"<mplog.Queue {self.address!r}>"
-
-    def _new_lock(self) -> "threading.Lock | threading.RLock":
-        # Buffered: reentrant, so that a SIGTERM handler that interrupted a
-        # flush of its own thread can see it (and a finalizer that logs during
-        # a flush does not deadlock). Durable sends never nest.
-        return threading.Lock() if self.flush_interval is None else threading.RLock()
 
     def __reduce__(self) -> Tuple[type, Tuple[str, int, Optional[float]]]:
         return (Queue, (self.address, self.route, self.flush_interval))
@@ -147,6 +132,10 @@ class Queue:
                 per record: 2-4% of a buffered logging call); the pid is
                 checked when the buffer is sent instead.
 
+        A call made while this thread is itself in the middle of a send (from
+        a signal handler or a finalizer that interrupted it) holds ``frame``,
+        which goes right after the interrupted write (see ``HELD_BYTES``).
+
         Raises:
             OSError: the listener cannot be reached; ``frame`` was not taken.
             SpilledError: (buffered) the listener cannot be reached; ``frame``
@@ -155,10 +144,15 @@ class Queue:
         if self.flush_interval is None:
             self._check_fork()
             with self._lock:
+                if self._writing or self._held:
+                    self._send_nested(frame)
+                    return
                 self._send_locked(frame)
             return
         if created_in != self._pipe_pid:
             self._check_fork()
+        if (self._writing or self._held) and self._sent_nested(frame):
+            return
         # No lock to add a frame: ``bytearray +=`` is one step under the GIL,
         # so the buffer holds whole frames whenever another thread or a signal
         # handler looks. Only taking frames out (flushing) is locked.
@@ -169,6 +163,20 @@ class Queue:
         elif not self._armed:
             self._armed = True
             flusher.arm()
+
+    def _sent_nested(self, frame: bytes) -> bool:
+        """(Buffered; some thread is writing, or frames are held.) If this
+        thread holds the lock (a signal handler or a finalizer that
+        interrupted its write logs), send ``frame`` as :meth:`_send_nested`
+        does and return True. Such a frame must not go into the buffer: the
+        write may be taking frames out of it, and held frames logged before it
+        would be sent first."""
+        # Asked, not taken: a signal handler's exception right after taking
+        # it could not release it.
+        if not self._lock._is_owned():  # type: ignore[attr-defined]  # (every RLock has it; typeshed omits it)
+            return False  # another thread's write
+        self._send_nested(frame)
+        return True
 
     def _check_fork(self) -> None:
         if self._pipe_pid != os.getpid():
@@ -216,15 +224,15 @@ class Queue:
         try:
             if self._writing:
                 return False
+            if self._held:  # logged before what is buffered (see _send_nested)
+                self._send_held()
             self._writing = True
             try:
                 self._flush_locked()
-                while self._buffer and flusher.stopped:
-                    # Added during that write by this thread (a finalizer's
-                    # record, say), while no flusher runs to send it.
-                    self._flush_locked()
             finally:
                 self._writing = False
+                if self._held:
+                    self._send_held()
             return True
         finally:
             self._lock.release()
@@ -234,190 +242,44 @@ class Queue:
         """Write what is buffered to stderr, if anything, and raise SpilledError."""
         # Taking frames out without the lock is safe here: the holder is in
         # the middle of writing frames it took out earlier, and what is in the
-        # buffer now is whole frames (see _send).
-        buffer = self._buffer
-        data = bytes(buffer)
+        # buffer now is whole frames (see _send). So are the frames held for
+        # it to send after that write, which it may never finish.
+        data = take_all(self._held) + take_all(self._buffer)
         if not data:
             return
-        del buffer[: len(data)]
         why = f"pid {os.getpid()} waited {timeout:g} s for another thread's write to the log listener"
         spill(data, why)
         raise SpilledError(f"{why}; the buffer went to stderr")
 
     def _flush_locked(self) -> None:
-        buffer = self._buffer
         self._armed = False  # before taking the frames: one added after this arms the flusher again
-        if not buffer and self._unfinished is None:
-            return
-        try:
-            # First, as it may wait: a SIGTERM handler that gives up waiting
-            # for this takes the frames in the buffer (_spill_unlocked).
-            pipe = self._pipe if self._pipe >= 0 else self._open_pipe()
-        except OSError as exc:
-            data = bytes(buffer)
-            del buffer[: len(data)]
-            self._spill(data, exc)
-        # A copy to write, so that other threads can go on adding frames (a
-        # bytearray cannot grow while it is being written).
-        data = bytes(buffer)
-        size = len(data)
-        if not size:
-            return
-        write = self._begin_write(pipe, data)
-        write.take(buffer, size)  # the frames are in the buffer or the write, whatever is raised
-        try:
-            self._complete_write(write)
-        except OSError as exc:
-            self._spill(data, exc)
-
-    def _spill(self, data: bytes, exc: OSError) -> NoReturn:
-        """Write frames the listener cannot take to stderr; raise SpilledError."""
-        spill(data, f"pid {os.getpid()} cannot reach the log listener at {self.address} ({exc})")
-        raise SpilledError(*exc.args) from exc
-
-    def _send_locked(self, data: bytes) -> None:
-        """Write whole frames to this process's pipe, connecting first if need be.
-
-        Whatever an exception (a signal handler's) cuts short, the frames go
-        into the pipe whole or not at all; a write it interrupts is finished
-        first, then the exception is raised.
-
-        Raises:
-            OSError: the listener cannot be reached; the pipe is closed.
-        """
-        pipe = self._pipe
-        if pipe < 0:
-            pipe = self._open_pipe()
-        if len(data) <= ATOMIC_BYTES:
-            try:
-                os.write(pipe, data)  # atomic: a signal can interrupt it only before a byte is in
-            except OSError:
-                self._pipe = -1
-                os.close(pipe)
-                raise
-            return
-        write = self._begin_write(pipe, data)
-        write.writer.write(data)
-        self._complete_write(write)
-
-    def _open_pipe(self) -> int:
-        """The pipe to write to next: the one a write was cut short on, once
-        the rest of that write is in; or else a new connection to the listener."""
-        write = self._unfinished
-        if write is None:
-            pipe = self._pipe = self._connect()
-            return pipe
-        try:
-            self._complete_write(write)
-        except OSError as exc:
-            spill(write.data, f"pid {os.getpid()} cannot reach the log listener at {self.address} ({exc})")
-            raise
-        return write.pipe
-
-    def _begin_write(self, pipe: int, data: bytes) -> PipeWrite:
-        """A write of ``data`` (more than ATOMIC_BYTES) to ``pipe``, with
-        nothing in it yet: until it is complete, the pipe is set aside, so that
-        the next send finishes this write before anything else."""
-        write = self._spare
-        if write is None or write.pipe != pipe or len(data) >= write.capacity:
-            write = PipeWrite(pipe, len(data))
-            if write.capacity <= SPARE_BYTES:
-                self._spare = write
-        write.data = data
-        self._unfinished = write
-        self._pipe = -1
-        return write
-
-    def _complete_write(self, write: PipeWrite) -> None:
-        """Write what ``write`` holds. If an exception cuts that short, write
-        the rest, then raise it.
-
-        Raises:
-            OSError: the listener cannot be reached; the pipe is closed (and
-                the listener, if still reading, discards a frame cut short).
-        """
-        try:
-            write.writer.flush()
-        except OSError:
-            self._abandon(write)
-            raise
-        except BaseException:
-            self._finish(write)
-            raise
-        self._completed(write)
-
-    def _finish(self, write: PipeWrite) -> None:
-        """Write the rest of ``write`` after an exception cut it short (the
-        caller raises it next). Exceptions raised meanwhile, by further
-        signals, are dropped: the frames come first, and one exception is
-        raised for all. If the listener is gone, the frames go to stderr."""
-        while True:
-            try:
-                write.writer.flush()
-            except OSError as exc:
-                self._abandon(write)
-                spill(write.data, f"pid {os.getpid()} cannot reach the log listener at {self.address} ({exc})")
-                return
-            except BaseException:
-                continue
-            self._completed(write)
-            return
-
-    def _completed(self, write: PipeWrite) -> None:
-        """``write`` is all in its pipe: the pipe takes the next send."""
-        write.data = b""
-        self._unfinished = None
-        self._pipe = write.pipe
-
-    def _abandon(self, write: PipeWrite) -> None:
-        """Give up ``write`` and close its pipe (the next send connects anew)."""
-        write.discard()
-        self._unfinished = self._spare = None
-        os.close(write.pipe)
+        self._write_out(self._buffer)
 
     def close(self) -> None:
         """Send what is buffered, then close this process's pipe; the next
         record opens a new one."""
         self.flush()
         with self._lock:
-            if self._unfinished is not None:
+            if self._writing or self._unfinished is not None:
                 # Called from a signal handler (or a finalizer) that interrupted
                 # this thread's write: the write goes on, on this pipe.
                 return
-            if self._pipe >= 0 and self._pipe_pid == os.getpid():
-                os.close(self._pipe)
+            # Let go of the pipe before closing it: a send that interrupts
+            # this (a signal handler's) opens a new one rather than write to
+            # a closed descriptor.
+            pipe = self._pipe
             self._pipe = -1
             self._spare = None
-
-    def _connect(self) -> int:
-        """Introduce this process to the listener; return the pipe's write end.
-
-        Raises:
-            OSError: the listener cannot be reached, or kept turning the pipe away.
-        """
-        return connect(self.address, self.route)
+            if pipe >= 0 and self._pipe_pid == os.getpid():
+                os.close(pipe)
 
     def _before_fork(self) -> None:
         # A child must not inherit records it would send a second time.
         self.flush()
 
     def _after_fork_in_child(self) -> None:
-        # The inherited pipe is the parent's: writing to it could interleave
-        # with the parent's frames. Closing our copy does not affect the parent.
-        pipe = self._pipe
-        write = self._unfinished
-        if write is not None:  # the parent's to finish: this copy is dropped unwritten
-            write.discard()
-            pipe = write.pipe
-        if pipe >= 0:
-            try:
-                os.close(pipe)
-            except OSError:
-                pass
-        self._pipe = -1
-        self._unfinished = self._spare = None
-        self._lock = self._new_lock()
-        self._writing = False
+        self._drop_inherited_pipe()
+        self._lock = threading.RLock()
         self._buffer = bytearray()  # the parent's, flushed before the fork
         self._armed = False  # this process has no flusher yet
         # Records from this child always cross the pipe (a listener process
