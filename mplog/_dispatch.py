@@ -137,40 +137,21 @@ class Dispatcher:
         size: int,
         nested: bool,
     ) -> None:
-        if route.renders_tracebacks:
-            self._deliver_tracebacks(record, route, handlers, size, nested)
-            return
+        """Put ``record`` on the lane of each of ``handlers`` that wants it. On
+        a route where some formatters render tracebacks their own way, each of
+        those handlers gets a copy carrying the traceback its formatter
+        rendered in the worker, the others the record's ``exc_text``."""
+        own = _own_tracebacks(record, route) if route.renders_tracebacks else None
         record = self._prepare(record)
         respect_level = self._respect_level
         lanes = self.lanes
         for handler in handlers:
             if not respect_level or record.levelno >= handler.level:
-                lanes[handler].put(_Nested(handler.handle) if nested else handler.handle, record, size)
-
-    def _deliver_tracebacks(
-        self,
-        record: logging.LogRecord,
-        route: Route,
-        handlers: Sequence[logging.Handler],
-        size: int,
-        nested: bool,
-    ) -> None:
-        """Pass ``record`` on a route where some formatters render tracebacks
-        their own way: each handler gets a copy carrying the traceback its
-        formatter rendered in the worker, the others the record's ``exc_text``."""
-        tracebacks = record.__dict__.pop(_codec.TRACEBACKS, None)
-        record = self._prepare(record)
-        own: Dict[int, str] = {}
-        if type(tracebacks) is tuple and len(tracebacks) == len(route.handlers):  # not cut with its frame
-            own = {id(handler): text for handler, text in zip(route.handlers, tracebacks) if text is not None}
-        for handler in handlers:
-            if not self._respect_level or record.levelno >= handler.level:
-                text = own.get(id(handler))
-                copied = record
-                if text is not None:  # lanes run at once: each its own copy
-                    copied = copy.copy(record)
-                    copied.exc_text = text
-                self.lanes[handler].put(_Nested(handler.handle) if nested else handler.handle, copied, size)
+                given = record
+                if own and id(handler) in own:  # lanes run at once: each its own copy
+                    given = copy.copy(record)
+                    given.exc_text = own[id(handler)]
+                lanes[handler].put(_Nested(handler.handle) if nested else handler.handle, given, size)
 
     def reopen_files(self) -> None:
         """Have each handler's lane reopen its file (after everything before)."""
@@ -181,3 +162,13 @@ class Dispatcher:
         """Run ``on_passed`` once every handler has handled all put on its lane so far."""
         self.hand_over()
         pass_marker(list(self.lanes.values()), on_passed)
+
+
+def _own_tracebacks(record: logging.LogRecord, route: Route) -> Dict[int, str]:
+    """Take from ``record`` the tracebacks the worker rendered for the handlers
+    of ``route`` whose formatters render their own, by handler id (none if
+    they were cut with the frame)."""
+    tracebacks = record.__dict__.pop(_codec.TRACEBACKS, None)
+    if type(tracebacks) is not tuple or len(tracebacks) != len(route.handlers):
+        return {}
+    return {id(handler): text for handler, text in zip(route.handlers, tracebacks) if text is not None}

@@ -16,7 +16,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from typing import Any, Callable, Deque, List, Optional, Tuple
+from typing import Any, Callable, Deque, List, Tuple
 
 from . import _stderr
 
@@ -225,10 +225,9 @@ def _marker(marker: Marker) -> None:
     marker.passed()
 
 
-def pass_marker(lanes: List[Lane], on_passed: Callable[[], None]) -> Optional[Marker]:
+def pass_marker(lanes: List[Lane], on_passed: Callable[[], None]) -> None:
     """Put a :class:`Marker` on every lane; ``on_passed`` runs once all have
     handled what was put on them before it (at once if there are none)."""
     marker = Marker(len(lanes), on_passed)
     for lane in lanes:
         lane._push((_marker, marker, 0))  # never dropped, never waited for
-    return marker
