@@ -166,8 +166,10 @@ class QueueListener:
         os.close(self._control_w)
         if self._thread is not None:
             self._thread.join(max(0.0, deadline - time.monotonic()))
-            self.queue._deliver_here(None)
+            # Records the handlers log while they finish still come here: the
+            # address is gone with the serving thread.
             self._finish_lanes(deadline)
+            self.queue._deliver_here(None)
         else:
             self._reap_process(deadline + _EXIT_MARGIN_SECONDS)
 

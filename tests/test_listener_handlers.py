@@ -221,5 +221,6 @@ def test_records_a_handler_logs_reach_the_handlers_once(tmp_path, capfd, runner,
         assert err == []
         return
     assert err[0].startswith("mplog: a handler logged while the handlers handled a record that a handler had logged")
+    assert [line for line in err[1:] if " INFO echo: " not in line] == [], err
     deeper = [line.split(" INFO echo: ")[1] for line in err[1:]]
     assert sorted(deeper) == sorted(f"echo echo {m}" for m in sent), err[:5]
