@@ -1,4 +1,4 @@
-"""One log file written by a spawn Pool, a ProcessPoolExecutor and a raw os.fork() child.
+"""One log file written by a spawn Pool, a forkserver ProcessPoolExecutor and a raw os.fork() child.
 
 Run:  python examples/quickstart.py [LOGFILE]   (default: quickstart.log)
 """
@@ -11,6 +11,7 @@ import logging
 import multiprocessing
 import os
 import sys
+import warnings
 
 import mplog
 
@@ -30,11 +31,15 @@ def main(path: str) -> None:
 
     with mplog.setup(handler, level="INFO"):  # the listener owns the file
         log.info("parent starting")
-        spawn = multiprocessing.get_context("spawn")
-        with spawn.Pool(4, initializer=mplog.initializer) as pool:
+        # Workers join the listener with nothing to call, whatever the start method.
+        with multiprocessing.get_context("spawn").Pool(4) as pool:
             pool.map(work, range(100))
-        with concurrent.futures.ProcessPoolExecutor(4, mp_context=spawn, initializer=mplog.initializer) as pool:
+        forkserver = multiprocessing.get_context("forkserver")  # Python 3.14's default on Linux
+        with concurrent.futures.ProcessPoolExecutor(4, mp_context=forkserver) as pool:
             list(pool.map(work, range(100, 200)))
+        # Python 3.12+ warns about any fork of a process with threads (here,
+        # the listener's); mplog stops its threads around the fork, so it is safe.
+        warnings.filterwarnings("ignore", r".*multi-threaded, use of fork\(\)", DeprecationWarning)
         pid = os.fork()  # a raw fork child needs no mplog call at all
         if pid == 0:
             for n in range(200, 300):

@@ -219,6 +219,7 @@ class Session:
         self._handlers = self._install_handlers(config, delivered_here=runner == "thread")
         self._saved_config = _install.current()
         self._saved_environment = os.environ.get(ENVIRONMENT_VARIABLE)
+        _install.load_process_modules()
         _install.set_current(config)
         os.environ[ENVIRONMENT_VARIABLE] = config.to_json()
         atexit.register(self.stop)
