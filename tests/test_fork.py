@@ -8,6 +8,9 @@ import gc
 import logging
 import multiprocessing
 import os
+import sys
+import threading
+import time
 
 import mplog
 from tests import workload
@@ -47,8 +50,29 @@ def _log_shut_down_and_collect(child: int) -> None:
 
 
 def _fork_in_c() -> int:
-    """fork() straight from libc: no at-fork hooks run (PyDLL keeps the GIL held)."""
+    """fork() straight from libc: no at-fork hooks run (PyDLL keeps the GIL held).
+
+    Only once every other thread of this process is blocked: a thread that
+    woke and asked for the GIL just before the fork never takes it in the
+    child, and the child's main thread, asked to let it, waits for it forever
+    (CPython's switch wait). The buffered tests' flusher wakes at the first
+    record, so the fork waits for it to sleep again (60 s ticks)."""
+    _wait_for_other_threads_to_block()
     return int(ctypes.PyDLL(None).fork())
+
+
+def _wait_for_other_threads_to_block(timeout: float = 10.0) -> None:
+    """Return once every other thread sits in the same call, at the same
+    instruction, over two looks 50 ms apart (blocked in C, not asking for the GIL)."""
+    deadline = time.monotonic() + timeout
+    me = threading.get_ident()
+    while time.monotonic() < deadline:
+        before = {ident: frame.f_lasti for ident, frame in sys._current_frames().items() if ident != me}
+        time.sleep(0.05)
+        after = {ident: frame.f_lasti for ident, frame in sys._current_frames().items() if ident != me}
+        if before == after:
+            return
+    raise AssertionError(f"threads still running after {timeout} s: {threading.enumerate()}")
 
 
 def test_fork_from_c_without_hooks(log_path):
