@@ -137,11 +137,15 @@ class WorkerConfig(NamedTuple):
     routes: Tuple[RouteConfig, ...]
     logger_levels: Tuple[Tuple[str, int], ...] = ()
     flush_interval: Optional[float] = None  # None: durable, else buffered
+    #: Whether the file handlers of the session's processes are taken over.
+    takeover: bool = True
 
     def to_json(self) -> str:
         """Serialise for the environment variable (without the routes' traceback formatters)."""
         routes = [route[:5] for route in self.routes]
-        return json.dumps((self.address, self.root_level, routes, self.logger_levels, self.flush_interval))
+        return json.dumps(
+            (self.address, self.root_level, routes, self.logger_levels, self.flush_interval, self.takeover)
+        )
 
     @classmethod
     def from_json(cls, text: str) -> "WorkerConfig":
@@ -151,7 +155,7 @@ class WorkerConfig(NamedTuple):
             ValueError: ``text`` is not such a config.
         """
         try:
-            address, root_level, routes, logger_levels, flush_interval = json.loads(text)
+            address, root_level, routes, logger_levels, flush_interval, takeover = json.loads(text)
             return cls(
                 address,
                 root_level,
@@ -161,6 +165,7 @@ class WorkerConfig(NamedTuple):
                 ),
                 tuple((name, level) for name, level in logger_levels),
                 check_flush_interval(flush_interval),
+                bool(takeover),
             )
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{ENVIRONMENT_VARIABLE} is not an mplog config: {text!r} ({exc})") from None

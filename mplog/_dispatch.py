@@ -7,10 +7,11 @@ from __future__ import annotations
 import copy
 import logging
 import threading
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from . import _codec
 from ._lanes import Lane, pass_marker
+from ._recipes import OWNED
 from ._routes import Route
 from ._writers import reopen
 
@@ -67,7 +68,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        routes: Sequence[Route],
+        routes: List[Route],
         respect_handler_level: bool,
         prepare: Callable[[logging.LogRecord], logging.LogRecord],
         stall_timeout: float,
@@ -76,14 +77,33 @@ class Dispatcher:
         self.routes = routes
         self._respect_level = respect_handler_level
         self._prepare = prepare
-        handlers = dict.fromkeys(handler for route in routes for handler in route.handlers)
+        self._stall_timeout = stall_timeout
+        self._on_resumed = on_resumed
+        #: Replaced, never changed, when a route is added: whoever iterates
+        #: it meanwhile (another thread) goes on with the one it took.
         self.lanes: Dict[logging.Handler, Lane] = {}
-        for handler in handlers:
-            lane = Lane(repr(handler), stall_timeout, on_resumed)
-            lane.put(_mark_lane_thread, None)
-            self.lanes[handler] = lane
+        self.lanes = self._with_lanes_for(handler for route in routes for handler in route.handlers)
         for route in routes:
             route.attach(self.lanes)
+
+    def _with_lanes_for(self, handlers: Iterable[logging.Handler]) -> Dict[logging.Handler, Lane]:
+        """The lanes, and a new lane for each of ``handlers`` that has none."""
+        lanes = dict(self.lanes)
+        for handler in handlers:
+            if handler not in lanes:
+                setattr(handler, OWNED, True)  # this process never takes it over
+                lane = Lane(repr(handler), self._stall_timeout, self._on_resumed)
+                lane.put(_mark_lane_thread, None)
+                lanes[handler] = lane
+        return lanes
+
+    def add_route(self, route: Route) -> int:
+        """Serve ``route`` too, from any thread; return its number. Its frames
+        may come only after this returns."""
+        self.lanes = self._with_lanes_for(route.handlers)
+        route.attach(self.lanes)
+        self.routes.append(route)
+        return len(self.routes) - 1
 
     def route(self, number: int) -> Route:
         """Route ``number``.

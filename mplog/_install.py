@@ -9,7 +9,7 @@ import sys
 import threading
 from typing import Any, Callable, List, Optional, Tuple
 
-from . import _fork, _stderr
+from . import _fork, _stderr, _takeover
 from ._buffered import catch_sigterm
 from ._config import ENVIRONMENT_VARIABLE, WorkerConfig
 from ._handler import QueueHandler, route_handler
@@ -41,11 +41,16 @@ def current() -> Optional[WorkerConfig]:
     return _current
 
 
-def set_current(config: Optional[WorkerConfig]) -> None:
-    """Record (or clear) the config for this process's children, and have
-    every ``Process`` created from now on carry it to its child."""
+def set_current(config: Optional[WorkerConfig], local: Optional[_takeover.Local] = None) -> None:
+    """Record (or clear) the config for this process's children, have every
+    ``Process`` created from now on carry it to its child, and take over this
+    process's file handlers (``local``: the listener thread of this process)."""
     global _current
     _current = config
+    if config is None or not config.takeover:
+        _takeover.deactivate()
+    else:
+        _takeover.activate(config.address, config.flush_interval, local)
     for module in _process_modules():
         process_config = module.current_process()._config
         if config is None:
@@ -102,9 +107,14 @@ def load_process_modules() -> None:
     import importlib
     import importlib.util
 
-    importlib.import_module("multiprocessing.process")
-    if "multiprocess.process" not in sys.modules and importlib.util.find_spec("multiprocess") is not None:
-        importlib.import_module("multiprocess.process")
+    try:
+        importlib.import_module("multiprocessing.process")
+        if "multiprocess.process" not in sys.modules and importlib.util.find_spec("multiprocess") is not None:
+            importlib.import_module("multiprocess.process")
+    except (ImportError, OSError):
+        # Out of reach (privileges dropped after `import mplog`, say): then
+        # this program cannot import it later either, nor start its processes.
+        pass
 
 
 def install(config: WorkerConfig) -> None:

@@ -17,16 +17,18 @@ import signal
 import socket
 import threading
 import time
-from typing import Callable, Deque, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple, Union
 
 from . import _codec, _fork, _stderr, _sync
 from ._address import remove_address
+from ._adoption import Adoption
 from ._config import check_handlers, check_seconds, check_worker_user
 from ._dispatch import Dispatcher, lane_depth
 from ._handler import FALLBACK_FORMAT, render_message
 from ._lanes import STALL_SECONDS
 from ._queue import Queue
 from ._reaping import close_handlers, read_all, wait_for_exit
+from ._recipes import Recipe
 from ._routes import Route
 from ._server import REOPEN, Server
 from ._writers import notice
@@ -129,6 +131,8 @@ class QueueListener:
         #: that process's own logging (a handler's) to its handlers there, as a
         #: listener thread's process does.
         self._in_listener_process: Optional[Callable[[], None]] = None
+        # The files processes ask it to take over: the handlers given are theirs too.
+        self._adoption = Adoption(self._add_route, self.all_handlers)
         _fork.register(self)
 
     def start(self) -> None:
@@ -292,6 +296,28 @@ class QueueListener:
         assert self._dispatcher is not None
         self.on_batch_end()
         self._dispatcher.pass_marker(lambda: _sync.answer_handled(sock))
+
+    def on_declare(self, sock: socket.socket, header: bytes) -> None:
+        """A process asks to have a file handler taken over."""
+        self._adoption.answer_later(sock, header)
+
+    def declare(self, recipe: Recipe) -> Dict[str, Any]:
+        """Take over the file handler ``recipe`` describes, for a process
+        that does not need the socket to ask (this one, with a listener thread)."""
+        return self._adoption.declare(recipe)
+
+    def _add_route(self, handler: logging.Handler) -> int:
+        """Serve a route of ``handler`` alone from now on; return its number.
+
+        Raises:
+            ValueError: the listener is not running.
+        """
+        dispatcher = self._dispatcher
+        if dispatcher is None:
+            raise ValueError("the listener is not running")
+        if handler not in self.all_handlers:
+            self.all_handlers += (handler,)
+        return dispatcher.add_route(Route([handler]))
 
     def on_stopping(self, deadline: float) -> None:
         """Stopping: nothing waits for a handler past ``deadline``."""

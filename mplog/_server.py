@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Callable, List, Optional, Set, Tuple
 
-from . import _codec, _descriptors, _pipes, _stderr, _sync
+from . import _codec, _declare, _descriptors, _pipes, _stderr, _sync
 from ._address import admit_user, remove_address
 from ._connection import RECV_SIZE, Connection, answer_taken, hello_pipe, read_chunk
 from ._draining import DRAIN_SECONDS, PENDING_LIMIT, Draining
@@ -47,6 +47,8 @@ WATCH_SECONDS = 1.0
 # A pipe has at most this many reads of RECV_SIZE in it (PIPE_BYTES and a
 # frame's rest): a sweep reads no more of a pipe still being written.
 _SWEEP_READS = 8
+# What a connection that asks something, instead of sending a pipe, starts with.
+_REQUEST_STARTS = (_sync.REQUEST[:1], _declare.START_BYTE)
 # After a wake-up that read less than COALESCE_BELOW bytes, the listener
 # sleeps COALESCE_SECONDS (bounded added latency; a worker's pipe holds far
 # more than it can log in that time, so no sender blocks on it). Each wake-up
@@ -331,8 +333,8 @@ class Server(Draining):
         if not data and not fds:  # gone before it said anything
             self._disconnect(conn, stopping)
             return False
-        if data == _sync.REQUEST and not fds:
-            return self._sync(conn, sock)
+        if not fds and data[:1] in _REQUEST_STARTS:
+            return self._request(conn, sock, data)
         if _descriptors.cannot_hold(fds, flags):
             return self._turn_away(conn, fds)
         try:
@@ -349,15 +351,30 @@ class Server(Draining):
         self._selector.register(pipe, _PIPE_EVENTS, conn)
         return True
 
+    def _request(self, conn: Connection, sock: socket.socket, header: bytes) -> bool:
+        """A connection that asks something instead of sending a pipe: hand it
+        to the sink to answer. Return False (it is no longer served here)."""
+        if header == _sync.REQUEST:
+            return self._sync(conn, sock)
+        if _declare.request_length(header) < 0:
+            return self._refuse(conn, f"pid {conn.pid} sent an unknown request {header!r}")
+        self._release(conn, sock)
+        self._sink.on_declare(sock, header)
+        return False
+
     def _sync(self, conn: Connection, sock: socket.socket) -> bool:
         """Hand everything written so far on, then have the sink answer ``sock``
         once it is handled; the connection is then the sink's. Return False."""
-        self._selector.unregister(sock)
-        self._connections.discard(conn)
-        conn.sock = None
+        self._release(conn, sock)
         self.sweep()
         self._sink.on_sync(sock)
         return False
+
+    def _release(self, conn: Connection, sock: socket.socket) -> None:
+        """Stop serving ``conn``, whose socket is now someone else's to answer and close."""
+        self._selector.unregister(sock)
+        self._connections.discard(conn)
+        conn.sock = None
 
     def _turn_away(self, conn: Connection, fds: List[int]) -> bool:
         """Close a connection whose pipe cannot be held (out of descriptors)

@@ -11,7 +11,7 @@ import threading
 from types import TracebackType
 from typing import Iterable, List, Optional, Tuple, Type, Union
 
-from . import _install, _sigterm
+from . import _install, _sigterm, _takeover
 from ._address import remove_address
 from ._buffered import check_flush_interval
 from ._config import (
@@ -46,6 +46,7 @@ def setup(
     worker_user: Union[str, int, None] = None,
     drain_timeout: float = DRAIN_TIMEOUT,
     stall_timeout: float = STALL_SECONDS,
+    takeover: bool = True,
 ) -> "Session":
     """Start logging from every process of this program through one listener.
 
@@ -92,6 +93,13 @@ def setup(
             returns), and from then on nothing waits for it; what does not fit
             in its backlog (2 MiB) is dropped and counted. Until then, a full
             backlog makes the logging calls wait (back-pressure).
+        takeover: ``True`` (default): the stdlib file handlers that any
+            process of the session configures itself (``dictConfig`` in every
+            worker, say) or inherits at fork, on any logger, are taken over:
+            they keep their level, filters and formatter there, and the
+            listener writes (and rotates) each file through one handler for
+            all processes. ``False``: they write their files themselves. One
+            handler stays in its process with ``handler.mplog_takeover = False``.
 
     Raises:
         SetupError: a session is already active in this process, or the
@@ -106,8 +114,9 @@ def setup(
     """
     global _active
     resolved_level = _check_level(level)
-    if not isinstance(buffered, bool):
-        raise TypeError(f"buffered must be True or False, got {buffered!r} ({type(buffered).__name__})")
+    for name, flag in (("buffered", buffered), ("takeover", takeover)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be True or False, got {flag!r} ({type(flag).__name__})")
     interval = check_flush_interval(flush_interval)  # checked even unused: a typo should not pass silently
     if not buffered:
         interval = None
@@ -122,7 +131,7 @@ def setup(
                 "mplog.setup() is already active in this process; leave its `with` block "
                 "or call its stop() before setting up again"
             )
-        session = Session(handlers, resolved_level, listener, names, interval, worker_uid, timeouts)
+        session = Session(handlers, resolved_level, listener, names, interval, worker_uid, timeouts, takeover)
         _active = session
     return session
 
@@ -186,6 +195,7 @@ class Session:
         flush_interval: Optional[float] = None,
         worker_uid: Optional[int] = None,
         timeouts: Tuple[float, float] = (DRAIN_TIMEOUT, STALL_SECONDS),
+        takeover: bool = True,
     ) -> None:
         _check_handlers(handlers, names)
         self.pid = os.getpid()
@@ -207,6 +217,7 @@ class Session:
             stall_timeout=stall_timeout,
         )
         config = self._worker_config(groups, flush_interval, self._saved_level if level is None else level)
+        config = config._replace(takeover=takeover)
         if runner == "process":
             self.listener._in_listener_process = functools.partial(self._log_in_listener_process, config)
         try:
@@ -220,9 +231,15 @@ class Session:
         self._saved_config = _install.current()
         self._saved_environment = os.environ.get(ENVIRONMENT_VARIABLE)
         _install.load_process_modules()
-        _install.set_current(config)
+        _install.set_current(config, self._local_listener())
         os.environ[ENVIRONMENT_VARIABLE] = config.to_json()
         atexit.register(self.stop)
+
+    def _local_listener(self) -> Optional[_takeover.Local]:
+        """This process's listener thread, to ask and feed without the socket."""
+        if self.listener.runner != "thread":
+            return None
+        return _takeover.Local(self.pid, self.listener.declare, self.listener.handle)
 
     def _worker_config(
         self, groups: List[Tuple[logging.Handler, ...]], flush_interval: Optional[float], root_level: int
@@ -318,6 +335,7 @@ class Session:
                 return
             _active = None
         atexit.unregister(self.stop)
+        _takeover.deactivate()  # this process's file handlers write their files again
         for handler in self._handlers:  # this process's own buffered records, if any
             handler.flush()
         _sigterm.release()

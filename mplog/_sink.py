@@ -34,6 +34,10 @@ class Sink(Protocol):
     def on_sync(self, sock: socket.socket) -> None:
         """A process waits on ``sock`` until everything read so far is handled."""
 
+    def on_declare(self, sock: socket.socket, header: bytes) -> None:
+        """A process asks, on ``sock``, to have a file handler of its taken
+        over; ``header`` starts the request (see :mod:`mplog._declare`)."""
+
     def on_stopping(self, deadline: float) -> None:
         """Stopping: the drain ends by ``deadline`` (monotonic)."""
 

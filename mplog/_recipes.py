@@ -1,0 +1,140 @@
+"""Recipes: a file handler a process configured, described in plain JSON, so
+that the listener can build its own instance of it, one per file.
+
+Only the stdlib's file handlers are described (``FileHandler``,
+``RotatingFileHandler``, ``TimedRotatingFileHandler``, ``WatchedFileHandler``),
+by their constructor arguments; the listener builds only those classes, from
+those arguments, so a recipe can never make it run code of a process's
+choosing. Level, filters and formatter are not part of a recipe: the process
+that configured the handler applies them and sends the finished line.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import logging.handlers
+from typing import Any, Callable, Dict, Optional, Tuple, Type
+
+__all__ = ["OWNED", "Recipe", "TAKEN_OVER", "build", "describe", "recipe_of", "same_file_handler"]
+
+#: Set (True) on every handler the listener owns: those are never taken over.
+OWNED = "_mplog_owned"
+
+#: The classes whose instances are taken over, by name in a recipe.
+TAKEN_OVER: Dict[str, Type[logging.FileHandler]] = {
+    "FileHandler": logging.FileHandler,
+    "RotatingFileHandler": logging.handlers.RotatingFileHandler,
+    "TimedRotatingFileHandler": logging.handlers.TimedRotatingFileHandler,
+    "WatchedFileHandler": logging.handlers.WatchedFileHandler,
+}
+_NAMES = {cls: name for name, cls in TAKEN_OVER.items()}
+
+#: Seconds in one ``interval`` of each ``when`` (TimedRotatingFileHandler
+#: keeps only their product).
+_UNIT_SECONDS = {"S": 1, "M": 60, "H": 3600, "D": 86400, "MIDNIGHT": 86400, "W": 604800}
+
+Recipe = Dict[str, Any]
+
+
+def recipe_of(handler: logging.FileHandler) -> Recipe:
+    """The recipe of ``handler``, an instance of exactly one of :data:`TAKEN_OVER`.
+
+    Raises:
+        ValueError: it has a ``namer`` or ``rotator`` (code, which cannot
+            cross to the listener), or writes bytes.
+    """
+    name = _NAMES[type(handler)]
+    for hook in ("namer", "rotator"):
+        if getattr(handler, hook, None) is not None:
+            raise ValueError(
+                f"{handler!r} has a {hook}, which the listener cannot run: set "
+                "handler.mplog_takeover = False to keep it in this process (it then writes the file itself)"
+            )
+    if "b" in handler.mode:
+        raise ValueError(f"{handler!r} opens its file in binary mode ({handler.mode!r}); the listener writes text")
+    recipe: Recipe = {
+        "class": name,
+        "filename": handler.baseFilename,
+        "mode": handler.mode,
+        "encoding": handler.encoding,
+        "errors": getattr(handler, "errors", None),
+    }
+    if name == "TimedRotatingFileHandler":  # always appends; it takes no mode
+        del recipe["mode"]
+    recipe.update(_ROTATION[name](handler))
+    return recipe
+
+
+def _size_rotation(handler: Any) -> Recipe:
+    return {"maxBytes": handler.maxBytes, "backupCount": handler.backupCount}
+
+
+def _time_rotation(handler: Any) -> Recipe:
+    unit = _UNIT_SECONDS["W" if handler.when.startswith("W") else handler.when]
+    at_time = handler.atTime
+    return {
+        "when": handler.when,
+        "interval": handler.interval // unit,
+        "backupCount": handler.backupCount,
+        "utc": handler.utc,
+        "atTime": None if at_time is None else at_time.isoformat(),
+    }
+
+
+def _no_rotation(handler: Any) -> Recipe:
+    return {}
+
+
+_ROTATION: Dict[str, Callable[[Any], Recipe]] = {
+    "FileHandler": _no_rotation,
+    "RotatingFileHandler": _size_rotation,
+    "TimedRotatingFileHandler": _time_rotation,
+    "WatchedFileHandler": _no_rotation,
+}
+
+
+def build(recipe: Recipe) -> logging.FileHandler:
+    """The listener's instance for ``recipe``: it writes each record's
+    message (the line the sending process formatted), and opens its file at
+    its first record.
+
+    Raises:
+        ValueError: ``recipe`` is not one :func:`recipe_of` makes, or the
+            class refuses its arguments.
+    """
+    cls = TAKEN_OVER.get(recipe.get("class"))  # type: ignore[arg-type]
+    if cls is None:
+        raise ValueError(f"not a handler the listener takes over: {recipe.get('class')!r}")
+    arguments = {key: value for key, value in recipe.items() if key != "class"}
+    if arguments.get("atTime") is not None:
+        arguments["atTime"] = datetime.time.fromisoformat(arguments["atTime"])
+    if "errors" in arguments and not _takes_errors(cls):  # Python 3.8
+        if arguments.pop("errors") is not None:
+            raise ValueError("this Python's file handlers take no errors= argument")
+    try:
+        handler = cls(delay=True, **arguments)
+    except (TypeError, ValueError, LookupError) as exc:
+        raise ValueError(f"the listener cannot build {describe(recipe)}: {exc}") from None
+    setattr(handler, OWNED, True)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    return handler
+
+
+def _takes_errors(cls: Type[logging.FileHandler]) -> bool:
+    return "errors" in cls.__init__.__code__.co_varnames
+
+
+def same_file_handler(recipe: Recipe, other: Recipe) -> Optional[str]:
+    """``None`` if ``other`` describes the same handler as ``recipe`` (the
+    mode aside: the listener opens the file once), else what differs."""
+    differ = sorted(key for key in set(recipe) | set(other) if key != "mode" and recipe.get(key) != other.get(key))
+    if not differ:
+        return None
+    return ", ".join(f"{key}={other.get(key)!r} (taken over with {recipe.get(key)!r})" for key in differ)
+
+
+def describe(recipe: Recipe) -> str:
+    """``recipe`` as a constructor call, for messages."""
+    arguments: Tuple[str, ...] = tuple(f"{key}={value!r}" for key, value in recipe.items() if key != "class")
+    return f"{recipe.get('class')}({', '.join(arguments)})"
