@@ -47,7 +47,7 @@ def _dictconfig_made_the_queue() -> bool:
     ``_configure_queue_handler`` for a configuration with no ``queue`` key (in
     3.12 and 3.13 it then makes a ``queue.Queue()`` for the handler and its
     listener, and assigns ``handler.listener`` right after making both)."""
-    frame = sys._getframe(3)  # _dictconfig_made_the_queue < set_listener < property < caller
+    frame = sys._getframe(2)  # its caller: _dictconfig_made_the_queue < set_listener (the property setter) < caller
     if frame.f_code.co_name != "_configure_queue_handler" or frame.f_globals.get("__name__") != "logging.config":
         return False
     # Its caller is configure_handler (functools.partial adds no frame), whose
