@@ -48,12 +48,24 @@ def make_queue(request: pytest.FixtureRequest) -> Callable[[], Any]:
 def _queue_of_kind(kind: str, request: pytest.FixtureRequest) -> Callable[[], Any]:
     if kind == "Manager().Queue":
         return request.getfixturevalue("manager").Queue  # type: ignore[no-any-return]
-    makers = {
-        "queue.Queue": queue.Queue,
-        "queue.SimpleQueue": queue.SimpleQueue,
-        "multiprocessing.Queue": multiprocessing.Queue,
-    }
-    return makers[kind]  # type: ignore[return-value]
+    makers = {"queue.Queue": queue.Queue, "queue.SimpleQueue": queue.SimpleQueue}
+    if kind in makers:
+        return makers[kind]  # type: ignore[return-value]
+    made: List[Any] = []
+
+    def make() -> Any:
+        made.append(multiprocessing.Queue())
+        return made[-1]
+
+    def finish() -> None:
+        # Let each queue's feeder thread write out what it holds (records a
+        # listener left there) before the queue goes, or it says BrokenPipeError.
+        for the_queue in made:
+            the_queue.close()
+            the_queue.join_thread()
+
+    request.addfinalizer(finish)
+    return make
 
 
 def _exc_info() -> Any:
