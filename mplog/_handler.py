@@ -10,7 +10,7 @@ import os
 import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from . import _codec, _stderr
+from . import _codec, _stderr, _stdqueue
 from ._buffered import SpilledError
 from ._config import RouteConfig, TextTarget
 from ._format import line_function
@@ -37,18 +37,27 @@ class QueueHandler(logging.handlers.QueueHandler):
     ``StreamHandler`` or ``FileHandler``, or an :class:`mplog.FileHandler`,
     with a plain ``Formatter``), the worker formats the line for each of them,
     so the listener only writes; the record itself is sent only if another
-    handler needs it.
+    handler needs it. A formatter set on this handler is applied as the
+    stdlib's ``prepare`` applies it: its output is the message every
+    listener handler sees (and the listener formats the lines then).
+
+    Given any other queue (``queue.Queue``, ``multiprocessing.Queue``, ...),
+    it is the stdlib's handler, as on this Python, and nothing above applies.
+    From ``dictConfig`` (Python 3.12+) with no ``queue`` key, it takes a new
+    :class:`mplog.Queue` rather than dictConfig's ``queue.Queue``, so that
+    forked children reach its ``listener`` too.
 
     Args:
-        queue: where the listener reads.
+        queue: where the listener reads; ``None``: a new :class:`mplog.Queue`.
         level: records below this level are not sent at all.
     """
 
     # mplog.Queue is write-only; typeshed's QueueHandler wants a get() it never calls.
     queue: Queue  # type: ignore[assignment]
 
-    def __init__(self, queue: Queue, level: int = logging.NOTSET) -> None:
-        super().__init__(queue)  # type: ignore[arg-type]
+    def __init__(self, queue: Any = None, level: int = logging.NOTSET) -> None:
+        self._foreign = not isinstance(queue, Queue) and queue is not None  # the stdlib's handler
+        super().__init__(Queue() if queue is None else queue)  # type: ignore[arg-type]
         self.setLevel(level)
         self._fallback: Optional[logging.Handler] = None
         self._send_record = True
@@ -71,6 +80,8 @@ class QueueHandler(logging.handlers.QueueHandler):
     def handle(self, record: logging.LogRecord) -> Any:
         """Filter and emit ``record`` without taking the handler's lock: the
         queue serialises sends itself, and a call is cheaper without it."""
+        if self._foreign:
+            return super().handle(record)
         if self.filters:
             result = self.filter(record)
             if not result:
@@ -85,7 +96,7 @@ class QueueHandler(logging.handlers.QueueHandler):
         prepared for its other handlers."""
         raw = self._raw
         queue = self.queue
-        if raw is not None and queue._local_pid == 0:
+        if raw is not None and queue._local_pid == 0 and self.formatter is None:
             # The common case, kept in one function: one text frame, no record.
             level, render, errors = raw
             if record.levelno < level:
@@ -104,8 +115,11 @@ class QueueHandler(logging.handlers.QueueHandler):
         self._emit_general(record)
 
     def _emit_general(self, record: logging.LogRecord) -> None:
+        if self._foreign:
+            super().emit(record)
+            return
         try:
-            if not self._texts or self._fallback is not None or self.queue._delivers_locally():
+            if self._whole_record_only():
                 self.enqueue(self.prepare(record))
                 return
             prepared = self.prepare(record) if self._send_record else None
@@ -124,9 +138,22 @@ class QueueHandler(logging.handlers.QueueHandler):
         except Exception:
             self.handleError(record)
 
+    def _whole_record_only(self) -> bool:
+        """Whether the record goes without lines formatted here: there are
+        none to format, this handler's formatter makes the message (so the
+        listener formats), or the listener's handlers take it in this process
+        or stderr does."""
+        return (
+            not self._texts
+            or self.formatter is not None
+            or self._fallback is not None
+            or self.queue._delivers_locally()
+        )
+
     def flush(self) -> None:
         """Send the records this process has buffered for the listener (buffered mode)."""
-        self.queue.flush()
+        if not self._foreign:
+            self.queue.flush()
 
     def _format_texts(self, record: logging.LogRecord) -> List[Optional[str]]:
         levelno = record.levelno
@@ -138,8 +165,14 @@ class QueueHandler(logging.handlers.QueueHandler):
 
         The traceback is formatted as ``logging.Formatter`` does, and also by
         each listener handler's formatter that overrides ``formatException``.
+        With a formatter set on this handler (or another queue than an
+        :class:`mplog.Queue`), it is the stdlib's ``prepare``: the message is
+        the formatter's output, with no traceback or stack left beside it.
         Override to add or change fields; what you return is what is sent.
         """
+        if self._foreign or self.formatter is not None:
+            stdlib_prepared: logging.LogRecord = super().prepare(record)
+            return stdlib_prepared
         message = render_message(record)
         exc_info = record.exc_info
         exc_text = record.exc_text
@@ -157,6 +190,9 @@ class QueueHandler(logging.handlers.QueueHandler):
 
     def enqueue(self, record: logging.LogRecord) -> None:
         """Put a prepared record on the queue, or on stderr if the listener is gone."""
+        if self._foreign:
+            super().enqueue(record)
+            return
         fallback = self._fallback
         if fallback is None:
             try:
@@ -187,6 +223,9 @@ class QueueHandler(logging.handlers.QueueHandler):
             f"({type(exc).__name__}: {exc}); its records go to stderr from now on"
         )
         return self._fallback
+
+    if sys.version_info >= (3, 12):  # the stdlib's handler has this attribute from 3.12 on
+        listener = property(_stdqueue.get_listener, _stdqueue.set_listener, doc=_stdqueue.LISTENER_DOC)
 
 
 def render_message(record: logging.LogRecord) -> str:

@@ -14,13 +14,14 @@ said on stderr, and in the log once the handler returns.
 from __future__ import annotations
 
 import collections
+import logging
 import threading
 import time
-from typing import Any, Callable, Deque, List, Tuple
+from typing import Any, Callable, Deque, Dict, List, Tuple
 
 from . import _stderr
 
-__all__ = ["BACKLOG_BYTES", "STALL_SECONDS", "Lane", "Marker"]
+__all__ = ["BACKLOG_BYTES", "STALL_SECONDS", "Lane", "Marker", "join_lanes"]
 
 #: Once a lane holds this much (estimated bytes of the records and lines in
 #: it), passing it more waits for room.
@@ -231,3 +232,28 @@ def pass_marker(lanes: List[Lane], on_passed: Callable[[], None]) -> None:
     marker = Marker(len(lanes), on_passed)
     for lane in lanes:
         lane._push((_marker, marker, 0))  # never dropped, never waited for
+
+
+def join_lanes(
+    lanes: Dict[logging.Handler, Lane], deadline: float
+) -> Tuple[Tuple[logging.Handler, ...], Tuple[logging.Handler, ...]]:
+    """Wait, until ``deadline``, for stopped lanes to end; return the handlers
+    that finished and those still stuck. For each stuck one, say on stderr
+    what it has not handled, and leave it out of ``logging.shutdown()``,
+    which would wait for its lock (held by the call that is stuck)."""
+    finished: List[logging.Handler] = []
+    stuck: List[logging.Handler] = []
+    for handler, lane in lanes.items():
+        if lane.join(deadline):
+            finished.append(handler)
+            continue
+        stuck.append(handler)
+        _stderr.report(
+            f"stopped without waiting longer for handler {lane.name}: {lane.undelivered()} records "
+            f"were not handled by it ({lane.dropped_total} dropped before); its call had not returned "
+            f"for {time.monotonic() - lane.busy_since:.1f} s"
+        )
+    if stuck:
+        kept = [ref for ref in logging._handlerList if ref() not in stuck]  # type: ignore[attr-defined]
+        logging._handlerList[:] = kept  # type: ignore[attr-defined]
+    return tuple(finished), tuple(stuck)

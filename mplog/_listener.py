@@ -20,14 +20,15 @@ import time
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple, Union
 
 from . import _codec, _fork, _stderr, _sync
-from ._address import remove_address
+from ._address import claim_address, remove_address
 from ._adoption import Adoption
 from ._config import check_handlers, check_seconds, check_worker_user
 from ._dispatch import Dispatcher, lane_depth
+from ._forking import ForkParticipation
 from ._handler import FALLBACK_FORMAT, render_message
-from ._lanes import STALL_SECONDS
+from ._lanes import STALL_SECONDS, join_lanes
 from ._queue import Queue
-from ._reaping import close_handlers, read_all, wait_for_exit
+from ._reaping import close_handlers, read_all, reap_listener_process
 from ._recipes import Recipe
 from ._routes import Route
 from ._server import REOPEN, Server
@@ -38,17 +39,19 @@ __all__ = ["DRAIN_TIMEOUT", "RUNNERS", "QueueListener"]
 RUNNERS = ("thread", "process")
 #: How long stopping waits, by default, for the handlers to handle what was sent.
 DRAIN_TIMEOUT = 10.0
-# How long a fork waits for the listener thread and handlers to go idle.
-_QUIESCE_SECONDS = 2.0
+# How long starting waits for a listener process to say it is ready.
 _READY_SECONDS = 30.0
 # How much longer than its drain a stopping listener process may take to exit.
 _EXIT_MARGIN_SECONDS = 2.0
 _stderr_formatter = logging.Formatter(FALLBACK_FORMAT)
 
 
-class QueueListener:
+class QueueListener(ForkParticipation, logging.handlers.QueueListener):
     """Owns the real handlers and feeds them every record put on the queue by
     any process: the mplog counterpart of ``logging.handlers.QueueListener``.
+
+    Given any other queue (``queue.Queue``, ``multiprocessing.Queue``, ...),
+    it is the stdlib's listener, as on this Python, and nothing below applies.
 
     Each handler runs in a thread of its own, so no logging call, in any
     process, ever runs a handler or waits on one; a slow handler slows the
@@ -57,10 +60,11 @@ class QueueListener:
     counted while its backlog is full, without holding up the others.
 
     Args:
-        queue: the :class:`mplog.Queue` workers log to.
+        queue: the :class:`mplog.Queue` workers log to; ``None``: a new one.
         *handlers: the handlers that do the writing; only the listener calls them.
         respect_handler_level: pass a record to a handler only if its level is
-            at least the handler's level (as the stdlib listener does when asked).
+            at least the handler's level; by default (as with the stdlib's
+            listener) every handler gets every record.
         runner: ``"thread"`` (a daemon thread of this process) or ``"process"``
             (a process forked from this one, which ignores SIGINT and SIGTERM and
             stops when told to, or when this process dies).
@@ -80,11 +84,13 @@ class QueueListener:
             is neither a str nor an int, or a timeout is not a number.
     """
 
+    queue: Queue  # type: ignore[assignment]  # (or another queue, which only the stdlib's methods touch)
+
     def __init__(
         self,
-        queue: Queue,
+        queue: Any,
         *handlers: logging.Handler,
-        respect_handler_level: bool = True,
+        respect_handler_level: bool = False,
         runner: str = "thread",
         routes: Sequence[Sequence[logging.Handler]] = (),
         worker_user: Union[str, int, None] = None,
@@ -99,9 +105,8 @@ class QueueListener:
         self._worker_uid = check_worker_user(worker_user)
         self.drain_timeout = check_seconds("drain_timeout", drain_timeout)
         self.stall_timeout = check_seconds("stall_timeout", stall_timeout)
-        self.queue = queue
-        self.handlers = handlers
-        self.respect_handler_level = respect_handler_level
+        super().__init__(Queue() if queue is None else queue, *handlers, respect_handler_level=respect_handler_level)  # type: ignore[arg-type]
+        self._foreign = not isinstance(self.queue, Queue)  # the stdlib's listener, on a queue of its kind
         self.runner = runner
         self._routes = [Route(group) for group in (handlers, *routes)]
         #: Every handler the listener owns, each once.
@@ -136,18 +141,25 @@ class QueueListener:
         _fork.register(self)
 
     def start(self) -> None:
-        """Start listening; returns once workers can connect.
+        """Start listening; returns once workers can connect. A listener
+        stopped may start again: it serves the same address again.
 
         Raises:
-            RuntimeError: the listener was already started.
+            RuntimeError: the listener is running already, or another
+                listener serves its queue's address.
             OSError: the socket cannot be created or bound.
         """
+        if self._foreign:
+            super().start()
+            return
         if self._owner_pid:
-            raise RuntimeError("this QueueListener was already started; create a new one")
-        if self.runner == "thread":
-            self._start_thread()
-        else:
-            self._start_process()
+            raise RuntimeError(f"this QueueListener is serving {self.queue.address!r} already; stop() it first")
+        claim_address(self.queue.address)
+        try:
+            self._start_thread() if self.runner == "thread" else self._start_process()
+        except BaseException:
+            remove_address(self.queue.address)  # claimed above: nobody else serves it
+            raise
         self._owner_pid = os.getpid()
 
     def stop(self) -> None:
@@ -159,6 +171,9 @@ class QueueListener:
         listener), except in a listener process, which closes its own copies
         before it exits.
         """
+        if self._foreign:
+            super().stop()
+            return
         if self._owner_pid != os.getpid():
             return
         self._owner_pid = 0
@@ -175,7 +190,7 @@ class QueueListener:
             self._finish_lanes(deadline)
             self.queue._deliver_here(None)
         else:
-            self._reap_process(deadline + _EXIT_MARGIN_SECONDS)
+            reap_listener_process(self._process_pid, deadline + _EXIT_MARGIN_SECONDS, self.queue.address)
 
     def reopen_files(self) -> None:
         """Close and reopen every file handler by name, e.g. after logrotate
@@ -206,6 +221,9 @@ class QueueListener:
         handling such a record goes to stderr instead, so that a handler
         logging for every record it handles stops there.
         """
+        if self._foreign:
+            super().handle(record)
+            return
         depth = lane_depth()
         if depth is not None:  # logged by a handler, in its lane
             self._from_lane(record, route, depth)
@@ -357,21 +375,9 @@ class QueueListener:
             self._dispatcher = None
             for lane in dispatcher.lanes.values():
                 lane.stop()
-        finished = []
-        for handler, lane in dispatcher.lanes.items():
-            if lane.join(deadline):
-                finished.append(handler)
-                continue
-            self.stuck_handlers += (handler,)
-            _stderr.report(
-                f"stopped without waiting longer for handler {lane.name}: {lane.undelivered()} records "
-                f"were not handled by it ({lane.dropped_total} dropped before); its call had not returned "
-                f"for {time.monotonic() - lane.busy_since:.1f} s"
-            )
-        # logging.shutdown() at exit would wait for their locks, held by the stuck calls.
-        stuck = set(self.stuck_handlers)
-        logging._handlerList[:] = [ref for ref in logging._handlerList if ref() not in stuck]  # type: ignore[attr-defined]
-        return tuple(finished)
+        finished, stuck = join_lanes(dispatcher.lanes, deadline)
+        self.stuck_handlers += stuck
+        return finished
 
     # --- thread runner ---------------------------------------------------
 
@@ -422,7 +428,7 @@ class QueueListener:
         if answer != b"ready":
             self._control_w = -1
             os.close(control_w)
-            self._reap_process(float("inf"))
+            reap_listener_process(pid, float("inf"), self.queue.address)
             detail = answer.decode(errors="replace") or f"no answer in {_READY_SECONDS:.0f} s"
             raise OSError(f"the mplog listener process failed to start: {detail}")
 
@@ -458,67 +464,3 @@ class QueueListener:
         finally:
             close_handlers(finished)
             os._exit(status)
-
-    def _reap_process(self, deadline: float) -> None:
-        """Wait for the listener process to exit, until ``deadline``: then kill it."""
-        status = wait_for_exit(self._process_pid, deadline)
-        if status is None:
-            _stderr.report(
-                f"the listener process {self._process_pid} had not exited by the end of its drain; killed it"
-            )
-            os.kill(self._process_pid, signal.SIGKILL)
-            status = wait_for_exit(self._process_pid, float("inf"))
-        # A listener process that was killed could not remove its socket.
-        remove_address(self.queue.address)
-        if status is not None and os.WIFSIGNALED(status):
-            _stderr.report(
-                f"the listener process {self._process_pid} had been killed by signal "
-                f"{os.WTERMSIG(status)}; workers fell back to stderr"
-            )
-
-    # --- fork participation ------------------------------------------------
-
-    def _running_thread_here(self) -> bool:
-        return self._thread is not None and self._owner_pid == os.getpid()
-
-    def _before_fork(self) -> None:
-        # Let the listener thread and every handler finish what they are
-        # writing, so the child never inherits a stream lock held by a thread
-        # that does not exist in it. Bounded: a stuck handler delays a fork by
-        # at most _QUIESCE_SECONDS.
-        if not self._running_thread_here():
-            return
-        deadline = time.monotonic() + _QUIESCE_SECONDS
-        locks = [self._busy] + [h.lock for h in self.all_handlers if h.lock is not None]
-        for lock in locks:
-            if lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
-                self._held.append(lock)
-
-    def _after_fork_in_parent(self) -> None:
-        held, self._held = self._held, []
-        for lock in reversed(held):
-            lock.release()
-
-    def _after_fork_in_child(self) -> None:
-        self._held = []
-        if self._owner_pid == 0 or self._owner_pid == os.getpid():
-            return
-        # This child is a worker: the listener and its handlers stay the
-        # parent's. Close our copies of its descriptors (so the parent's death
-        # is seen as EOF/EPIPE) and never flush or close the handlers here.
-        if self._server is not None:
-            self._server.close_in_child()
-        for fd in (self._control_r, self._control_w):
-            if fd >= 0:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        owned = set(self.all_handlers)
-        logging._handlerList[:] = [ref for ref in logging._handlerList if ref() not in owned]  # type: ignore[attr-defined]
-        _fork.keep_alive(self.all_handlers)
-        self._owner_pid = 0
-        self._server = None
-        self._thread = None
-        self._process_pid = 0
-        self._control_r = self._control_w = -1

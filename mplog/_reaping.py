@@ -6,12 +6,14 @@ from __future__ import annotations
 import logging
 import os
 import selectors
+import signal
 import time
 from typing import Optional, Sequence
 
 from . import _stderr
+from ._address import remove_address
 
-__all__ = ["close_handlers", "read_all", "wait_for_exit"]
+__all__ = ["close_handlers", "read_all", "reap_listener_process", "wait_for_exit"]
 
 
 def close_handlers(handlers: Sequence[logging.Handler]) -> None:
@@ -39,6 +41,23 @@ def wait_for_exit(pid: int, deadline: float) -> Optional[int]:
             return None
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
+
+
+def reap_listener_process(pid: int, deadline: float, address: str) -> None:
+    """Wait for listener process ``pid`` to exit, until ``deadline``
+    (monotonic): then kill it; remove the socket at ``address`` it may have
+    left; say on stderr if it had been killed."""
+    status = wait_for_exit(pid, deadline)
+    if status is None:
+        _stderr.report(f"the listener process {pid} had not exited by the end of its drain; killed it")
+        os.kill(pid, signal.SIGKILL)
+        status = wait_for_exit(pid, float("inf"))
+    # A listener process that was killed could not remove its socket.
+    remove_address(address)
+    if status is not None and os.WIFSIGNALED(status):
+        _stderr.report(
+            f"the listener process {pid} had been killed by signal {os.WTERMSIG(status)}; workers fell back to stderr"
+        )
 
 
 def read_all(fd: int, timeout: float) -> bytes:

@@ -210,6 +210,7 @@ class Session:
         self.listener = QueueListener(
             self.queue,
             *root_handlers,
+            respect_handler_level=True,  # each handler's level holds, as where the handlers were before
             runner=runner,
             routes=groups[1:],
             worker_user=worker_uid,

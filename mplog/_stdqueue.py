@@ -1,0 +1,73 @@
+"""The ``listener`` attribute of mplog's QueueHandler (Python 3.12+), and how
+``dictConfig`` with no ``queue`` key gets mplog's channel rather than the
+``queue.Queue`` it makes, which forked children could not reach."""
+
+from __future__ import annotations
+
+import logging.handlers
+import sys
+from typing import TYPE_CHECKING, Any, Optional
+
+from ._queue import Queue
+
+if TYPE_CHECKING:
+    from ._handler import QueueHandler
+
+__all__ = ["LISTENER_DOC", "get_listener", "set_listener"]
+
+LISTENER_DOC = """The listener that ``dictConfig`` made for this handler (Python 3.12+), or None.
+
+With no ``queue`` key in the configuration, it is an :class:`mplog.QueueListener`
+on this handler's new :class:`mplog.Queue` (unless the ``listener`` key names a
+class of your own that is not one); start it with ``handler.listener.start()``,
+as with the stdlib's."""
+
+
+def get_listener(handler: QueueHandler) -> Optional[logging.handlers.QueueListener]:
+    """The handler's ``listener``."""
+    return handler.__dict__.get("_listener")
+
+
+def set_listener(handler: QueueHandler, listener: Optional[logging.handlers.QueueListener]) -> None:
+    """Set the handler's ``listener``. From ``dictConfig``, for a
+    configuration without a ``queue`` key, first move the handler and the
+    listener from dictConfig's new ``queue.Queue`` to a new :class:`mplog.Queue`."""
+    made: Any = handler.queue  # dictConfig's queue.Queue, if it made one
+    if listener is not None and listener.queue is made and _dictconfig_made_the_queue():
+        listener = _on_channel(listener)
+        channel: Any = listener.queue
+        if isinstance(channel, Queue):
+            handler.queue = channel
+            handler._foreign = False
+    handler.__dict__["_listener"] = listener
+
+
+def _dictconfig_made_the_queue() -> bool:
+    """Whether the setter was called by ``logging.config``'s
+    ``_configure_queue_handler`` for a configuration with no ``queue`` key (in
+    3.12 and 3.13 it then makes a ``queue.Queue()`` for the handler and its
+    listener, and assigns ``handler.listener`` right after making both)."""
+    frame = sys._getframe(2)  # its caller: _dictconfig_made_the_queue < set_listener (the property setter) < caller
+    if frame.f_code.co_name != "_configure_queue_handler" or frame.f_globals.get("__name__") != "logging.config":
+        return False
+    # Its caller is configure_handler (functools.partial adds no frame), whose
+    # `config` holds the handler's keys ("queue" among them if given).
+    caller = frame.f_back
+    config = caller.f_locals.get("config") if caller is not None else None
+    return isinstance(config, dict) and "queue" not in config
+
+
+def _on_channel(listener: logging.handlers.QueueListener) -> logging.handlers.QueueListener:
+    """``listener``, made to serve a new :class:`mplog.Queue`: mplog's own
+    (its options kept), or mplog's in place of the stdlib's; a listener class
+    of the user's own is returned as it is, on dictConfig's queue."""
+    from ._listener import QueueListener  # the listener side: not loaded in every worker
+
+    if isinstance(listener, QueueListener):
+        if listener._thread is None:  # made by dictConfig just now, never started
+            listener.queue = Queue()
+            listener._foreign = False
+        return listener
+    if type(listener) is logging.handlers.QueueListener:
+        return QueueListener(Queue(), *listener.handlers, respect_handler_level=listener.respect_handler_level)
+    return listener
