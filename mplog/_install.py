@@ -128,7 +128,9 @@ def install(config: WorkerConfig) -> None:
         if config.flush_interval is not None:
             catch_sigterm()  # the initializer runs in the main thread; the first record may not
         root = logging.getLogger()
-        if any(isinstance(h, QueueHandler) and h.queue.address == config.address for h in root.handlers):
+        if any(
+            isinstance(h, QueueHandler) and getattr(h.queue, "address", None) == config.address for h in root.handlers
+        ):
             set_current(config)
             return  # inherited by fork, or installed before
         for route, spec in enumerate(config.routes):
