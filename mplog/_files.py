@@ -13,8 +13,9 @@ import logging
 import os
 import re
 import time
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+from . import _recipes, _takeover
 from ._codec import TEXT_END, Frames, frame_texts
 from ._rotation import (
     LATE_GRACE_SECONDS,
@@ -118,9 +119,28 @@ class FileHandler(logging.Handler):
         self._compressor: Optional[Compressor] = None
         self._compressor_pid = 0
         self._pattern = re.compile(re.escape(os.path.basename(self.path)) + r"\.(\d{4}-.+?)(?:\.(\d+))?(\.gz)?$")
+        # How it was made: a process of a session that makes one has it taken
+        # over, and the listener makes its own from these.
+        self.arguments: Dict[str, Any] = {
+            "filename": self.path,
+            "max_bytes": max_bytes,
+            "when": when,
+            "interval": interval,
+            "utc": utc,
+            "backup_count": backup_count,
+            "max_age": max_age,
+            "compress": compress,
+            "encoding": encoding,
+            "max_buffer": max_buffer,
+        }
 
     def __repr__(self) -> str:
         return f"<mplog.FileHandler {self.path!r}>"
+
+    def handle(self, record: logging.LogRecord) -> Any:
+        """Handle ``record`` as ``logging.Handler`` does; in a process of a
+        session other than the listener's, send it to the listener instead."""
+        return _takeover.handle(self, record, logging.Handler.handle)
 
     # --- the two ways lines arrive --------------------------------------------
 
@@ -434,3 +454,6 @@ class FileHandler(logging.Handler):
                 self._compressor.close()
             self._compressor = None
         super().close()
+
+
+_recipes.register("mplog.FileHandler", FileHandler, lambda handler: dict(handler.arguments))

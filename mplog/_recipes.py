@@ -16,13 +16,24 @@ import logging
 import logging.handlers
 from typing import Any, Callable, Dict, Optional, Tuple, Type
 
-__all__ = ["OWNED", "Recipe", "TAKEN_OVER", "build", "describe", "recipe_of", "same_file_handler"]
+__all__ = [
+    "OWNED",
+    "Recipe",
+    "TAKEN_OVER",
+    "build",
+    "describe",
+    "is_taken_over",
+    "recipe_of",
+    "register",
+    "same_file_handler",
+]
 
 #: Set (True) on every handler the listener owns: those are never taken over.
 OWNED = "_mplog_owned"
 
-#: The classes whose instances are taken over, by name in a recipe.
-TAKEN_OVER: Dict[str, Type[logging.FileHandler]] = {
+#: The classes whose instances are taken over, by name in a recipe
+#: (``mplog.FileHandler`` adds itself: see :func:`register`).
+TAKEN_OVER: Dict[str, Type[logging.Handler]] = {
     "FileHandler": logging.FileHandler,
     "RotatingFileHandler": logging.handlers.RotatingFileHandler,
     "TimedRotatingFileHandler": logging.handlers.TimedRotatingFileHandler,
@@ -37,7 +48,20 @@ _UNIT_SECONDS = {"S": 1, "M": 60, "H": 3600, "D": 86400, "MIDNIGHT": 86400, "W":
 Recipe = Dict[str, Any]
 
 
-def recipe_of(handler: logging.FileHandler) -> Recipe:
+def register(name: str, cls: Type[logging.Handler], arguments: Callable[[Any], Recipe]) -> None:
+    """Take over instances of ``cls`` too, built from ``arguments(handler)``:
+    the keyword arguments that make such a handler (``filename`` absolute)."""
+    TAKEN_OVER[name] = cls
+    _NAMES[cls] = name
+    _ARGUMENTS[name] = arguments
+
+
+def is_taken_over(handler: logging.Handler) -> bool:
+    """Whether ``handler`` is an instance of exactly one of :data:`TAKEN_OVER`."""
+    return type(handler) in _NAMES
+
+
+def recipe_of(handler: logging.Handler) -> Recipe:
     """The recipe of ``handler``, an instance of exactly one of :data:`TAKEN_OVER`.
 
     Raises:
@@ -45,6 +69,13 @@ def recipe_of(handler: logging.FileHandler) -> Recipe:
             cross to the listener), or writes bytes.
     """
     name = _NAMES[type(handler)]
+    recipe: Recipe = _stdlib_recipe(name, handler) if isinstance(handler, logging.FileHandler) else {"class": name}
+    recipe.update(_ARGUMENTS[name](handler))
+    return recipe
+
+
+def _stdlib_recipe(name: str, handler: logging.FileHandler) -> Recipe:
+    """What every stdlib file handler takes."""
     for hook in ("namer", "rotator"):
         if getattr(handler, hook, None) is not None:
             raise ValueError(
@@ -62,7 +93,6 @@ def recipe_of(handler: logging.FileHandler) -> Recipe:
     }
     if name == "TimedRotatingFileHandler":  # always appends; it takes no mode
         del recipe["mode"]
-    recipe.update(_ROTATION[name](handler))
     return recipe
 
 
@@ -86,7 +116,7 @@ def _no_rotation(handler: Any) -> Recipe:
     return {}
 
 
-_ROTATION: Dict[str, Callable[[Any], Recipe]] = {
+_ARGUMENTS: Dict[str, Callable[[Any], Recipe]] = {
     "FileHandler": _no_rotation,
     "RotatingFileHandler": _size_rotation,
     "TimedRotatingFileHandler": _time_rotation,
@@ -94,7 +124,7 @@ _ROTATION: Dict[str, Callable[[Any], Recipe]] = {
 }
 
 
-def build(recipe: Recipe) -> logging.FileHandler:
+def build(recipe: Recipe) -> logging.Handler:
     """The listener's instance for ``recipe``: it writes each record's
     message (the line the sending process formatted), and opens its file at
     its first record.
@@ -112,8 +142,10 @@ def build(recipe: Recipe) -> logging.FileHandler:
     if "errors" in arguments and not _takes_errors(cls):  # Python 3.8
         if arguments.pop("errors") is not None:
             raise ValueError("this Python's file handlers take no errors= argument")
+    if issubclass(cls, logging.FileHandler):
+        arguments["delay"] = True
     try:
-        handler = cls(delay=True, **arguments)
+        handler = cls(**arguments)
     except (TypeError, ValueError, LookupError) as exc:
         raise ValueError(f"the listener cannot build {describe(recipe)}: {exc}") from None
     setattr(handler, OWNED, True)
@@ -121,7 +153,7 @@ def build(recipe: Recipe) -> logging.FileHandler:
     return handler
 
 
-def _takes_errors(cls: Type[logging.FileHandler]) -> bool:
+def _takes_errors(cls: Type[logging.Handler]) -> bool:
     return "errors" in cls.__init__.__code__.co_varnames
 
 

@@ -26,16 +26,15 @@ from . import _declare, _stderr
 from ._config import RouteConfig, TextTarget
 from ._handler import QueueHandler, route_handler
 from ._queue import Queue
-from ._recipes import OWNED, TAKEN_OVER, Recipe, recipe_of
+from ._recipes import OWNED, Recipe, is_taken_over, recipe_of
 from .exceptions import SetupError
 
-__all__ = ["OPT_OUT", "Local", "activate", "deactivate"]
+__all__ = ["OPT_OUT", "Local", "activate", "deactivate", "handle"]
 
 #: The attribute that, set to False on a handler, keeps it in its process.
 OPT_OUT = "mplog_takeover"
 _TAKEN = "_mplog_taken"  # on a handler: its _Sender in this process
 
-_FILE_HANDLER_TYPES = frozenset(TAKEN_OVER.values())
 _original_handle = logging.FileHandler.handle
 _original_open = logging.FileHandler._open
 _original_add_handler = logging.Logger.addHandler
@@ -92,13 +91,13 @@ class _Sender:
 def _taken_over(handler: logging.Handler) -> bool:
     return (
         _session is not None
-        and type(handler) in _FILE_HANDLER_TYPES
+        and is_taken_over(handler)
         and not handler.__dict__.get(OWNED, False)
         and handler.__dict__.get(OPT_OUT, True) is not False
     )
 
 
-def _sender(handler: logging.FileHandler, session: _Session, strict: bool) -> _Sender:
+def _sender(handler: logging.Handler, session: _Session, strict: bool) -> _Sender:
     """``handler``'s sender in this process, asking the listener first if
     needed. ``strict``: a refusal raises, else it is said once on stderr and
     the handler writes its file itself.
@@ -121,7 +120,7 @@ def _sender(handler: logging.FileHandler, session: _Session, strict: bool) -> _S
     return sender
 
 
-def _ask(handler: logging.FileHandler, session: _Session) -> _Sender:
+def _ask(handler: logging.Handler, session: _Session) -> _Sender:
     """Have the listener take ``handler`` over; its sender in this process."""
     recipe = recipe_of(handler)
     local = session.local if session.local is not None and session.local.pid == os.getpid() else None
@@ -134,7 +133,8 @@ def _ask(handler: logging.FileHandler, session: _Session) -> _Sender:
     if local is not None:
         queue._deliver_here(local.handle)
     sender = route_handler(queue, RouteConfig("", True, logging.NOTSET, targets, bool(answer["send_record"])))
-    _close_stream(handler)
+    if isinstance(handler, logging.FileHandler):
+        _close_stream(handler)
     return _Sender(session.address, sender, bool(answer["preformatted"]))
 
 
@@ -149,12 +149,18 @@ def _close_stream(handler: logging.FileHandler) -> None:
 
 def _handle(self: logging.FileHandler, record: logging.LogRecord) -> Any:
     """``FileHandler.handle`` in a process of a session."""
+    return handle(self, record, _original_handle)
+
+
+def handle(self: logging.Handler, record: logging.LogRecord, original: Callable[[Any, logging.LogRecord], Any]) -> Any:
+    """Send ``record`` to the listener if ``self`` is taken over in this
+    process, else ``original(self, record)`` (its class's own ``handle``)."""
     session = _session
     if session is None or not _taken_over(self):
-        return _original_handle(self, record)
+        return original(self, record)
     sender = _sender(self, session, strict=False)
     if sender.handler is None:
-        return _original_handle(self, record)
+        return original(self, record)
     result = self.filter(record)
     if result:
         if isinstance(result, logging.LogRecord):  # Python 3.12+: a filter may replace the record
@@ -163,7 +169,7 @@ def _handle(self: logging.FileHandler, record: logging.LogRecord) -> Any:
     return result
 
 
-def _send(handler: logging.FileHandler, sender: _Sender, record: logging.LogRecord) -> None:
+def _send(handler: logging.Handler, sender: _Sender, record: logging.LogRecord) -> None:
     """Send ``record`` as ``handler`` would write it."""
     assert sender.handler is not None
     if not sender.preformatted:
@@ -201,5 +207,5 @@ def _add_handler(self: logging.Logger, hdlr: logging.Handler) -> None:
     """
     session = _session
     if session is not None and _taken_over(hdlr):
-        _sender(hdlr, session, strict=True)  # type: ignore[arg-type]
+        _sender(hdlr, session, strict=True)
     _original_add_handler(self, hdlr)

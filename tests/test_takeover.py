@@ -26,6 +26,29 @@ MAX_BYTES = 16 * 1024
 SECRET = "secret"  # records with this are dropped by a handler-level filter
 
 
+@pytest.fixture(autouse=True)
+def restore_named_loggers():
+    """Give every named logger back its handlers, level, propagate and
+    disabled flag (dictConfig in this process changes them), closing the new
+    handlers."""
+    manager = logging.Logger.manager
+    saved = {
+        name: (logger.handlers[:], logger.level, logger.propagate, logger.disabled)
+        for name, logger in list(manager.loggerDict.items())
+        if isinstance(logger, logging.Logger)
+    }
+    yield
+    for name, logger in list(manager.loggerDict.items()):
+        if not isinstance(logger, logging.Logger):
+            continue
+        handlers, level, propagate, disabled = saved.get(name, ([], logging.NOTSET, True, False))
+        for handler in logger.handlers:
+            if handler not in handlers:
+                handler.close()
+        logger.handlers[:] = handlers
+        logger.level, logger.propagate, logger.disabled = level, propagate, disabled
+
+
 class NoSecrets(logging.Filter):
     """A handler filter, run where the handler is configured."""
 
@@ -389,3 +412,46 @@ def test_after_the_session_a_taken_over_handler_writes_itself_again(log_path):
         logger.setLevel(logging.NOTSET)
         handler.close()
     tally(log_path).assert_complete({0: 10})
+
+
+def _mplog_file_handler_and_log(directory: str, worker: int) -> None:
+    logging.config.dictConfig(
+        {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "formatters": {"plain": {"format": "%(message)s"}},
+            "handlers": {
+                "app": {
+                    "class": "mplog.FileHandler",
+                    "filename": os.path.join(directory, "app.log"),
+                    "max_bytes": MAX_BYTES,
+                    "formatter": "plain",
+                }
+            },
+            "root": {"level": "INFO", "handlers": ["app"]},
+        }
+    )
+    log_records(worker, RECORDS)
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_mplog_file_handlers_configured_in_every_worker(tmp_path, method):
+    """``mplog.FileHandler`` in every worker's dictConfig: one listener
+    instance writes and rotates the file; every record once, and each rotated
+    file within max_bytes."""
+    directory = str(tmp_path / "logs")
+    os.makedirs(directory)
+    with mplog.setup(level="INFO"):
+        context = multiprocessing.get_context(method)
+        workers = [context.Process(target=_mplog_file_handler_and_log, args=(directory, w)) for w in range(WORKERS)]
+        for worker in workers:
+            worker.start()
+        join_all(workers)
+    files = sorted(glob.glob(os.path.join(directory, "app.log*")))
+    merged = str(tmp_path / "merged.log")
+    with open(merged, "w", encoding="utf-8") as file:
+        file.writelines(line + "\n" for line in _lines(files))
+    tally(merged).assert_complete({w: RECORDS for w in range(WORKERS)})
+    sizes = [os.path.getsize(name) for name in files]
+    assert len(files) >= 2 and max(sizes) <= MAX_BYTES, sizes
