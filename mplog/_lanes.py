@@ -17,17 +17,19 @@ import collections
 import logging
 import threading
 import time
-from typing import Any, Callable, Deque, Dict, List, Tuple
+from typing import Any, Callable, Deque, Dict, List, Sequence, Tuple
 
 from . import _stderr
 
-__all__ = ["BACKLOG_BYTES", "STALL_SECONDS", "Lane", "Marker", "join_lanes"]
+__all__ = ["BACKLOG_BYTES", "STALL_SECONDS", "Lane", "Marker", "join_lanes", "joined", "wait_while_progressing"]
 
 #: Once a lane holds this much (estimated bytes of the records and lines in
 #: it), passing it more waits for room.
 BACKLOG_BYTES = 2 * 1024 * 1024
 #: How long a handler's call may go on before nothing waits for it any more.
 STALL_SECONDS = 10.0
+# How often a wait while stopping checks that the handlers still return.
+_PROGRESS_CHECK_SECONDS = 0.05
 # What an item costs besides its text: the tuple, the record, the deque slot.
 ITEM_BYTES = 256
 
@@ -87,8 +89,6 @@ class Lane:
         self.dropped = 0
         self.dropped_total = 0
         self._stall_reported = False
-        #: No wait for room past this monotonic time (set when stopping).
-        self.deadline = float("inf")
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name=f"mplog-handler {name}", daemon=True)
         self._thread.start()
@@ -123,8 +123,7 @@ class Lane:
             return False
         with self._lock:
             while self._put_bytes - self._done_bytes >= BACKLOG_BYTES:
-                give_up = min(self.deadline, self._stall_deadline())
-                remaining = give_up - time.monotonic()
+                remaining = self._stall_deadline() - time.monotonic()
                 if remaining <= 0:
                     self._report_stall()
                     return False
@@ -145,6 +144,16 @@ class Lane:
             return 0.0
         over = time.monotonic() - busy_since
         return over if over >= self.stall_timeout else 0.0
+
+    def stuck(self, patience: float) -> bool:
+        """Whether the current call has gone on for ``patience`` seconds."""
+        busy_since = self.busy_since
+        return bool(busy_since) and time.monotonic() - busy_since >= patience
+
+    def stopping(self, patience: float) -> None:
+        """The listener stops: a call that goes on for ``patience`` seconds
+        (if less than ``stall_timeout``) is then enough to stop waiting for room."""
+        self.stall_timeout = min(self.stall_timeout, patience)
 
     def check_stall(self) -> None:
         """Say on stderr, once per stall, that the handler has stalled."""
@@ -207,11 +216,11 @@ class Lane:
             self._stopped = True
             self._push((_stop, None, 0))  # never dropped
 
-    def join(self, deadline: float) -> bool:
-        """Wait until the lane's thread has ended, at most until ``deadline``
-        (monotonic); return whether it did."""
-        self._thread.join(max(0.0, deadline - time.monotonic()))
-        return not self._thread.is_alive()
+    def join(self, patience: float) -> bool:
+        """Wait until the lane's thread has ended, as long as its handler keeps
+        returning: give up once a call has gone on for ``patience`` seconds.
+        Return whether it ended."""
+        return wait_while_progressing(joined(self._thread), [self], patience)
 
     def undelivered(self) -> int:
         """Items put on the lane and not handled (dropped ones not counted)."""
@@ -234,17 +243,40 @@ def pass_marker(lanes: List[Lane], on_passed: Callable[[], None]) -> None:
         lane._push((_marker, marker, 0))  # never dropped, never waited for
 
 
+def joined(thread: threading.Thread) -> Callable[[float], bool]:
+    """``wait(timeout)`` for ``thread``: True once it has ended."""
+
+    def wait(timeout: float) -> bool:
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    return wait
+
+
+def wait_while_progressing(wait: Callable[[float], bool], lanes: Sequence[Lane], patience: float) -> bool:
+    """Wait with ``wait(timeout)`` until it returns True, as long as no lane's
+    current call has gone on for ``patience`` seconds; return whether it did.
+
+    Stopping waits this way: a slow handler that keeps returning is waited
+    for (what it holds is bounded by its backlog), a stuck one is not."""
+    while not wait(_PROGRESS_CHECK_SECONDS):
+        if any(lane.stuck(patience) for lane in lanes):
+            return wait(0.0)
+    return True
+
+
 def join_lanes(
-    lanes: Dict[logging.Handler, Lane], deadline: float
+    lanes: Dict[logging.Handler, Lane], patience: float
 ) -> Tuple[Tuple[logging.Handler, ...], Tuple[logging.Handler, ...]]:
-    """Wait, until ``deadline``, for stopped lanes to end; return the handlers
-    that finished and those still stuck. For each stuck one, say on stderr
+    """Wait for stopped lanes to end, each as long as its handler keeps
+    returning (see :meth:`Lane.join`); return the handlers that finished and
+    those stuck. For each stuck one, say on stderr
     what it has not handled, and leave it out of ``logging.shutdown()``,
     which would wait for its lock (held by the call that is stuck)."""
     finished: List[logging.Handler] = []
     stuck: List[logging.Handler] = []
     for handler, lane in lanes.items():
-        if lane.join(deadline):
+        if lane.join(patience):
             finished.append(handler)
             continue
         stuck.append(handler)

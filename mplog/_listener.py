@@ -16,7 +16,6 @@ import os
 import signal
 import socket
 import threading
-import time
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple, Union
 
 from . import _codec, _fork, _stderr, _sync
@@ -26,7 +25,7 @@ from ._config import check_handlers, check_seconds, check_worker_user
 from ._dispatch import Dispatcher, lane_depth
 from ._forking import ForkParticipation
 from ._handler import FALLBACK_FORMAT, render_message
-from ._lanes import STALL_SECONDS, join_lanes
+from ._lanes import STALL_SECONDS, join_lanes, joined, wait_while_progressing
 from ._queue import Queue
 from ._reaping import close_handlers, read_all, reap_listener_process
 from ._recipes import Recipe
@@ -72,8 +71,9 @@ class QueueListener(ForkParticipation, logging.handlers.QueueListener):
             (``handlers`` serve route 0).
         worker_user: a user name or uid whose processes may log here too,
             for workers that drop privileges (see :func:`mplog.setup`).
-        drain_timeout: the longest :meth:`stop` waits for the handlers to
-            handle what was sent before it, in seconds.
+        drain_timeout: :meth:`stop` waits for the handlers to handle what was
+            sent before it as long as they keep returning, and gives up on a
+            handler whose call has not returned for this many seconds.
         stall_timeout: seconds after which a handler's call that has not
             returned counts as stalled.
 
@@ -165,9 +165,9 @@ class QueueListener(ForkParticipation, logging.handlers.QueueListener):
     def stop(self) -> None:
         """Handle every record sent before this call, then stop. Idempotent.
 
-        Returns within ``drain_timeout`` seconds (a little more with a
-        listener process): what a stalled handler has not handled by then is
-        counted and said on stderr. Handlers are not closed (as with the stdlib
+        Waits as long as the handlers keep returning; a handler whose call has
+        not returned for ``drain_timeout`` seconds is given up on, and what it
+        has not handled is counted and said on stderr. Handlers are not closed (as with the stdlib
         listener), except in a listener process, which closes its own copies
         before it exits.
         """
@@ -177,20 +177,21 @@ class QueueListener(ForkParticipation, logging.handlers.QueueListener):
         if self._owner_pid != os.getpid():
             return
         self._owner_pid = 0
-        deadline = time.monotonic() + self.drain_timeout
         try:
             os.write(self._control_w, b"x")
         except OSError:  # the listener process is already gone
             pass
         os.close(self._control_w)
         if self._thread is not None:
-            self._thread.join(max(0.0, deadline - time.monotonic()))
+            dispatcher = self._dispatcher
+            lanes = list(dispatcher.lanes.values()) if dispatcher is not None else []
+            wait_while_progressing(joined(self._thread), lanes, self.drain_timeout)
             # Records the handlers log while they finish still come here: the
             # address is gone with the serving thread.
-            self._finish_lanes(deadline)
+            self._finish_lanes()
             self.queue._deliver_here(None)
         else:
-            reap_listener_process(self._process_pid, deadline + _EXIT_MARGIN_SECONDS, self.queue.address)
+            reap_listener_process(self._process_pid, self.drain_timeout + _EXIT_MARGIN_SECONDS, self.queue.address)
 
     def reopen_files(self) -> None:
         """Close and reopen every file handler by name, e.g. after logrotate
@@ -337,11 +338,11 @@ class QueueListener(ForkParticipation, logging.handlers.QueueListener):
             self.all_handlers += (handler,)
         return dispatcher.add_route(Route([handler]))
 
-    def on_stopping(self, deadline: float) -> None:
-        """Stopping: nothing waits for a handler past ``deadline``."""
+    def on_stopping(self) -> None:
+        """Stopping: nothing waits for a handler whose call has gone on for ``drain_timeout``."""
         assert self._dispatcher is not None
         for lane in self._dispatcher.lanes.values():
-            lane.deadline = deadline
+            lane.stopping(self.drain_timeout)
 
     def report(self, message: str) -> None:
         """Write one of mplog's own notices into the log."""
@@ -354,10 +355,10 @@ class QueueListener(ForkParticipation, logging.handlers.QueueListener):
     def _new_dispatcher(self) -> Dispatcher:
         return Dispatcher(self._routes, self.respect_handler_level, self.prepare, self.stall_timeout, self._on_resumed)
 
-    def _finish_lanes(self, deadline: float) -> Tuple[logging.Handler, ...]:
-        """Let every lane handle what it holds, until ``deadline``; say on
-        stderr what each handler still stuck has not handled. Return the
-        handlers that finished."""
+    def _finish_lanes(self) -> Tuple[logging.Handler, ...]:
+        """Let every lane handle what it holds, as long as its handler keeps
+        returning (see ``drain_timeout``); say on stderr what each handler
+        still stuck has not handled. Return the handlers that finished."""
         dispatcher = self._dispatcher
         if dispatcher is None:
             return ()
@@ -369,13 +370,14 @@ class QueueListener(ForkParticipation, logging.handlers.QueueListener):
             with self._busy:
                 self._deliver_inbox(dispatcher)
                 dispatcher.pass_marker(handled.set)
-            if not handled.wait(max(0.0, deadline - time.monotonic())) or not self._inbox:
+            lanes = list(dispatcher.lanes.values())
+            if not wait_while_progressing(handled.wait, lanes, self.drain_timeout) or not self._inbox:
                 break
         with self._busy:
             self._dispatcher = None
             for lane in dispatcher.lanes.values():
                 lane.stop()
-        finished, stuck = join_lanes(dispatcher.lanes, deadline)
+        finished, stuck = join_lanes(dispatcher.lanes, self.drain_timeout)
         self.stuck_handlers += stuck
         return finished
 
@@ -457,7 +459,7 @@ class QueueListener(ForkParticipation, logging.handlers.QueueListener):
             finally:
                 self._server = None
                 server.close()
-            finished = self._finish_lanes(time.monotonic() + self.drain_timeout)
+            finished = self._finish_lanes()
             status = 0
         except BaseException:
             _stderr.report_exception("the listener process failed")

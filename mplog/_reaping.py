@@ -43,13 +43,15 @@ def wait_for_exit(pid: int, deadline: float) -> Optional[int]:
         delay = min(delay * 2, 0.05)
 
 
-def reap_listener_process(pid: int, deadline: float, address: str) -> None:
-    """Wait for listener process ``pid`` to exit, until ``deadline``
-    (monotonic): then kill it; remove the socket at ``address`` it may have
-    left; say on stderr if it had been killed."""
-    status = wait_for_exit(pid, deadline)
+def reap_listener_process(pid: int, patience: float, address: str) -> None:
+    """Wait for listener process ``pid`` to exit, as long as it keeps working
+    (its CPU time grows) or has worked within ``patience`` seconds: then kill
+    it; remove the socket at ``address`` it may have left; say on stderr if it
+    had been killed. (It gives up on stuck handlers itself, so a slow drain
+    ends, and only a process wedged for good is killed.)"""
+    status = _wait_while_working(pid, patience)
     if status is None:
-        _stderr.report(f"the listener process {pid} had not exited by the end of its drain; killed it")
+        _stderr.report(f"the listener process {pid} had not exited, nor worked, for {patience:g} s; killed it")
         os.kill(pid, signal.SIGKILL)
         status = wait_for_exit(pid, float("inf"))
     # A listener process that was killed could not remove its socket.
@@ -58,6 +60,32 @@ def reap_listener_process(pid: int, deadline: float, address: str) -> None:
         _stderr.report(
             f"the listener process {pid} had been killed by signal {os.WTERMSIG(status)}; workers fell back to stderr"
         )
+
+
+def _wait_while_working(pid: int, patience: float) -> Optional[int]:
+    """:func:`wait_for_exit`, the deadline ``patience`` seconds after the
+    process last used CPU time (seen every half second)."""
+    ticks = _cpu_ticks(pid)
+    deadline = time.monotonic() + patience
+    while True:
+        status = wait_for_exit(pid, min(deadline, time.monotonic() + 0.5))
+        if status is not None:
+            return status
+        now_ticks = _cpu_ticks(pid)
+        if now_ticks != ticks:
+            ticks, deadline = now_ticks, time.monotonic() + patience
+        elif time.monotonic() >= deadline:
+            return None
+
+
+def _cpu_ticks(pid: int) -> Optional[int]:
+    """The user and system CPU time of ``pid`` so far, in clock ticks (None without /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[11]) + int(fields[12])  # utime and stime: fields 14 and 15 of stat(5)
 
 
 def read_all(fd: int, timeout: float) -> bytes:

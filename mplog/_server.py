@@ -114,7 +114,7 @@ class Server(Draining):
                 if stopping:
                     self._selector.unregister(control_fd)
                     self._deadline = time.monotonic() + self._drain_timeout
-                    self._sink.on_stopping(self._deadline)
+                    self._sink.on_stopping()
                     self._drain()
                 self._sink.on_batch_end()
                 if stopping:

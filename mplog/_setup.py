@@ -84,9 +84,10 @@ def setup(
             listener's socket becomes theirs (still 0600) and its private
             directory 0711 (enterable, not listable). Any other user is still
             refused. ``None`` (default): only this process's own user, and root.
-        drain_timeout: the longest ``stop()``, and so the interpreter's exit,
-            waits for the handlers to handle what was logged before it, in
-            seconds; what a stalled handler has not handled by then is counted
+        drain_timeout: ``stop()``, and so the interpreter's exit, waits for the
+            handlers to handle what was logged before it as long as they keep
+            returning; a handler whose call has not returned for this many
+            seconds is given up on, and what it has not handled is counted
             and said on stderr.
         stall_timeout: a handler whose call has not returned for this many
             seconds is stalled: said once on stderr (and in the log once it
@@ -328,8 +329,8 @@ class Session:
     def stop(self) -> None:
         """Write every record sent so far, close the handlers and give each
         logger back its previous handlers (and the root its level). Idempotent;
-        does nothing in a forked child. Returns within the session's
-        ``drain_timeout`` (see :func:`setup`)."""
+        does nothing in a forked child. A handler stuck for the session's
+        ``drain_timeout`` is not waited for (see :func:`setup`)."""
         global _active
         with _lock:
             if not self.active:

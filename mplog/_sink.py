@@ -38,8 +38,8 @@ class Sink(Protocol):
         """A process asks, on ``sock``, to have a file handler of its taken
         over; ``header`` starts the request (see :mod:`mplog._declare`)."""
 
-    def on_stopping(self, deadline: float) -> None:
-        """Stopping: the drain ends by ``deadline`` (monotonic)."""
+    def on_stopping(self) -> None:
+        """Stopping: what is read from now on is the drain."""
 
     def report(self, message: str) -> None:
         """One of mplog's own notices, for the log."""

@@ -5,15 +5,19 @@
 from __future__ import annotations
 
 import logging.handlers
+import queue as stdlib_queue
 import sys
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, cast
 
 from ._queue import Queue
 
 if TYPE_CHECKING:
     from ._handler import QueueHandler
 
-__all__ = ["LISTENER_DOC", "get_listener", "set_listener"]
+__all__ = ["LISTENER_DOC", "SessionQueue", "get_listener", "set_listener"]
+
+#: Whether this process's file handlers are taken over (set by ``_takeover``).
+taken_over = False
 
 LISTENER_DOC = """The listener that ``dictConfig`` made for this handler (Python 3.12+), or None.
 
@@ -36,9 +40,9 @@ def set_listener(handler: QueueHandler, listener: Optional[logging.handlers.Queu
     if listener is not None and listener.queue is made and _dictconfig_made_the_queue():
         listener = _on_channel(listener)
         channel: Any = listener.queue
-        if isinstance(channel, Queue):
-            handler.queue = channel
-            handler._foreign = False
+        if isinstance(channel, (Queue, SessionQueue)):
+            handler.queue = cast(Any, channel)
+            handler._foreign = not isinstance(channel, Queue)
     handler.__dict__["_listener"] = listener
 
 
@@ -57,12 +61,48 @@ def _dictconfig_made_the_queue() -> bool:
     return isinstance(config, dict) and "queue" not in config
 
 
+class SessionQueue:
+    """The queue of a dictConfig-made QueueHandler in a process of a session:
+    records put here go straight to the configured handlers, in the putting
+    thread. Those handlers' files are taken over (see :mod:`mplog._takeover`),
+    so the session's listener writes them, one writer for every process that
+    runs the same configuration, and no listener of its own is needed. Only
+    the stdlib listener's stop sentinel waits here, for its idle thread."""
+
+    def __init__(self, handlers: Any, respect_handler_level: bool) -> None:
+        self.handlers = tuple(handlers)
+        self.respect_handler_level = respect_handler_level
+        self._sentinels: "stdlib_queue.SimpleQueue[Any]" = stdlib_queue.SimpleQueue()
+
+    def put_nowait(self, item: Any) -> None:
+        """Handle a record with each handler (at its level, if asked); keep anything else."""
+        if not isinstance(item, logging.LogRecord):
+            self._sentinels.put(item)
+            return
+        for handler in self.handlers:
+            if not self.respect_handler_level or item.levelno >= handler.level:
+                handler.handle(item)
+
+    put = put_nowait
+
+    def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
+        """What the listener's idle thread waits for: its stop sentinel."""
+        return self._sentinels.get(block, timeout)
+
+    def get_nowait(self) -> Any:
+        return self._sentinels.get_nowait()
+
+
 def _on_channel(listener: logging.handlers.QueueListener) -> logging.handlers.QueueListener:
     """``listener``, made to serve a new :class:`mplog.Queue`: mplog's own
     (its options kept), or mplog's in place of the stdlib's; a listener class
     of the user's own is returned as it is, on dictConfig's queue."""
     from ._listener import QueueListener  # the listener side: not loaded in every worker
 
+    if taken_over and type(listener) in (QueueListener, logging.handlers.QueueListener):
+        # In a process of a session: the session's listener writes the files.
+        direct = SessionQueue(listener.handlers, listener.respect_handler_level)
+        return logging.handlers.QueueListener(direct, *listener.handlers)
     if isinstance(listener, QueueListener):
         if listener._thread is None:  # made by dictConfig just now, never started
             listener.queue = Queue()

@@ -22,7 +22,7 @@ import logging
 import os
 from typing import Any, Callable, Dict, NamedTuple, Optional
 
-from . import _declare, _stderr
+from . import _declare, _stderr, _stdqueue
 from ._config import RouteConfig, TextTarget
 from ._handler import QueueHandler, route_handler
 from ._queue import Queue
@@ -62,6 +62,7 @@ def activate(address: str, flush_interval: Optional[float], local: Optional[Loca
     children) for the listener at ``address``."""
     global _session
     _session = _Session(address, flush_interval, local)
+    _stdqueue.taken_over = True
     logging.FileHandler.handle = _handle  # type: ignore[method-assign,assignment]
     logging.FileHandler._open = _open  # type: ignore[method-assign]
     logging.Logger.addHandler = _add_handler  # type: ignore[method-assign]
@@ -71,6 +72,7 @@ def deactivate() -> None:
     """File handlers write their files themselves again."""
     global _session
     _session = None
+    _stdqueue.taken_over = False
     logging.FileHandler.handle = _original_handle  # type: ignore[method-assign]
     logging.FileHandler._open = _original_open  # type: ignore[method-assign]
     logging.Logger.addHandler = _original_add_handler  # type: ignore[method-assign]

@@ -148,3 +148,24 @@ def test_a_writer_stopped_mid_frame_delays_the_stop_boundedly_and_loses_nothing(
     text = open(log_path, encoding="utf-8").read()
     assert "bytes received were discarded" in text and workload.message(0, 0, size) not in text
     assert _seqs_on_stderr(stderr_path) == [0, 1]
+
+
+class _Slow(logging.FileHandler):
+    """A file handler that takes 20 ms per record, and keeps returning."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        time.sleep(0.02)
+        super().emit(record)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("listener", ["thread", "process"])
+def test_stop_waits_for_a_slow_handler_that_keeps_returning(log_path, capfd, listener):
+    """drain_timeout=1 and 150 records that take 3 s to write: stop() waits
+    for them all (the handler returns every 20 ms), and says nothing."""
+    handler = _Slow(log_path)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    with mplog.setup(handler, level="INFO", listener=listener, drain_timeout=1.0):
+        workload.log_records(0, 150)
+    workload.tally(log_path).assert_complete({0: 150})
+    assert "mplog" not in capfd.readouterr().err

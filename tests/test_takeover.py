@@ -11,6 +11,8 @@ import logging.config
 import logging.handlers
 import multiprocessing
 import os
+import sys
+import threading
 from typing import Any, Dict, List
 
 import pytest
@@ -455,3 +457,42 @@ def test_mplog_file_handlers_configured_in_every_worker(tmp_path, method):
     tally(merged).assert_complete({w: RECORDS for w in range(WORKERS)})
     sizes = [os.path.getsize(name) for name in files]
     assert len(files) >= 2 and max(sizes) <= MAX_BYTES, sizes
+
+
+def _queue_handler_config(directory: str) -> Dict[str, Any]:
+    config = dict_config(directory)
+    config["handlers"]["to_listener"] = {"class": "mplog.QueueHandler", "handlers": ["app"]}
+    config["root"] = {"level": "INFO", "handlers": ["to_listener"]}
+    return config
+
+
+def _queue_handler_dictconfig_and_log(directory: str, worker: int) -> None:
+    """A 3.12+ worker's dictConfig with the queue keys, then its listener started, as documented."""
+    logging.config.dictConfig(_queue_handler_config(directory))
+    listener = logging.getHandlerByName("to_listener").listener  # type: ignore[attr-defined]
+    listener.start()
+    log_records(worker, RECORDS)
+    for seq in range(RECORDS // 10):
+        logging.getLogger(LOGGER).info("%s %d from %d", SECRET, seq, worker)
+    listener.stop()
+    assert not [t for t in threading.enumerate() if t.name.startswith("mplog")], threading.enumerate()
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="dictConfig takes the queue keys from Python 3.12")
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_a_queue_handler_configured_in_every_worker_gives_one_listener(tmp_path, method):
+    """The same dictConfig with ``"class": "mplog.QueueHandler", "handlers":
+    [...]`` in every worker of a session: no worker starts a listener of its
+    own (the session's writes), and the file is one writer's."""
+    directory = str(tmp_path / "logs")
+    os.makedirs(directory)
+    with mplog.setup(level="INFO"):
+        context = multiprocessing.get_context(method)
+        workers = [
+            context.Process(target=_queue_handler_dictconfig_and_log, args=(directory, w)) for w in range(WORKERS)
+        ]
+        for worker in workers:
+            worker.start()
+        join_all(workers)
+    _assert_one_writer(directory, tmp_path)
