@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any
 
+from . import _stdqueue
 from ._buffered import flush
 from ._handler import QueueHandler
 from ._install import initializer
@@ -55,6 +56,14 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(module, __name__), name)
     globals()[name] = value
     return value
+
+
+def _listener_class() -> Any:
+    return __getattr__("QueueListener")
+
+
+# dictConfig may need the listener side in a worker that has not loaded it.
+_stdqueue.listener_class = _listener_class
 
 
 def _unpickling_in_a_new_worker() -> bool:

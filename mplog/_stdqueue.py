@@ -7,17 +7,23 @@ from __future__ import annotations
 import logging.handlers
 import queue as stdlib_queue
 import sys
-from typing import TYPE_CHECKING, Any, Optional, cast
+from typing import Any, Callable, Optional, cast
 
 from ._queue import Queue
-
-if TYPE_CHECKING:
-    from ._handler import QueueHandler
 
 __all__ = ["LISTENER_DOC", "SessionQueue", "get_listener", "set_listener"]
 
 #: Whether this process's file handlers are taken over (set by ``_takeover``).
 taken_over = False
+
+
+def _no_listener_class() -> Any:
+    raise RuntimeError("mplog's package has not been imported")
+
+
+#: ``mplog.QueueListener``, loading the listener side on first use (set by the
+#: package: a spawned worker does not load it unless it needs it).
+listener_class: Callable[[], Any] = _no_listener_class
 
 LISTENER_DOC = """The listener that ``dictConfig`` made for this handler (Python 3.12+), or None.
 
@@ -27,12 +33,13 @@ class of your own that is not one); start it with ``handler.listener.start()``,
 as with the stdlib's."""
 
 
-def get_listener(handler: QueueHandler) -> Optional[logging.handlers.QueueListener]:
-    """The handler's ``listener``."""
-    return handler.__dict__.get("_listener")
+def get_listener(handler: Any) -> Optional[logging.handlers.QueueListener]:
+    """The ``listener`` of ``handler`` (an mplog QueueHandler)."""
+    listener: Optional[logging.handlers.QueueListener] = handler.__dict__.get("_listener")
+    return listener
 
 
-def set_listener(handler: QueueHandler, listener: Optional[logging.handlers.QueueListener]) -> None:
+def set_listener(handler: Any, listener: Optional[logging.handlers.QueueListener]) -> None:
     """Set the handler's ``listener``. From ``dictConfig``, for a
     configuration without a ``queue`` key, first move the handler and the
     listener from dictConfig's new ``queue.Queue`` to a new :class:`mplog.Queue`."""
@@ -97,17 +104,21 @@ def _on_channel(listener: logging.handlers.QueueListener) -> logging.handlers.Qu
     """``listener``, made to serve a new :class:`mplog.Queue`: mplog's own
     (its options kept), or mplog's in place of the stdlib's; a listener class
     of the user's own is returned as it is, on dictConfig's queue."""
-    from ._listener import QueueListener  # the listener side: not loaded in every worker
+    QueueListener: Any = listener_class()  # noqa: N806 (a class)
 
     if taken_over and type(listener) in (QueueListener, logging.handlers.QueueListener):
         # In a process of a session: the session's listener writes the files.
         direct = SessionQueue(listener.handlers, listener.respect_handler_level)
         return logging.handlers.QueueListener(direct, *listener.handlers)
     if isinstance(listener, QueueListener):
-        if listener._thread is None:  # made by dictConfig just now, never started
-            listener.queue = Queue()
-            listener._foreign = False
-        return listener
+        mine: Any = listener
+        if mine._thread is None:  # made by dictConfig just now, never started
+            mine.queue = Queue()
+            mine._foreign = False
+        return cast(logging.handlers.QueueListener, mine)
     if type(listener) is logging.handlers.QueueListener:
-        return QueueListener(Queue(), *listener.handlers, respect_handler_level=listener.respect_handler_level)
+        made: logging.handlers.QueueListener = QueueListener(
+            Queue(), *listener.handlers, respect_handler_level=listener.respect_handler_level
+        )
+        return made
     return listener
