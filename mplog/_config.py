@@ -139,12 +139,23 @@ class WorkerConfig(NamedTuple):
     flush_interval: Optional[float] = None  # None: durable, else buffered
     #: Whether the file handlers of the session's processes are taken over.
     takeover: bool = True
+    #: Whether the root's route is only mplog's stand-in for "not configured"
+    #: (setup() had no handlers to adopt): basicConfig() then still configures.
+    stand_in_root: bool = False
 
     def to_json(self) -> str:
         """Serialise for the environment variable (without the routes' traceback formatters)."""
         routes = [route[:5] for route in self.routes]
         return json.dumps(
-            (self.address, self.root_level, routes, self.logger_levels, self.flush_interval, self.takeover)
+            (
+                self.address,
+                self.root_level,
+                routes,
+                self.logger_levels,
+                self.flush_interval,
+                self.takeover,
+                self.stand_in_root,
+            )
         )
 
     @classmethod
@@ -155,7 +166,7 @@ class WorkerConfig(NamedTuple):
             ValueError: ``text`` is not such a config.
         """
         try:
-            address, root_level, routes, logger_levels, flush_interval, takeover = json.loads(text)
+            address, root_level, routes, logger_levels, flush_interval, takeover, stand_in = json.loads(text)
             return cls(
                 address,
                 root_level,
@@ -166,6 +177,7 @@ class WorkerConfig(NamedTuple):
                 tuple((name, level) for name, level in logger_levels),
                 check_flush_interval(flush_interval),
                 bool(takeover),
+                bool(stand_in),
             )
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{ENVIRONMENT_VARIABLE} is not an mplog config: {text!r} ({exc})") from None

@@ -15,7 +15,15 @@ from ._config import ENVIRONMENT_VARIABLE, WorkerConfig
 from ._handler import QueueHandler, route_handler
 from ._queue import Queue
 
-__all__ = ["Initializer", "current", "initializer", "install", "load_process_modules", "set_current"]
+__all__ = [
+    "Initializer",
+    "current",
+    "initializer",
+    "install",
+    "load_process_modules",
+    "set_current",
+    "worker_handler",
+]
 
 # The config this process's children should use: set by setup() in the parent,
 # by install() in a worker, and inherited by forked children.
@@ -138,13 +146,21 @@ def install(config: WorkerConfig) -> None:
             for handler in list(logger.handlers):
                 logger.removeHandler(handler)
                 handler.close()
-            logger.addHandler(route_handler(Queue(config.address, route, config.flush_interval), spec))
+            logger.addHandler(worker_handler(config, route, Queue(config.address, route, config.flush_interval)))
             if spec.logger:
                 logger.propagate = spec.propagate
         root.setLevel(config.root_level)
         for name, level in config.logger_levels:
             logging.getLogger(name).setLevel(level)
         set_current(config)
+
+
+def worker_handler(config: WorkerConfig, route: int, queue: Queue) -> QueueHandler:
+    """The handler that ships route ``route``'s records on ``queue``."""
+    handler = route_handler(queue, config.routes[route])
+    if route == 0 and config.stand_in_root:
+        _takeover.mark_stand_in(handler)
+    return handler
 
 
 class Initializer:

@@ -23,7 +23,7 @@ from ._config import (
     check_seconds,
     check_worker_user,
 )
-from ._handler import QueueHandler, route_handler
+from ._handler import QueueHandler
 from ._lanes import STALL_SECONDS
 from ._listener import DRAIN_TIMEOUT, RUNNERS, QueueListener
 from ._queue import Queue
@@ -219,7 +219,7 @@ class Session:
             stall_timeout=stall_timeout,
         )
         config = self._worker_config(groups, flush_interval, self._saved_level if level is None else level)
-        config = config._replace(takeover=takeover)
+        config = config._replace(takeover=takeover, stand_in_root=self._root_stands_in(handlers))
         if runner == "process":
             self.listener._in_listener_process = functools.partial(self._log_in_listener_process, config)
         try:
@@ -236,6 +236,11 @@ class Session:
         _install.set_current(config, self._local_listener())
         os.environ[ENVIRONMENT_VARIABLE] = config.to_json()
         atexit.register(self.stop)
+
+    def _root_stands_in(self, handlers: Tuple[logging.Handler, ...]) -> bool:
+        """Whether the root's handler in every process stands for "not
+        configured": setup() had no handlers, and the root none to adopt."""
+        return not handlers and not self._saved[0]
 
     def _local_listener(self) -> Optional[_takeover.Local]:
         """This process's listener thread, to ask and feed without the socket."""
@@ -269,11 +274,11 @@ class Session:
         loggers; ``delivered_here``: its records go to a listener of this
         process directly, not across a pipe."""
         handlers = []
-        for route, (logger, spec) in enumerate(zip(self._loggers, config.routes)):
+        for route, logger in enumerate(self._loggers):
             queue = self.queue if route == 0 else Queue(self.queue.address, route, config.flush_interval)
             if delivered_here:
                 queue._deliver_here(self.listener.handle)
-            handler = route_handler(queue, spec)
+            handler = _install.worker_handler(config, route, queue)
             logger.handlers[:] = [handler]
             handlers.append(handler)
         return handlers

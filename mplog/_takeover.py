@@ -29,7 +29,7 @@ from ._queue import Queue
 from ._recipes import OWNED, Recipe, is_taken_over, recipe_of
 from .exceptions import SetupError
 
-__all__ = ["OPT_OUT", "Local", "activate", "deactivate", "handle"]
+__all__ = ["OPT_OUT", "Local", "activate", "deactivate", "handle", "mark_stand_in"]
 
 #: The attribute that, set to False on a handler, keeps it in its process.
 OPT_OUT = "mplog_takeover"
@@ -38,6 +38,8 @@ _TAKEN = "_mplog_taken"  # on a handler: its _Sender in this process
 _original_handle = logging.FileHandler.handle
 _original_open = logging.FileHandler._open
 _original_add_handler = logging.Logger.addHandler
+_original_basic_config = logging.basicConfig
+_STAND_IN = "_mplog_stand_in"  # on the root's mplog handler: it stands for "not configured"
 
 
 class Local(NamedTuple):
@@ -66,6 +68,7 @@ def activate(address: str, flush_interval: Optional[float], local: Optional[Loca
     logging.FileHandler.handle = _handle  # type: ignore[method-assign,assignment]
     logging.FileHandler._open = _open  # type: ignore[method-assign]
     logging.Logger.addHandler = _add_handler  # type: ignore[method-assign]
+    logging.basicConfig = _basic_config
 
 
 def deactivate() -> None:
@@ -76,6 +79,7 @@ def deactivate() -> None:
     logging.FileHandler.handle = _original_handle  # type: ignore[method-assign]
     logging.FileHandler._open = _original_open  # type: ignore[method-assign]
     logging.Logger.addHandler = _original_add_handler  # type: ignore[method-assign]
+    logging.basicConfig = _original_basic_config
 
 
 class _Sender:
@@ -211,3 +215,28 @@ def _add_handler(self: logging.Logger, hdlr: logging.Handler) -> None:
     if session is not None and _taken_over(hdlr):
         _sender(hdlr, session, strict=True)
     _original_add_handler(self, hdlr)
+
+
+def mark_stand_in(handler: logging.Handler) -> None:
+    """``handler``, mplog's on the root logger, stands for a root with no
+    handlers (``setup()`` had none to adopt): ``basicConfig()`` configures anyway."""
+    setattr(handler, _STAND_IN, True)
+
+
+def _basic_config(**kwargs: Any) -> None:
+    """``logging.basicConfig`` in a process of a session: where the root's only
+    handlers are mplog's stand-ins, it configures the root as it would an empty
+    one (its file handler is then taken over), instead of doing nothing."""
+    root = logging.getLogger()
+    stand_ins = [handler for handler in root.handlers if handler.__dict__.get(_STAND_IN)]
+    if not stand_ins or len(stand_ins) != len(root.handlers) or kwargs.get("force"):
+        _original_basic_config(**kwargs)
+        return
+    for handler in stand_ins:
+        root.removeHandler(handler)
+    try:
+        _original_basic_config(**kwargs)
+    except BaseException:
+        for handler in stand_ins:  # nothing configured: as it was
+            root.addHandler(handler)
+        raise

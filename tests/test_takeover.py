@@ -496,3 +496,41 @@ def test_a_queue_handler_configured_in_every_worker_gives_one_listener(tmp_path,
             worker.start()
         join_all(workers)
     _assert_one_writer(directory, tmp_path)
+
+
+def _basic_config_without_force(path: str, worker: int) -> None:
+    logging.basicConfig(filename=path, format="%(message)s", level="INFO")
+    log_records(worker, RECORDS)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_basic_config_without_force_configures_a_root_mplog_only_stands_in_for(tmp_path, method):
+    """setup() with nothing to adopt: every worker's basicConfig(filename=...)
+    (no force) configures its root as an empty one, as without mplog, and the
+    file gets every record, written by the listener alone."""
+    path = str(tmp_path / "app.log")
+    logging.getLogger().handlers[:] = []  # pytest's own capture handlers (the fixture puts them back)
+    with mplog.setup(level="INFO"):
+        context = multiprocessing.get_context(method)
+        workers = [context.Process(target=_basic_config_without_force, args=(path, w)) for w in range(4)]
+        for worker in workers:
+            worker.start()
+        join_all(workers)
+    tally(path).assert_complete({w: RECORDS for w in range(4)})
+
+
+@pytest.mark.timeout(120)
+def test_basic_config_without_force_keeps_the_handlers_given_to_setup(tmp_path):
+    """setup(handler): the root is configured, so a worker's basicConfig
+    without force does nothing there, as in a process whose root has handlers;
+    its records reach setup()'s handler."""
+    path, other = str(tmp_path / "app.log"), str(tmp_path / "other.log")
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    with mplog.setup(handler, level="INFO"):
+        worker = multiprocessing.get_context("spawn").Process(target=_basic_config_without_force, args=(other, 0))
+        worker.start()
+        join_all([worker])
+    tally(path).assert_complete({0: RECORDS})
+    assert not os.path.exists(other)
