@@ -154,11 +154,9 @@ class RotatedLog:
 
     def __init__(self, path: str, max_bytes: int) -> None:
         self.path, self.max_bytes = path, max_bytes
-        self.backups = sorted(
-            (int(name.rsplit(".", 1)[1]) for name in os.listdir(os.path.dirname(path) or ".")
-             if name.startswith(os.path.basename(path) + ".") and name.rsplit(".", 1)[1].isdigit()),
-            reverse=True,
-        )  # fmt: skip
+        prefix = os.path.basename(path) + "."
+        numbers = [name[len(prefix) :] for name in os.listdir(os.path.dirname(path)) if name.startswith(prefix)]
+        self.backups = sorted((int(n) for n in numbers if n.isdigit()), reverse=True)
         self.files = [f"{path}.{n}" for n in self.backups] + [path]
 
     def lines(self) -> List[str]:
