@@ -54,8 +54,9 @@ def serve(
     during: Sequence[Callable[[int], None]] = (),
 ) -> Outcome:
     """Copy ``example`` to ``tmp_path`` (without the hook line unless
-    ``hook``), serve ``app`` with 3 workers, send ``requests`` requests, kill a
-    worker half-way, call each of ``during`` with the port, and stop."""
+    ``hook``), serve ``app`` with 3 workers, send ``requests`` requests, and at
+    evenly spaced points of them kill a worker, then call each of ``during``
+    with the port; stop the server."""
     shutil.copytree(example, tmp_path, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.log*"))
     conf = tmp_path / "gunicorn.conf.py"
     lines = conf.read_text().splitlines(keepends=True)

@@ -41,7 +41,7 @@ def _missing(port: int) -> None:
 @pytest.mark.timeout(150)
 @pytest.mark.parametrize("args", [[], ["--preload"]], ids=["app-in-workers", "preload"])
 def test_django_with_the_hook_logs_every_request_once(tmp_path, args):
-    """5,000 requests, a worker SIGKILLed half-way: one whole app line per
+    """5,000 requests, a worker SIGKILLed mid-load: one whole app line per
     answered request, every 404 logged once, rotation as by one writer."""
     outcome = serve(EXAMPLE, tmp_path, "wsgi", APP_LINE, hook=True, args=args, requests=REQUESTS, during=[_missing])
     print(outcome.report(f"django {' '.join(args)} with mplog"))

@@ -23,7 +23,7 @@ pytest.importorskip("flask")
 @pytest.mark.timeout(150)
 @pytest.mark.parametrize("args", [[], ["--preload"]], ids=["app-in-workers", "preload"])
 def test_flask_with_the_hook_logs_every_request_once(tmp_path, args):
-    """5,000 requests, a worker SIGKILLed half-way: one whole app line per
+    """5,000 requests, a worker SIGKILLed mid-load: one whole app line per
     answered request, rotation as by one writer."""
     outcome = serve(EXAMPLE, tmp_path, "app:create_app()", APP_LINE, hook=True, args=args, requests=REQUESTS)
     print(outcome.report(f"flask {' '.join(args)} with mplog"))
