@@ -10,6 +10,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections import Counter
 from typing import Callable, Dict, List, Optional, Sequence
 
 
@@ -130,3 +131,67 @@ class Load:
             action()
         for thread in threads:
             thread.join(max(0.0, stop_at - time.monotonic()) + 20)
+
+
+def kill_a_worker(server: subprocess.Popen) -> int:
+    """SIGKILL one of ``server``'s direct children (a worker its master
+    restarts); return its pid."""
+    for pid in descendants(server.pid):
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == server.pid:
+            os.kill(pid, signal.SIGKILL)
+            return pid
+    raise RuntimeError(f"server {server.pid} has no worker to kill")
+
+
+class RotatedLog:
+    """A RotatingFileHandler's file and its backups (``path``, ``path.1`` ...),
+    read back oldest first."""
+
+    def __init__(self, path: str, max_bytes: int) -> None:
+        self.path, self.max_bytes = path, max_bytes
+        prefix = os.path.basename(path) + "."
+        numbers = [name[len(prefix) :] for name in os.listdir(os.path.dirname(path)) if name.startswith(prefix)]
+        self.backups = sorted((int(n) for n in numbers if n.isdigit()), reverse=True)
+        self.files = [f"{path}.{n}" for n in self.backups] + [path]
+
+    def lines(self) -> List[str]:
+        """Every line of every file, oldest file first."""
+        found: List[str] = []
+        for name in self.files:
+            with open(name, errors="replace") as stream:
+                found.extend(stream.read().splitlines())
+        return found
+
+    def not_as_one_writer(self) -> List[str]:
+        """The backups a single RotatingFileHandler would not have left: one
+        rotates just before a line would reach ``max_bytes``, so each backup
+        is under it, and its next file's first line would have taken it there."""
+        faults = []
+        for older, newer in zip(self.files, self.files[1:]):
+            size = os.path.getsize(older)
+            with open(newer, "rb") as stream:
+                first = len(stream.readline())
+            if not size < self.max_bytes <= size + first:
+                faults.append(f"{older}: {size} bytes, then a line of {first}")
+        return faults
+
+
+def count_lines(lines: Sequence[str], marker: str, pattern: "re.Pattern[str]") -> "tuple[Counter[int], List[str]]":
+    """How many times each id appears on lines containing ``marker`` (the id
+    is ``pattern``'s first group), and those lines ``pattern`` does not match
+    in full (torn ones)."""
+    counts: Counter[int] = Counter()
+    torn = []
+    for line in lines:
+        if marker in line:
+            match = pattern.fullmatch(line)
+            if match:
+                counts[int(match[1])] += 1
+            else:
+                torn.append(line)
+    return counts, torn
