@@ -6,11 +6,8 @@ import logging
 import os
 from urllib.parse import parse_qs
 
-import mplog
-
-# uvicorn starts its workers with spawn: this one call joins the listener the
-# parent started (it finds it through the environment).
-mplog.initializer()
+# uvicorn starts its workers with spawn; they join the listener the parent
+# started with nothing to call here.
 log = logging.getLogger("app")
 
 
