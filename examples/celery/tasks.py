@@ -3,7 +3,7 @@
 ``after_setup_logger`` and ``after_setup_task_logger``. For mplog it needs
 one line (marked below); nothing else changes.
 
-Run a prefork worker (a Redis server on 127.0.0.1:6379)::
+Run a prefork worker (a Redis server on 127.0.0.1:6379; see README.rst here)::
 
     ../../.venv/bin/python -m celery -A tasks worker -P prefork -c 4 --loglevel INFO
 
