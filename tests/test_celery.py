@@ -87,10 +87,10 @@ class Outcome:
         )
 
 
-def _start_worker(tmp_path: Path, redis_url: str, with_mplog: bool) -> subprocess.Popen:
+def _start_worker(tmp_path: Path, redis_url: str, with_mplog: bool, conf_extra: str = "") -> subprocess.Popen:
     source = (EXAMPLE / "tasks.py").read_text()
     assert MPLOG_LINE in source, "the example's mplog line changed; update MPLOG_LINE"
-    (tmp_path / "tasks.py").write_text(source if with_mplog else source.replace(MPLOG_LINE, ""))
+    (tmp_path / "tasks.py").write_text((source if with_mplog else source.replace(MPLOG_LINE, "")) + conf_extra)
     env = dict(os.environ, CELERY_BROKER_URL=redis_url, APP_LOG_MAX_BYTES=str(MAX_BYTES))
     command = [
         *(sys.executable, "-m", "celery", "-A", "tasks", "worker", "-P", "prefork", "-c", "4"),
@@ -217,3 +217,21 @@ def test_celery_prefork_without_mplog(tmp_path, redis_url):
     outcome = _run(tmp_path, redis_url, with_mplog=False)
     assert outcome.kill_seen
     assert len(outcome.succeeded) >= TASKS - 4
+
+
+def test_celery_root_logger_not_hijacked(tmp_path, redis_url):
+    """With ``worker_hijack_root_logger = False`` and no root handlers, Celery
+    still gives the root its --logfile handler: the worker's own lines and the
+    tasks' reach worker.log, not stderr."""
+    worker = _start_worker(tmp_path, redis_url, True, conf_extra="app.conf.worker_hijack_root_logger = False\n")
+    client = Celery("client", broker=redis_url, backend=redis_url)
+    try:
+        results = [client.send_task("tasks.work", args=(n,)) for n in range(1, 201)]
+        assert sorted(result.get(timeout=30) for result in results) == list(range(1, 201))
+    finally:
+        client.close()
+        stop_server(worker)
+    outcome = _read_logs(tmp_path, set(range(1, 201)))
+    assert outcome.torn == []
+    assert [n for n in outcome.succeeded if outcome.app[n] != 1 or outcome.logfile[n] != 1] == []
+    assert "succeeded in" in (tmp_path / "worker.log").read_text()

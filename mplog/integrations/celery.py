@@ -19,6 +19,7 @@ closes the files.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import signals  # type: ignore[import-untyped,import-not-found,unused-ignore]
@@ -31,8 +32,17 @@ __all__ = ["start_listener", "stop_listener"]
 def start_listener(sender: Any = None, **kwargs: Any) -> None:
     """``worker_init`` receiver: start a session in the worker's main process
     (once: a worker started again in the same process keeps it)."""
-    if active_session() is None:
-        setup()
+    if active_session() is not None:
+        return
+    root = logging.getLogger()
+    unconfigured = not root.handlers
+    session = setup()
+    if unconfigured:
+        # Celery configures a root logger that has no handlers (with
+        # worker_hijack_root_logger = False, only such a one): leave it without,
+        # as it was, rather than let mplog's handler, sending to stderr, stand in
+        # for Celery's --logfile. The file handlers Celery adds are taken over.
+        root.removeHandler(session._handlers[0])
 
 
 def stop_listener(sender: Any = None, **kwargs: Any) -> None:
