@@ -141,11 +141,25 @@ def _run_load(tmp_path: Path, redis_url: str, worker: subprocess.Popen) -> Set[i
         deadline = time.monotonic() + DEADLINE
         while _task_lines_so_far(tmp_path) < TASKS * 2 // 5 and time.monotonic() < deadline:
             time.sleep(0.05)
-        os.kill(_pool_children(worker.pid)[0], signal.SIGKILL)
+        _kill_a_child(tmp_path, worker.pid)
         finished = client.backend.get_many(set(ids), timeout=max(1.0, deadline - time.monotonic()), interval=0.05)
         return {ids[task_id] for task_id, meta in finished if meta["status"] == "SUCCESS"}
     finally:
         client.close()
+
+
+def _kill_a_child(tmp_path: Path, worker_pid: int) -> None:
+    """SIGKILL a pool child, and again another if the worker does not report
+    the kill within 10 s (a child that was just being recycled exits without
+    that report)."""
+    for _ in range(3):
+        os.kill(_pool_children(worker_pid)[0], signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            logfile = tmp_path / "worker.log"
+            if logfile.exists() and "exited with 'signal 9 (SIGKILL)'" in logfile.read_text(errors="replace"):
+                return
+            time.sleep(0.05)
 
 
 def _check_torn(lines: List[str], outcome: Outcome, pattern: "re.Pattern[str]", counts: Counter) -> None:
