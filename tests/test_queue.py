@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from types import FrameType
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Set, Tuple
 
 import pytest
 
@@ -141,19 +141,46 @@ def _log_while_alarms_raise(worker: int, result_path: str) -> None:
         json.dump({"count": seq, "raised": raised}, out)
 
 
+# Runs of the worker: in some (about 1 in 7, on 3.8) the alarms seldom land
+# in a write, and 40 interrupted calls do not come within its 10,000 calls.
+_ATTEMPTS = 3
+
+
 @pytest.mark.parametrize("frames", ["text", "record"])
 @pytest.mark.parametrize("buffered", [False, True])
-def test_exceptions_raised_mid_write_leave_no_partial_frame(tmp_path, log_path, capfd, frames, buffered):
+def test_exceptions_raised_mid_write_leave_no_partial_frame(tmp_path, capfd, frames, buffered):
     """A worker's long records wait for room in its pipe (the listener is held
     for most of each 10 ms) while a signal handler raises KeyboardInterrupt
     every millisecond, until 40 calls have raised. Every frame is written
     whole or not at all: every call that returned is in the file once, one
     that raised at most once (whole if its write had begun, absent if the
     exception came first), nothing is torn, and the worker keeps its
-    connection to the listener (nothing on stderr)."""
+    connection to the listener (nothing on stderr). That holds for every run;
+    a run in which fewer than 40 calls raised is run again (up to 3 runs)."""
+    counts = []
+    for attempt in range(_ATTEMPTS):
+        log_path = str(tmp_path / f"app-{attempt}.log")
+        count, raised = _run_under_alarms(log_path, str(tmp_path / f"result-{attempt}"), frames, buffered)
+        err = capfd.readouterr().err
+        tally = workload.tally(log_path)
+        assert not tally.torn, f"{len(tally.torn)} torn lines, e.g. {tally.torn[0][:200]!r}"
+        assert not tally.duplicated(), tally.duplicated()[:10]
+        missing = tally.missing(1, (seq for seq in range(count) if seq not in raised))
+        assert not missing, f"{len(missing)} records whose call returned are missing, e.g. {missing[:10]}"
+        assert "mplog:" not in err, err[:2000]
+        counts.append(len(raised))
+        if len(raised) == _RAISED:
+            # Calls that raised once their record was in: writes the exception cut short, then finished.
+            assert raised & set(tally.seqs[1]), "no call raised in the middle of its write"
+            return
+    pytest.fail(f"calls raised per run: {counts} of {_RAISED} wanted: the signals did not interrupt writes")
+
+
+def _run_under_alarms(log_path: str, result_path: str, frames: str, buffered: bool) -> Tuple[int, Set[int]]:
+    """One run of the worker under alarms, in a session of its own; its
+    number of calls, and the sequence numbers of those that raised."""
     handler = file_handler(log_path) if frames == "text" else _FileSubclass(log_path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(message)s"))
-    result_path = str(tmp_path / "result")
     holding = threading.Event()
     holding.set()
     with mplog.setup(handler, level="INFO", buffered=buffered, flush_interval=60 if buffered else None) as session:
@@ -173,17 +200,7 @@ def test_exceptions_raised_mid_write_leave_no_partial_frame(tmp_path, log_path, 
             holder.join()
     with open(result_path) as stream:
         result = json.load(stream)
-    count, raised = result["count"], set(result["raised"])
-    err = capfd.readouterr().err
-    tally = workload.tally(log_path)
-    assert len(raised) == _RAISED, f"{len(raised)} of {count} calls raised: the signals did not interrupt writes"
-    assert not tally.torn, f"{len(tally.torn)} torn lines, e.g. {tally.torn[0][:200]!r}"
-    assert not tally.duplicated(), tally.duplicated()[:10]
-    missing = tally.missing(1, (seq for seq in range(count) if seq not in raised))
-    assert not missing, f"{len(missing)} records whose call returned are missing, e.g. {missing[:10]}"
-    assert "mplog:" not in err, err[:2000]
-    # Calls that raised once their record was in: writes the exception cut short, then finished.
-    assert raised & set(tally.seqs[1]), "no call raised in the middle of its write"
+    return result["count"], set(result["raised"])
 
 
 def _log_until_sigterm_raises(worker: int, returned: Any) -> None:
