@@ -16,7 +16,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 from types import ModuleType
-from typing import Callable, Dict, Iterable, Iterator, List, Tuple
+from typing import Dict, Iterable, Iterator, List, Tuple
 
 import pytest
 
@@ -43,7 +43,10 @@ def _every(*ranges: Iterable[int], times: int = 1) -> List[object]:
 RUNS: Dict[str, Dict[str, List[Expect]]] = {
     "tutorial_pool.py": {"app.log": [(r"^task (\d+)$", range(1000))]},
     "tutorial_adopt.py": {
-        "app.log": [(r" INFO app: task (\d+) in process \d+$", range(1000)), (r" app: sum of squares: (332833500)$", [332833500])]
+        "app.log": [
+            (r" INFO app: task (\d+) in process \d+$", range(1000)),
+            (r" app: sum of squares: (332833500)$", [332833500]),
+        ]
     },
     "multiprocessing_kinds.py": {
         "app.log": [
@@ -52,11 +55,15 @@ RUNS: Dict[str, Dict[str, List[Expect]]] = {
         ]
     },
     "subprocess_parent.py": {
-        "app.log": [(r"^child (\d record \d+)$", [f"{c} record {n}" for c in range(3) for n in range(1000)]),
-                    (r"^(starting the children)$", ["starting the children"])]
+        "app.log": [
+            (r"^child (\d record \d+)$", [f"{c} record {n}" for c in range(3) for n in range(1000)]),
+            (r"^(starting the children)$", ["starting the children"]),
+        ]
     },
     "buffered_os_exit.py": {"app.log": [(r"^record (\d+)$", range(1000))]},
-    "fork_warning.py": {"app.log": [(r"^(hello from the child)$", ["hello from the child"]), (r"^(child done)$", ["child done"])]},
+    "fork_warning.py": {
+        "app.log": [(r"^(hello from the child)$", ["hello from the child"]), (r"^(child done)$", ["child done"])]
+    },
     "forkserver_early.py": {"app.log": [(r"^task (\d+)$", range(1000))]},
     "named_loggers.py": {
         "app.log": [(r"^task (\d+)$", range(1000))],
@@ -217,12 +224,35 @@ def _is_run(target: Path) -> bool:
     return False
 
 
+def test_the_tests_the_pages_name_exist():
+    """Each ``tests/test_x.py::test_name`` and each test named beside its file
+    on a page (the guarantees, the how-tos) is a test function in tests/."""
+    defined = {
+        (path.name, name)
+        for path in (ROOT / "tests").glob("test_*.py")
+        for name in re.findall(r"^def (test_\w+)", path.read_text(encoding="utf-8"), re.M)
+    }
+    named = {name for _file, name in defined}
+    problems = []
+    for page in _pages():
+        text = page.read_text(encoding="utf-8")
+        for file, name in re.findall(r"tests/(test_\w+\.py)::(test_\w+)", text):
+            if (file, name) not in defined:
+                problems.append(f"{page.name}: tests/{file}::{name}")
+        for name in re.findall(r"`(test_\w+)`", text):
+            if name not in named:
+                problems.append(f"{page.name}: {name}")
+    assert problems == []
+
+
 def test_the_readme_example_is_the_tutorial_snippet():
     """The README's usage example is docs/snippets/tutorial_pool.py, byte for
     byte (indented), so it runs as printed too."""
     readme = (ROOT / "README.rst").read_text(encoding="utf-8")
     snippet = (SNIPPETS / "tutorial_pool.py").read_text(encoding="utf-8")
-    block = ".. code-block:: python\n\n" + "".join(f"    {line}" if line.strip() else line for line in snippet.splitlines(True))
+    block = ".. code-block:: python\n\n" + "".join(
+        f"    {line}" if line.strip() else line for line in snippet.splitlines(True)
+    )
     assert block in readme
 
 
@@ -273,8 +303,9 @@ def test_every_public_name_has_a_docstring_and_a_place_in_the_reference():
 def test_the_mplog_command_documents_its_options():
     """The reference's command section is argparse's own help for ``mplog run``."""
     reference = (DOCS / "api.md").read_text(encoding="utf-8")
-    run: Callable[..., subprocess.CompletedProcess] = subprocess.run
-    result = run([sys.executable, "-m", "mplog", "run", "--help"], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "mplog", "run", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0
     for option in re.findall(r"^\s+(--[\w-]+)", result.stdout, re.M):
         assert option in reference, f"docs/api.md does not mention {option}"

@@ -115,6 +115,7 @@ OBJECTS: List[Tuple[str, str, str]] = [
     ("types.TracebackType", "py:class", "types"),
 ]
 
+
 def uri(name: str, kind: str, page: str) -> str:
     """Where docs.python.org documents ``name`` (relative to its root)."""
     anchor = f"module-{name}" if kind == "py:module" else name
@@ -123,7 +124,10 @@ def uri(name: str, kind: str, page: str) -> str:
 
 def inventory(objects: List[Tuple[str, str, str]]) -> bytes:
     """The objects in Sphinx's inventory format, version 2."""
-    header = "# Sphinx inventory version 2\n# Project: Python\n# Version: 3\n# The remainder of this file is compressed using zlib.\n"
+    header = (
+        "# Sphinx inventory version 2\n# Project: Python\n# Version: 3\n"
+        "# The remainder of this file is compressed using zlib.\n"
+    )
     body = "".join(f"{name} {kind} 1 {uri(name, kind, page)} -\n" for name, kind, page in sorted(objects))
     return header.encode() + zlib.compress(body.encode(), 9)
 
