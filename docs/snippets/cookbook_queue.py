@@ -17,10 +17,14 @@ def work(n):
 
 if __name__ == "__main__":
     queue = mplog.Queue()  # pickles as its address: initargs, even a task argument
-    listener = mplog.QueueListener(queue, logging.FileHandler("app.log"), respect_handler_level=True)
+    listener = mplog.QueueListener(
+        queue, logging.FileHandler("app.log"), respect_handler_level=True
+    )
     listener.start()
     try:
-        with multiprocessing.get_context("spawn").Pool(4, initializer=join, initargs=(queue,)) as pool:
+        with multiprocessing.get_context("spawn").Pool(
+            4, initializer=join, initargs=(queue,)
+        ) as pool:
             pool.map(work, range(1000))
     finally:
         listener.stop()

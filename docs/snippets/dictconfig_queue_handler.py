@@ -25,5 +25,6 @@ if __name__ == "__main__":
     listener = logging.getHandlerByName("to_listener").listener
     listener.start()
     atexit.register(listener.stop)
-    with multiprocessing.get_context("fork").Pool(4) as pool:  # forked children inherit the handler
+    # Forked children inherit the handler.
+    with multiprocessing.get_context("fork").Pool(4) as pool:
         pool.map(work, range(1000))

@@ -11,7 +11,8 @@ def work(n):
 if __name__ == "__main__":
     handler = mplog.FileHandler(
         "app.log",
-        when="midnight",  # or "S", "M", "H", "D", "W0"-"W6"; interval=N (for S/M/H, N divides a day)
+        # or "S", "M", "H", "D", "W0"-"W6"; interval=N (for S/M/H, N divides a day)
+        when="midnight",
         max_bytes="100 MiB",  # size rotation too (alone or with when=)
         backup_count=30,  # retention by count...
         max_age="14d",  # ...and by age

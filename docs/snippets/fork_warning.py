@@ -8,7 +8,9 @@ if __name__ == "__main__":
     with mplog.setup(logging.FileHandler("app.log"), level="INFO"):
         # Python 3.12+ warns about any fork of a process with threads (here the
         # listener's); mplog quiesces its threads around the fork, so this is safe.
-        warnings.filterwarnings("ignore", r".*multi-threaded, use of fork\(\)", DeprecationWarning)
+        warnings.filterwarnings(
+            "ignore", r".*multi-threaded, use of fork\(\)", DeprecationWarning
+        )
         pid = os.fork()
         if pid == 0:  # a raw fork child needs no mplog call
             logging.getLogger("child").info("hello from the child")

@@ -19,7 +19,9 @@ def prepare(name):
 
 if __name__ == "__main__":
     handler = logging.FileHandler("app.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+    )
     with mplog.setup(handler, level="INFO"):
         for method in ("fork", "spawn", "forkserver"):
             context = multiprocessing.get_context(method)
@@ -29,12 +31,17 @@ if __name__ == "__main__":
             process.start()
             process.join()
 
-            # A Pool, with an initializer of its own: chain it through mplog.initializer.
-            with context.Pool(2, initializer=mplog.initializer, initargs=(prepare, "pool")) as pool:
+            # A Pool with an initializer of its own: chain it through mplog.initializer.
+            with context.Pool(
+                2, initializer=mplog.initializer, initargs=(prepare, "pool")
+            ) as pool:
                 pool.map(work, range(1, 100))
-                pool.close()  # leaving the block terminates the pool: let every worker start and finish first
+                # Leaving the block terminates the pool: let every worker finish first.
+                pool.close()
                 pool.join()
 
             # A ProcessPoolExecutor.
-            with concurrent.futures.ProcessPoolExecutor(2, mp_context=context) as executor:
+            with concurrent.futures.ProcessPoolExecutor(
+                2, mp_context=context
+            ) as executor:
                 list(executor.map(work, range(100, 200)))

@@ -11,7 +11,8 @@ def work(n):
 
 if __name__ == "__main__":
     audit = logging.getLogger("audit")
-    audit.addHandler(logging.FileHandler("audit.log"))  # a logger with a handler of its own
+    # A logger with a handler of its own:
+    audit.addHandler(logging.FileHandler("audit.log"))
     audit.propagate = False
     with mplog.setup(logging.FileHandler("app.log"), level="INFO", loggers=["audit"]):
         with multiprocessing.get_context("spawn").Pool(4) as pool:

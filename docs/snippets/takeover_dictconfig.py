@@ -6,7 +6,11 @@ import mplog
 
 LOGGING = {
     "version": 1,
-    "formatters": {"plain": {"format": "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"}},
+    "formatters": {
+        "plain": {
+            "format": "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
+        }
+    },
     "handlers": {
         "file": {
             "class": "logging.handlers.RotatingFileHandler",
@@ -31,6 +35,8 @@ def work(n):
 
 if __name__ == "__main__":
     with mplog.setup():  # in the parent, before the workers start
-        with multiprocessing.get_context("spawn").Pool(4, initializer=configure) as pool:
+        with multiprocessing.get_context("spawn").Pool(
+            4, initializer=configure
+        ) as pool:
             pool.map(work, range(1000))
     # app.log and its backups hold every task once, rotated as by one writer

@@ -9,7 +9,8 @@ def work(n):
 
 
 if __name__ == "__main__":
-    with mplog.setup(logging.FileHandler("app.log"), level="INFO"):  # the listener owns the file
-        with mp.get_context("spawn").Pool(4) as pool:  # any start method, nothing to pass
+    # The listener owns the file; workers of any start method join it by themselves.
+    with mplog.setup(logging.FileHandler("app.log"), level="INFO"):
+        with mp.get_context("spawn").Pool(4) as pool:
             pool.map(work, range(1000))
-    # leaving the block writes every record sent so far and closes the handlers
+    # Leaving the block writes every record sent so far and closes the handler.
