@@ -118,7 +118,7 @@ class ServeListener(QueueListener):
         )
 
     def _new_server(self) -> Server:
-        return Server(self.queue.address, self, self.drain_timeout, access=self._access)
+        return Server(self.queue.address, self, self.drain_timeout, access=self._access, strict=True)
 
     def _answer(self, request: Dict[str, Any]) -> Dict[str, Any]:
         """The answer to a client's ``{"request": ...}``."""

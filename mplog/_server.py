@@ -63,7 +63,8 @@ class Server(Draining):
     Processes of the listener's own uid, of root and of ``worker_uid`` (if
     given) may connect, or those ``access`` admits (``mplog serve``); any
     other is refused. Everything received goes to ``sink``; stopping drains
-    for at most ``drain_timeout`` seconds.
+    for at most ``drain_timeout`` seconds. ``strict``: a connection that
+    sends a frame that cannot be handled is closed (else the frame is dropped).
     """
 
     def __init__(
@@ -73,6 +74,7 @@ class Server(Draining):
         drain_timeout: float,
         worker_uid: Optional[int] = None,
         access: Optional[Access] = None,
+        strict: bool = False,
     ) -> None:
         self.address = address
         self._sink = sink
@@ -80,6 +82,9 @@ class Server(Draining):
         self._deadline = float("inf")  # of the drain, once stopping
         self._uid = os.getuid()
         self._access = access or Access(() if worker_uid is None else (worker_uid,))
+        # Whether a frame that cannot be handled closes its connection (an
+        # mplog serve client's, perhaps hostile), rather than being dropped.
+        self._strict = strict
         #: Connections refused (a user not admitted), and those closed for
         #: what they sent (not a hello with a pipe, or not frames).
         self.refused = 0
@@ -233,12 +238,7 @@ class Server(Draining):
                 continue
             peer = peer_of(sock)
             if not self._access.admits(peer):
-                sock.close()
-                self.refused += 1
-                admitted = self._access.describe()
-                self._report(
-                    f"refused a connection from pid {peer.pid} of uid {peer.uid}: only {admitted} may log here"
-                )
+                self._refuse_peer(sock, peer)
                 continue
             sock.setblocking(False)
             conn = Connection(sock, peer.pid, self._deliver, self._deliver_text)
@@ -428,19 +428,37 @@ class Server(Draining):
     def _deliver_text(self, frames: _codec.Frames, conn: Connection) -> None:
         try:
             self._sink.on_text(conn.route, frames)
+        except ValueError as exc:
+            self._misframed(conn, exc)
         except Exception:  # a handler bug must not stop the listener
             _stderr.report_exception("error while handling log lines")
 
     def _deliver(self, payload: "bytes | bytearray", conn: Connection) -> None:
         try:
             route, created, record, texts = _codec.decode(payload)
+            if self._strict and route != conn.route:
+                raise ValueError(f"a frame for route {route} on its pipe for route {conn.route}")
         except ValueError as exc:
-            self._report(f"dropped a frame from pid {conn.pid}: {exc}")
+            self._misframed(conn, exc)
             return
         try:
             self._sink.on_frame(route, created, record, texts, len(payload))
+        except ValueError as exc:  # no such route
+            self._misframed(conn, exc)
         except Exception:  # a handler or filter bug must not stop the listener
             _stderr.report_exception("error while handling a record")
+
+    def _misframed(self, conn: Connection, exc: ValueError) -> None:
+        """A frame that cannot be handled (undecodable, or for no route of
+        this listener's): dropped and said, or, ``strict``, the connection is
+        closed (the exception ends the parsing of its stream).
+
+        Raises:
+            FrameError: ``strict``.
+        """
+        if self._strict:
+            raise FrameError(f"sent a frame that cannot be handled: {exc}")
+        self._report(f"dropped a frame from pid {conn.pid}: {exc}")
 
     def _disconnect(self, conn: Connection, stopping: bool = False) -> None:
         self._connections.discard(conn)
