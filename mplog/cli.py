@@ -11,7 +11,7 @@ With ``--connect`` (or ``MPLOG_ADDRESS`` set) the program is a client of an
 ``mplog serve`` server instead.
 
 ``mplog serve --config FILE`` runs a server for unrelated processes (see
-:mod:`mplog._serve`). Errors are one line on stderr; bad options exit 2.
+``mplog._serve``). Errors are one line on stderr; bad options exit 2.
 """
 
 from __future__ import annotations

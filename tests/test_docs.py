@@ -75,10 +75,12 @@ RUNS: Dict[str, Dict[str, List[Expect]]] = {
     "fileconfig.py": {"app.log": [(r" INFO app: task (\d+)$", range(1000))]},
     "dictconfig_queue_handler.py": {"app.log": [(r"^task (\d+)$", range(1000))]},
     "file_handler_options.py": {"app.log": []},  # JSON lines: see _check_json_lines
+    "shipping_handler.py": {"app.log*": [(r'"message": "task (\d+)"', range(1000))]},
 }
 
-#: Files the snippets above read or start, not run on their own.
-HELPERS = {"subprocess_child.py", "logging.ini"}
+#: Files the snippets above read or start, not run on their own (the serve
+#: ones run in test_the_serve_snippets_log_through_a_real_server).
+HELPERS = {"subprocess_child.py", "logging.ini", "serve.json", "serve_client.py", "sitecustomize.py"}
 
 #: Snippets that need a newer Python than 3.8.
 NEEDS = {"dictconfig_queue_handler.py": (3, 12)}
@@ -143,7 +145,7 @@ def test_snippet_runs_and_every_record_arrives(name, tmp_path):
 
 def test_every_snippet_file_is_run():
     """No file in docs/snippets escapes the test above."""
-    assert {p.name for p in SNIPPETS.iterdir() if p.suffix in (".py", ".ini")} == set(RUNS) | HELPERS
+    assert {p.name for p in SNIPPETS.iterdir() if p.suffix in (".py", ".ini", ".json")} == set(RUNS) | HELPERS
 
 
 # -- the pages ------------------------------------------------------------------------
@@ -206,6 +208,7 @@ def test_pages_hold_no_python_that_is_not_run():
 RUN_EXAMPLES = {
     "celery": "test_celery.py",
     "django": "test_django.py",
+    "fastapi": "test_fastapi.py",
     "flask": "test_flask.py",
     "gunicorn": "test_gunicorn.py",
     "tornado": "test_servers.py",
@@ -314,3 +317,36 @@ def test_the_mplog_command_documents_its_options():
     assert result.returncode == 0
     for option in re.findall(r"^\s+(--[\w-]+)", result.stdout, re.M):
         assert option in reference, f"docs/api.md does not mention {option}"
+
+
+def test_the_serve_snippets_log_through_a_real_server(tmp_path):
+    """``mplog serve --config serve.json``; then serve_client.py, and a plain
+    ``python -c`` with sitecustomize.py on its path, each with
+    ``MPLOG_ADDRESS``: the server's app.log has both programs' 1,000 lines."""
+    for name in ("serve.json", "serve_client.py", "sitecustomize.py"):
+        shutil.copy(SNIPPETS / name, tmp_path / name)
+    address = str(tmp_path / "run" / "serve.sock")
+    env = dict(os.environ, MPLOG_ADDRESS=address, PYTHONPATH=str(ROOT))
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mplog", "serve", "--config", "serve.json", "--socket", address],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stderr is not None
+        assert "serving" in server.stderr.readline()
+        client = subprocess.run([sys.executable, "serve_client.py"], cwd=tmp_path, env=env, timeout=60)
+        assert client.returncode == 0
+        plain = "import logging\nfor n in range(1000): logging.getLogger('other').warning('task %d', 1000 + n)"
+        custom = dict(env, PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)]))
+        assert subprocess.run([sys.executable, "-c", plain], cwd=tmp_path, env=custom, timeout=60).returncode == 0
+    finally:
+        server.terminate()
+        server.wait(60)
+    assert server.returncode == 0
+    _check_lines(
+        _lines(tmp_path, "app.log"),
+        [(r" INFO app: task (\d+)$", range(1000)), (r" WARNING other: task (\d+)$", range(1000, 2000))],
+    )
