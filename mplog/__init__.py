@@ -16,6 +16,7 @@ from .exceptions import SetupError
 
 if TYPE_CHECKING:
     from ._files import FileHandler
+    from ._forward import SyslogHandler
     from ._listener import QueueListener
     from ._setup import Session, setup
 
@@ -31,6 +32,7 @@ __all__ = [
     "QueueListener",
     "Session",
     "SetupError",
+    "SyslogHandler",
     "__version__",
     "complete",
     "flush",
@@ -44,6 +46,7 @@ _LISTENER_SIDE = {
     "QueueListener": "._listener",
     "Session": "._setup",
     "setup": "._setup",
+    "SyslogHandler": "._forward",
 }
 
 
