@@ -62,12 +62,15 @@ class Backlog:
         #: Records dropped in all.
         self.dropped = 0
 
-    def put(self, message: bytes) -> None:
-        """Queue one message (the handler's thread); never waits for the receiver."""
+    def put(self, message: bytes, keep: bool = False) -> None:
+        """Queue one message; never waits for the receiver. ``keep``: never
+        drop it (mplog's own reports, which are few), even beyond the limits."""
         with self._lock:
-            if self._memory_bytes >= self._memory_limit and not self._spill():
-                self._drop_newest()
-                return
+            if self._memory_bytes >= self._memory_limit:
+                self._spill()
+                if self._memory_bytes >= self._memory_limit and not keep:
+                    self._drop_newest()
+                    return
             self._memory.append(message)
             self._memory_bytes += len(message)
             self._notice_last = False
@@ -113,11 +116,10 @@ class Backlog:
         with self._lock:
             self._ready.notify_all()
 
-    def rewind(self) -> int:
-        """The connection is lost: what is in flight will be sent again, in
-        order; return how many records that is."""
+    def rewind(self) -> None:
+        """The connection is lost: what is in flight will be sent again, in order."""
         with self._lock:
-            return self._rewind()
+            self._rewind()
 
     def empty(self) -> bool:
         """Whether nothing waits and nothing is in flight."""
@@ -132,24 +134,20 @@ class Backlog:
         and let it go; return how many records could not be kept (lost)."""
         with self._lock:
             self._rewind()
-            lost = 0
-            if self._memory and not self._spill():
-                lost = len(self._memory) - (1 if self._notice_last else 0)
+            self._spill()
+            lost = len(self._memory) - (1 if self._notice_last else 0)
             if self.spool is not None:
                 self.spool.close()
             return lost
 
-    def _rewind(self) -> int:
-        resent = 0
+    def _rewind(self) -> None:
         for batch in reversed(self.inflight):
-            resent += len(batch.messages)
             if batch.end is None:
                 self._memory.extendleft(reversed(batch.messages))
                 self._memory_bytes += sum(map(len, batch.messages))
         self.inflight.clear()
         if self.spool is not None:
             self.spool.rewind()
-        return resent
 
     def _spool_unread(self) -> bool:
         return self.spool is not None and self.spool.unread()
@@ -163,27 +161,36 @@ class Backlog:
             self._gap = 0
         return messages
 
-    def _spill(self) -> bool:
-        """Move memory to the spool; False if it does not fit (or there is none)."""
+    def _spill(self) -> None:
+        """Move the oldest records in memory to the spool, as many as fit."""
         spool = self.spool
         if spool is None:
-            return False
-        messages = list(self._memory)
-        if not spool.room_for(sum(map(len, messages)) + 4 * len(messages)):
-            return False
+            return
+        count = self._fitting(spool.max_bytes - spool.size)
+        if not count:
+            return
         # Batches in flight from memory are older than what memory holds: they go first.
         unspooled = [batch for batch in self.inflight if batch.end is None]
-        groups = [batch.messages for batch in unspooled] + [messages]
-        ends = spool.append(groups)
+        messages = [self._memory.popleft() for _ in range(count)]
+        self._memory_bytes -= sum(map(len, messages))
+        ends = spool.append([batch.messages for batch in unspooled] + [messages])
         for batch, end in zip(unspooled, ends):
             batch.end = end
         if unspooled:
             spool.skip_to(ends[-2])
-        self._memory.clear()
-        self._memory_bytes = 0
-        self._notice_last = False
-        self._gap = 0
-        return True
+        if not self._memory:  # a notice at its end went too
+            self._notice_last = False
+            self._gap = 0
+
+    def _fitting(self, room: int) -> int:
+        """How many of the oldest records in memory fit in ``room`` bytes of spool."""
+        count = 0
+        for message in self._memory:
+            room -= 4 + len(message)
+            if room < 0:
+                break
+            count += 1
+        return count
 
     def _drop_newest(self) -> None:
         """Memory and spool are full: count a record dropped, and have the

@@ -148,7 +148,7 @@ class SyslogHandler(logging.Handler):
         lost = backlog.close()
         if lost:
             _stderr.report(f"{self!r} stopped with {lost} records not forwarded, which are lost")
-        if spool is not None and spool.size:
+        if spool is not None and spool.kept():
             _stderr.report(f"{self!r} stopped with records kept in {spool.directory!r} for the next session")
 
     def _start(self) -> None:
@@ -165,7 +165,7 @@ class SyslogHandler(logging.Handler):
 
     def _report(self, message: str) -> None:
         _stderr.report(message)
-        self._backlog.put(self._mplog_message(logging.WARNING, message))
+        self._backlog.put(self._mplog_message(logging.WARNING, message), keep=True)
 
     def _mplog_message(self, level: int, message: str) -> bytes:
         record = logging.LogRecord("mplog", level, __file__, 0, message, None, None)

@@ -67,18 +67,20 @@ class RelpTransport:
         for message in messages:
             frames.append(b"%d syslog %d %b\n" % (txnr, len(message), message))
             txnr = _next(txnr)
-        self._sock.sendall(b"".join(frames))
+        # Counted before it is sent: a send that fails half-way may have
+        # delivered some of it, which is then sent again.
         self._txnr = txnr
         self._batches.append(len(messages))
         self._unacked += len(messages)
+        self._sock.sendall(b"".join(frames))
 
     def pending(self) -> int:
         """Messages sent and not acknowledged."""
         return self._unacked
 
-    def full(self) -> bool:
-        """Whether the window of unacknowledged messages is full."""
-        return self._unacked >= WINDOW
+    def room(self) -> int:
+        """How many more messages the window of unacknowledged ones has room for."""
+        return WINDOW - self._unacked
 
     def acknowledged(self, timeout: float) -> int:
         """Read the acknowledgements there are (waiting up to ``timeout`` s for

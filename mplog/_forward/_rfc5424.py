@@ -97,7 +97,10 @@ class Rfc5424:
         pri = self._facility + severity(record.levelno)
         micro = int((created - second) * 1e6) % 1000000
         head = f"<{pri}>1 {self._second_text}.{micro:06d}Z {self._host_app} {record.process or '-'} {msgid} "
-        data = self.structured_data(record.__dict__) if len(record.__dict__) > _PLAIN_RECORD_SIZE else "-"
+        state = record.__dict__
+        # Only a record with more attributes than a plain one can have extra fields.
+        plain = _PLAIN_RECORD_SIZE + ("message" in state) + ("asctime" in state)
+        data = self.structured_data(state) if len(state) > plain else "-"
         return (head + data + " " + message).encode("utf-8", "replace")
 
     def structured_data(self, state: Dict[str, Any]) -> str:
@@ -111,6 +114,5 @@ class Rfc5424:
         return f"[{self._sd_id} {' '.join(params)}]" if params else "-"
 
 
-# A record formatted once has the standard attributes and ``message``; one no
-# larger than that has no extra fields, which skips looking for them.
-_PLAIN_RECORD_SIZE = len(vars(logging.LogRecord("", 0, "", 0, "", (), None))) + 1
+# How many attributes a record has before formatting adds ``message`` (and ``asctime``).
+_PLAIN_RECORD_SIZE = len(vars(logging.LogRecord("", 0, "", 0, "", (), None)))

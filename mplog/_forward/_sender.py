@@ -86,7 +86,8 @@ class Sender:
                 self._pump(transport)
             except OSError as exc:
                 down_since = time.monotonic()
-                resent = self._backlog.rewind()
+                self._backlog.rewind()
+                resent = transport.pending()
                 self.resent += resent
                 self._report(
                     f"connection to {self._name} lost ({exc}); {resent} records sent and not acknowledged "
@@ -119,9 +120,10 @@ class Sender:
     def _step(self, transport: Transport) -> int:
         """Send a batch if the window has room; return how many batches were
         acknowledged meanwhile."""
-        if transport.full():
+        room = transport.room()
+        if room <= 0:
             return transport.acknowledged(0.1)
-        batch = self._backlog.take(BATCH, 0.0 if transport.pending() else _IDLE_SECONDS)
+        batch = self._backlog.take(min(BATCH, room), 0.0 if transport.pending() else _IDLE_SECONDS)
         if batch is not None:
             transport.send(batch.messages)
         return transport.acknowledged(0.0 if batch is not None else 0.05)

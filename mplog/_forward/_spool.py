@@ -65,6 +65,10 @@ class Spool:
         """What the segments hold."""
         return sum(self._sizes.values())
 
+    def kept(self) -> int:
+        """How many segment files the directory holds now (in any process's view)."""
+        return sum(1 for name in os.listdir(self.directory) if name.endswith(".seg"))
+
     def room_for(self, size: int) -> bool:
         """Whether ``size`` more bytes of segments stay within ``max_bytes``."""
         return self.size + size <= self.max_bytes

@@ -56,6 +56,7 @@ class OctetTransport:
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self._sent = 0
+        self._sending = 0
 
     def send(self, messages: List[bytes]) -> None:
         """Send one batch.
@@ -68,16 +69,20 @@ class OctetTransport:
         # buffer and be lost with the reset that follows.
         if readable(self._sock, 0) and not self._sock.recv(4096):
             raise ConnectionError("the receiver closed the connection")
+        # Until it is sent, the batch may be partly delivered: if the send
+        # fails, it is sent again and counted as such.
+        self._sending = len(messages)
         self._sock.sendall(b"".join([b"%d %b" % (len(message), message) for message in messages]))
+        self._sending = 0
         self._sent += 1
 
     def pending(self) -> int:
-        """Batches sent and not acknowledged: none, with TCP."""
-        return 0
+        """Messages sent and not acknowledged: with TCP, only those of a send that failed."""
+        return self._sending
 
-    def full(self) -> bool:
-        """Whether the window of unacknowledged batches is full: never, with TCP."""
-        return False
+    def room(self) -> int:
+        """How many more messages may be sent before acknowledgements: any number, with TCP."""
+        return 1 << 30
 
     def acknowledged(self, timeout: float) -> int:
         """Batches acknowledged since the last call (every one sent)."""
