@@ -83,6 +83,8 @@ class Rfc5424:
         self._second = -1
         self._second_text = ""
         self._msgids: Dict[str, str] = {}
+        self._pris: Dict[int, str] = {}
+        self._sd_names: Dict[str, str] = {}
 
     def encode(self, record: logging.LogRecord, message: str) -> bytes:
         """The RFC 5424 message for ``record``, whose formatted text is ``message``."""
@@ -91,26 +93,34 @@ class Rfc5424:
         if second != self._second:
             self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
             self._second = second
+        pri = self._pris.get(record.levelno)
+        if pri is None:
+            pri = self._pris[record.levelno] = f"<{self._facility + severity(record.levelno)}>1 "
         msgid = self._msgids.get(record.name)
         if msgid is None:
             msgid = self._msgids[record.name] = header_field(record.name, 32)
-        pri = self._facility + severity(record.levelno)
-        micro = int((created - second) * 1e6) % 1000000
-        head = f"<{pri}>1 {self._second_text}.{micro:06d}Z {self._host_app} {record.process or '-'} {msgid} "
         state = record.__dict__
         # Only a record with more attributes than a plain one can have extra fields.
         plain = _PLAIN_RECORD_SIZE + ("message" in state) + ("asctime" in state)
         data = self.structured_data(state) if len(state) > plain else "-"
-        return (head + data + " " + message).encode("utf-8", "replace")
+        micro = int((created - second) * 1e6) % 1000000
+        return (
+            f"{pri}{self._second_text}.{micro:06d}Z {self._host_app} {record.process or '-'} {msgid} {data} {message}"
+        ).encode("utf-8", "replace")
 
     def structured_data(self, state: Dict[str, Any]) -> str:
         """The STRUCTURED-DATA field: one element holding the ``extra`` fields
         of a record whose attributes are ``state`` (``-`` if it has none)."""
-        params = [
-            f'{sd_name(key)}="{_SD_ESCAPE.sub(_BACKSLASHED, str(value))}"'
-            for key, value in state.items()
-            if key not in STANDARD_ATTRIBUTES
-        ]
+        names = self._sd_names
+        params = []
+        for key in state.keys() - STANDARD_ATTRIBUTES:
+            name = names.get(key)
+            if name is None:
+                name = names[key] = sd_name(key)
+            value = str(state[key])
+            if '"' in value or "\\" in value or "]" in value:
+                value = _SD_ESCAPE.sub(_BACKSLASHED, value)
+            params.append(f'{name}="{value}"')
         return f"[{self._sd_id} {' '.join(params)}]" if params else "-"
 
 
