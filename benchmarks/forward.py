@@ -10,9 +10,10 @@ listener *process* whose only handler is:
     ``mplog.SyslogHandler`` to an rsyslogd started here (RELP, or TCP with
     octet counting), which writes every message to a file.
 
-Reported per run: how long the workers took to log (their calls return
-without waiting for the receiver unless the listener's handler backlog is
-full, which is back-pressure), the rate they logged at, the rate at which
+Reported per run: how long the workers took to log and their slowest
+logging call (a call waits only when the listener is behind: its handler's
+backlog full, which is back-pressure, or its reading thread short of CPU),
+the rate they logged at, the rate at which
 rsyslogd had written everything, the listener process's CPU time per record
 (user + system, read from /proc before it stops), and the spool's largest
 size (records spill there when the receiver is slower than the load). Every
@@ -48,15 +49,21 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _worker(worker: int, records: int, rate: float, start: float, results) -> None:
+    """Log ``records`` records at ``rate`` a second (0: unpaced); report the
+    time taken and the slowest logging call."""
     log = logging.getLogger("bench")
-    began = time.monotonic()
+    clock = time.perf_counter
+    began = clock()
+    slowest = 0.0
     for seq in range(records):
         if rate and seq % 100 == 0:
             delay = start + seq / rate - time.time()
             if delay > 0:
                 time.sleep(delay)
+        before = clock()
         log.info("w%d %d payload of a typical length for a request log line", worker, seq, extra={"user": "u1"})
-    results.put(time.monotonic() - began)
+        slowest = max(slowest, clock() - before)
+    results.put((clock() - began, slowest))
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -92,10 +99,14 @@ def run(kind: str, workers: int, records: int, rate: float, directory: Path) -> 
         cpu_before = _cpu_seconds(pid)
         began = time.monotonic()
         start = time.time() + 0.2
-        processes = [context.Process(target=_worker, args=(w, records, rate, start, results)) for w in range(workers)]
+        per_worker = rate / workers
+        processes = [
+            context.Process(target=_worker, args=(w, records, per_worker, start, results)) for w in range(workers)
+        ]
         for process in processes:
             process.start()
-        logging_seconds = max(results.get(timeout=600) for _ in processes)
+        reports = [results.get(timeout=600) for _ in processes]
+        logging_seconds = max(seconds for seconds, _ in reports)
         for process in processes:
             process.join()
         mplog.complete(600)
@@ -110,6 +121,7 @@ def run(kind: str, workers: int, records: int, rate: float, directory: Path) -> 
     distinct = len(set(line.split(" ", 2)[2] for line in lines if line.startswith("bench ")))
     return {
         "logging_s": logging_seconds,
+        "slowest_ms": max(slowest for _, slowest in reports) * 1e3,
         "logged_per_s": total / logging_seconds,
         "delivered_per_s": total / delivered if rsyslog is not None else 0.0,
         "listener_us": cpu / total * 1e6,
@@ -131,7 +143,10 @@ def main() -> int:
         f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; "
         f"{args.workers} workers x {args.records} records, rate {args.rate or 'unpaced'}"
     )
-    print("handler  logging s  logged/s  delivered/s  listener us/record  spool peak B  lost  dup  (median of runs)")
+    print(
+        "handler  logging s  slowest call ms  logged/s  delivered/s  listener us/record  spool peak B  lost  dup"
+        "  (median of runs)"
+    )
     failed = False
     for kind in args.handlers:
         runs = []
@@ -142,7 +157,8 @@ def main() -> int:
         lost, dup = sum(r["lost"] for r in runs), sum(r["duplicates"] for r in runs)
         failed = failed or lost > 0 or dup > 0
         print(
-            f"{kind:7}  {median['logging_s']:9.2f}  {median['logged_per_s']:8.0f}  {median['delivered_per_s']:11.0f}"
+            f"{kind:7}  {median['logging_s']:9.2f}  {median['slowest_ms']:15.1f}  {median['logged_per_s']:8.0f}"
+            f"  {median['delivered_per_s']:11.0f}"
             f"  {median['listener_us']:18.1f}  {median['spool_peak']:12.0f}  {lost:4d}  {dup:3d}"
         )
     return 1 if failed else 0
