@@ -20,8 +20,10 @@ AVAILABLE = os.path.exists(RSYSLOGD) and os.path.exists(os.path.join(MODULES, "i
 
 # Each message is written (and flushed) before rsyslog answers for it: the
 # input's ruleset has a Direct queue, so the action runs in the thread that
-# received the message, before imrelp sends "rsp 200". With rsyslog's default
-# in-memory main queue, a SIGKILL loses what was acknowledged and queued.
+# received the message, before imrelp sends "rsp 200". With the default
+# in-memory queue, imrelp answers once a message is queued, so a SIGKILL may
+# lose what was answered and still queued (not seen in one run of the RELP
+# test, where rsyslog kept up).
 CONFIG = """\
 global(workDirectory="{work}" maxMessageSize="64k" net.enableDNS="off")
 module(load="{modules}/imrelp.so")
