@@ -8,9 +8,8 @@ import functools
 import logging
 import os
 import socket
-import ssl
 import sys
-from typing import Optional, Tuple
+from typing import TYPE_CHECKING, Optional, Tuple
 
 from .. import _fork, _stderr
 from .._config import check_seconds
@@ -20,6 +19,9 @@ from ._rfc5424 import FACILITIES, Rfc5424
 from ._sender import Sender, Transport
 from ._spool import Spool
 from ._tcp import OctetTransport, connect
+
+if TYPE_CHECKING:
+    import ssl
 
 __all__ = ["SyslogHandler"]
 
@@ -83,7 +85,7 @@ class SyslogHandler(logging.Handler):
         *,
         spool: Optional[str] = None,
         spool_max_bytes: int = SPOOL_BYTES,
-        ssl_context: Optional[ssl.SSLContext] = None,
+        ssl_context: Optional["ssl.SSLContext"] = None,
         facility: str = "user",
         app_name: Optional[str] = None,
         hostname: Optional[str] = None,
@@ -175,7 +177,7 @@ class SyslogHandler(logging.Handler):
         return f"<SyslogHandler {self.protocol} {self.address[0]}:{self.address[1]}>"
 
 
-def _open(protocol: str, address: Tuple[str, int], ssl_context: Optional[ssl.SSLContext]) -> Transport:
+def _open(protocol: str, address: Tuple[str, int], ssl_context: Optional["ssl.SSLContext"]) -> Transport:
     sock = connect(address, ssl_context)
     try:
         return RelpTransport(sock) if protocol == "relp" else OctetTransport(sock)

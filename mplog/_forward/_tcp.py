@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import select
 import socket
-import ssl
-from typing import List, Optional, Tuple
+from typing import TYPE_CHECKING, List, Optional, Tuple
+
+if TYPE_CHECKING:  # ssl costs milliseconds to import; only TLS needs it
+    import ssl
 
 __all__ = ["OctetTransport", "ProtocolError", "connect"]
 
@@ -24,7 +26,7 @@ class ProtocolError(OSError):
     """The receiver answered something unexpected (or refused a message)."""
 
 
-def connect(address: Tuple[str, int], ssl_context: Optional[ssl.SSLContext]) -> socket.socket:
+def connect(address: Tuple[str, int], ssl_context: Optional["ssl.SSLContext"]) -> socket.socket:
     """A connected (and, with ``ssl_context``, TLS-wrapped) blocking socket."""
     sock = socket.create_connection(address, timeout=CONNECT_SECONDS)
     try:
@@ -40,7 +42,8 @@ def connect(address: Tuple[str, int], ssl_context: Optional[ssl.SSLContext]) -> 
 
 def readable(sock: socket.socket, timeout: float) -> bool:
     """Whether ``sock`` has something to read within ``timeout`` seconds."""
-    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+    pending = getattr(sock, "pending", None)  # a TLS socket's decrypted bytes
+    if pending is not None and pending():
         return True
     return bool(select.select([sock], [], [], timeout)[0])
 
