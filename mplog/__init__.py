@@ -17,6 +17,7 @@ from .exceptions import SetupError
 if TYPE_CHECKING:
     from ._client import connect
     from ._files import FileHandler
+    from ._forward import SyslogHandler
     from ._listener import QueueListener
     from ._setup import Session, setup
 
@@ -32,6 +33,7 @@ __all__ = [
     "QueueListener",
     "Session",
     "SetupError",
+    "SyslogHandler",
     "__version__",
     "complete",
     "connect",
@@ -47,6 +49,7 @@ _LISTENER_SIDE = {
     "QueueListener": "._listener",
     "Session": "._setup",
     "setup": "._setup",
+    "SyslogHandler": "._forward",
 }
 
 

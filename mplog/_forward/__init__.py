@@ -1,0 +1,9 @@
+"""Forwarding from the listener to a host's log pipeline: RFC 5424 syslog over
+RELP or octet-counted TCP, with a spool on disk while the receiver is down."""
+
+from __future__ import annotations
+
+from ._handler import SyslogHandler
+from ._spool import SpoolInUse
+
+__all__ = ["SpoolInUse", "SyslogHandler"]

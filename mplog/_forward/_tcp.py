@@ -1,0 +1,97 @@
+"""Octet-counted syslog over TCP (RFC 6587 framing, RFC 5425 over TLS), and
+what every transport shares: connecting, and noticing a receiver that left.
+
+TCP has no acknowledgements: a batch counts as delivered once the kernel took
+it. What a receiver that crashes had not yet processed (its socket buffer, its
+own queue) and what was sent before its end was noticed are lost.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+from typing import TYPE_CHECKING, List, Optional, Tuple
+
+if TYPE_CHECKING:  # ssl costs milliseconds to import; only TLS needs it
+    import ssl
+
+__all__ = ["OctetTransport", "ProtocolError", "connect"]
+
+#: How long connecting, and each send, may take before the receiver counts as down.
+CONNECT_SECONDS = 5.0
+SEND_SECONDS = 10.0
+
+
+class ProtocolError(OSError):
+    """The receiver answered something unexpected (or refused a message)."""
+
+
+def connect(address: Tuple[str, int], ssl_context: Optional["ssl.SSLContext"]) -> socket.socket:
+    """A connected (and, with ``ssl_context``, TLS-wrapped) blocking socket."""
+    sock = socket.create_connection(address, timeout=CONNECT_SECONDS)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if ssl_context is not None:
+            sock = ssl_context.wrap_socket(sock, server_hostname=address[0])
+        sock.settimeout(SEND_SECONDS)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def readable(sock: socket.socket, timeout: float) -> bool:
+    """Whether ``sock`` has something to read within ``timeout`` seconds."""
+    pending = getattr(sock, "pending", None)  # a TLS socket's decrypted bytes
+    if pending is not None and pending():
+        return True
+    return bool(select.select([sock], [], [], timeout)[0])
+
+
+class OctetTransport:
+    """Sends each message as ``LENGTH SP MESSAGE``; nothing is acknowledged,
+    so every batch counts as delivered once sent.
+
+    Args:
+        sock: a connected socket (see :func:`connect`).
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._sent = 0
+        self._sending = 0
+
+    def send(self, messages: List[bytes]) -> None:
+        """Send one batch.
+
+        Raises:
+            OSError: the receiver is gone (seen as end of stream, or a failed send).
+        """
+        # A receiver that crashed closed its end: the kernel has the end of
+        # stream for us. Without this check the batch would go into the send
+        # buffer and be lost with the reset that follows.
+        if readable(self._sock, 0) and not self._sock.recv(4096):
+            raise ConnectionError("the receiver closed the connection")
+        # Until it is sent, the batch may be partly delivered: if the send
+        # fails, it is sent again and counted as such.
+        self._sending = len(messages)
+        self._sock.sendall(b"".join([b"%d %b" % (len(message), message) for message in messages]))
+        self._sending = 0
+        self._sent += 1
+
+    def pending(self) -> int:
+        """Messages sent and not acknowledged: with TCP, only those of a send that failed."""
+        return self._sending
+
+    def room(self) -> int:
+        """How many more messages may be sent before acknowledgements: any number, with TCP."""
+        return 1 << 30
+
+    def acknowledged(self, timeout: float) -> int:
+        """Batches acknowledged since the last call (every one sent)."""
+        sent, self._sent = self._sent, 0
+        return sent
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._sock.close()
