@@ -47,9 +47,9 @@ class Rsyslog:
     """One rsyslogd receiving over ``protocol`` (``"relp"`` or ``"tcp"``) and
     writing each message as ``MSGID PROCID MSG`` to :attr:`output`."""
 
-    def __init__(self, directory: Path, protocol: str = "relp") -> None:
+    def __init__(self, directory: Path, protocol: str = "relp", port: Optional[int] = None) -> None:
         self.directory = directory
-        self.port = free_port()
+        self.port = port or free_port()
         self.output = directory / "received.log"
         work = directory / "work"
         work.mkdir(parents=True, exist_ok=True)

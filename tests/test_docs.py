@@ -24,6 +24,8 @@ import pytest
 import mplog
 import mplog.cli
 import mplog.gunicorn
+from tests import rsyslog
+from tests.conftest import requires
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -79,8 +81,9 @@ RUNS: Dict[str, Dict[str, List[Expect]]] = {
 }
 
 #: Files the snippets above read or start, not run on their own (the serve
-#: ones run in test_the_serve_snippets_log_through_a_real_server).
-HELPERS = {"subprocess_child.py", "logging.ini", "serve.json", "serve_client.py", "sitecustomize.py"}
+#: ones run in test_the_serve_snippets_log_through_a_real_server, forwarding.py
+#: in test_the_forwarding_snippet_reaches_a_real_rsyslogd).
+HELPERS = {"subprocess_child.py", "logging.ini", "serve.json", "serve_client.py", "sitecustomize.py", "forwarding.py"}
 
 #: Snippets that need a newer Python than 3.8.
 NEEDS = {"dictconfig_queue_handler.py": (3, 12)}
@@ -350,3 +353,26 @@ def test_the_serve_snippets_log_through_a_real_server(tmp_path):
         _lines(tmp_path, "app.log"),
         [(r" INFO app: task (\d+)$", range(1000)), (r" WARNING other: task (\d+)$", range(1000, 2000))],
     )
+
+
+@requires(rsyslog.AVAILABLE, "needs rsyslogd and rsyslog-relp (Debian packages)")
+def test_the_forwarding_snippet_reaches_a_real_rsyslogd(tmp_path):
+    """forwarding.py, as printed, with rsyslogd's RELP input on 127.0.0.1:2514:
+    its 1,000 records reach rsyslog once each."""
+    shutil.copy(SNIPPETS / "forwarding.py", tmp_path / "forwarding.py")
+    receiver = rsyslog.Rsyslog(tmp_path / "rsyslog", "relp", port=2514)
+    receiver.start()
+    try:
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("MPLOG")}
+        result = subprocess.run(
+            [sys.executable, "forwarding.py"],
+            cwd=tmp_path,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    finally:
+        receiver.stop()
+    _check_lines(receiver.lines(), [(r"^app \d+ task (\d+)$", range(1000))])
