@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["SetupError"]
+__all__ = ["SetupError", "SpoolInUse"]
 
 
 class SetupError(RuntimeError):
@@ -11,3 +11,9 @@ class SetupError(RuntimeError):
 
     Raised in the parent at setup time, never later in a worker.
     """
+
+
+class SpoolInUse(RuntimeError):
+    """A :class:`mplog.SyslogHandler`'s spool directory is held by another
+    process (a second session, say): two senders would resend each other's
+    records. The message names the pid that holds it."""

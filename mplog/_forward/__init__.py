@@ -4,6 +4,5 @@ RELP or octet-counted TCP, with a spool on disk while the receiver is down."""
 from __future__ import annotations
 
 from ._handler import SyslogHandler
-from ._spool import SpoolInUse
 
-__all__ = ["SpoolInUse", "SyslogHandler"]
+__all__ = ["SyslogHandler"]

@@ -75,7 +75,7 @@ class SyslogHandler(logging.Handler):
     Raises:
         ValueError: an unknown protocol or facility, or a cap that is not positive.
         TypeError: an address that is not a ``(host, port)`` pair.
-        mplog._forward.SpoolInUse: another process uses the spool directory.
+        mplog.exceptions.SpoolInUse: another process uses the spool directory.
     """
 
     def __init__(
@@ -111,17 +111,17 @@ class SyslogHandler(logging.Handler):
 
     @property
     def dropped(self) -> int:
-        """Records dropped because memory and spool were full (or there was no spool)."""
+        """How many records were dropped because memory and spool were full (or there was no spool)."""
         return self._backlog.dropped
 
     @property
     def resent(self) -> int:
-        """Records sent again after a lost connection: the most the receiver can have twice."""
+        """How many records were sent again after a lost connection; the receiver has at most these twice."""
         return self._sender.resent if self._sender is not None else 0
 
     @property
     def forwarded(self) -> int:
-        """Records the receiver acknowledged (with TCP: records sent)."""
+        """How many records the receiver acknowledged (with TCP, how many were sent)."""
         return self._sender.forwarded if self._sender is not None else 0
 
     def emit(self, record: logging.LogRecord) -> None:

@@ -18,6 +18,7 @@ import struct
 from typing import Dict, List, Sequence, Tuple
 
 from .. import _fork
+from ..exceptions import SpoolInUse
 
 __all__ = ["Position", "Spool", "SpoolInUse"]
 
@@ -25,10 +26,6 @@ __all__ = ["Position", "Spool", "SpoolInUse"]
 Position = Tuple[int, int]
 _LENGTH = struct.Struct(">I")
 _CURSOR = "%020d %020d\n"
-
-
-class SpoolInUse(RuntimeError):
-    """Another process (a second session, say) holds the spool directory."""
 
 
 class Spool:
