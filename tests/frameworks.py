@@ -19,6 +19,10 @@ from tests.servers import Load, RotatedLog, count_lines, kill_a_worker, stop_ser
 HOOK = "from mplog.gunicorn import"
 #: Small enough that 5,000 app lines rotate well over 20 times.
 MAX_BYTES = 8000
+#: Far more backups than a run makes (none is deleted), yet few: each rollover
+#: of a RotatingFileHandler looks for every backup number up to it (0.29 s a
+#: rollover at 100,000, which made the listener the bottleneck of a run).
+BACKUP_COUNT = 1000
 STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} \d+"
 
 
@@ -52,19 +56,20 @@ def serve(
     args: Sequence[str] = (),
     requests: int = 5000,
     during: Sequence[Callable[[int], None]] = (),
+    config: str = "gunicorn.conf.py",
 ) -> Outcome:
-    """Copy ``example`` to ``tmp_path`` (without the hook line unless
-    ``hook``), serve ``app`` with 3 workers, send ``requests`` requests, and at
-    evenly spaced points of them kill a worker, then call each of ``during``
-    with the port; stop the server."""
+    """Copy ``example`` to ``tmp_path`` (without the hook line of ``config``
+    unless ``hook``), serve ``app`` with 3 workers, send ``requests`` requests,
+    and at evenly spaced points of them kill a worker, then call each of
+    ``during`` with the port; stop the server."""
     shutil.copytree(example, tmp_path, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.log*"))
-    conf = tmp_path / "gunicorn.conf.py"
+    conf = tmp_path / config
     lines = conf.read_text().splitlines(keepends=True)
     assert any(line.startswith(HOOK) for line in lines), f"{conf} has no line {HOOK!r}"
     if not hook:
         conf.write_text("".join(line for line in lines if not line.startswith(HOOK)))
-    env = {"LOG_MAX_BYTES": str(MAX_BYTES), "LOG_BACKUP_COUNT": "100000"}
-    command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", "127.0.0.1:0", "--workers", "3"]
+    env = {"LOG_MAX_BYTES": str(MAX_BYTES), "LOG_BACKUP_COUNT": str(BACKUP_COUNT)}
+    command = [sys.executable, "-m", "gunicorn", "-c", config, "--bind", "127.0.0.1:0", "--workers", "3"]
     started = time.monotonic()
     with open(tmp_path / "stdout.txt", "wb") as out:
         server = subprocess.Popen(
