@@ -57,12 +57,14 @@ def serve(
     requests: int = 5000,
     during: Sequence[Callable[[int], None]] = (),
     config: str = "gunicorn.conf.py",
+    prepare: Callable[[Path], None] = lambda directory: None,
 ) -> Outcome:
     """Copy ``example`` to ``tmp_path`` (without the hook line of ``config``
-    unless ``hook``), serve ``app`` with 3 workers, send ``requests`` requests,
-    and at evenly spaced points of them kill a worker, then call each of
-    ``during`` with the port; stop the server."""
+    unless ``hook``) and call ``prepare`` with it; serve ``app`` with 3
+    workers, send ``requests`` requests, and at evenly spaced points of them
+    kill a worker, then call each of ``during`` with the port; stop the server."""
     shutil.copytree(example, tmp_path, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.log*"))
+    prepare(tmp_path)
     conf = tmp_path / config
     lines = conf.read_text().splitlines(keepends=True)
     assert any(line.startswith(HOOK) for line in lines), f"{conf} has no line {HOOK!r}"
