@@ -51,6 +51,13 @@ def _copy_example(tmp_path: Path, hook: bool, port: int) -> None:
     ini.write_text(text)
 
 
+def _wait_until_loaded(output: str, server: subprocess.Popen, apps: int) -> None:
+    """Wait for ``apps`` "app ready" lines (one per worker with lazy-apps,
+    one in all without): a worker stopped while it loads the app makes the
+    master wait for it, or, with need-app, give up (exit status 22)."""
+    wait_for_line(output, r"(WSGI app 0 \(mountpoint=''\) ready)", process=server, count=apps)
+
+
 def _kill_worker(output: str, killed: List[int]) -> None:
     """SIGKILL uWSGI's worker 1 (the master forks a new one)."""
     pid = int(wait_for_line(output, r"spawned uWSGI worker 1 \(pid: (\d+)"))
@@ -71,11 +78,15 @@ def serve(tmp_path: Path, hook: bool, args: Sequence[str] = ()) -> Outcome:
             [str(UWSGI), "--ini", "uwsgi.ini", *args], cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, env=env
         )
     killed: List[int] = []
+    lazy = "--lazy-apps" in args
     try:
         wait_for_line(output, r"spawned uWSGI worker (\d+)", process=server, count=PROCESSES)
+        _wait_until_loaded(output, server, PROCESSES if lazy else 1)
         load = Load(port, REQUESTS, deadline=90)
         load.run(during=[lambda: _kill_worker(output, killed)])
         wait_for_line(output, r"Respawned uWSGI worker 1 \(new pid: (\d+)\)", process=server)
+        if lazy:  # the new worker loads the app too
+            _wait_until_loaded(output, server, PROCESSES + 1)
     finally:
         stop_server(server)
     text = Path(output).read_text(errors="replace")
@@ -136,6 +147,7 @@ def test_imported_in_lazy_workers_it_says_where_it_belongs(tmp_path):
         )
     try:
         wait_for_line(output, r"(mplog: .* imported in uWSGI worker)", process=server, count=PROCESSES)
+        _wait_until_loaded(output, server, PROCESSES)
         load = Load(port, 20)
         load.run()
     finally:
