@@ -7,12 +7,13 @@ one listener that the master starts::
 mplog.integrations.uwsgi``). uWSGI imports a ``shared-import`` module in the
 master while it starts, before it loads the app (without ``lazy-apps``) or
 forks the workers (with it). There this module starts an mplog session whose
-listener is a process of its own: uWSGI runs no thread of the master's while it
-manages its workers unless threads are enabled. The file handlers the app
-configures next, in the master or in each worker (``dictConfig`` at import of
-the app module), are taken over: every worker, the ones the master forks again
-to replace those that died too, sends its records to the listener, which
-writes and rotates each file once.
+listener is a process of its own, not a thread of the master's: uWSGI's fork
+skips the at-fork hooks that keep a listener thread quiet around a fork, and
+older uWSGI versions run Python threads only with ``enable-threads``. The
+file handlers the app configures next, in the master or in each worker
+(``dictConfig`` at import of the app module), are taken over: every worker,
+the ones the master forks again to replace those that died too, sends its
+records to the listener, which writes and rotates each file once.
 
 uWSGI forks its workers in C, without Python's at-fork hooks; mplog needs
 none there: each process opens its own pipe to the listener when it first
