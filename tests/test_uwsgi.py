@@ -58,6 +58,21 @@ def _wait_until_loaded(output: str, server: subprocess.Popen, apps: int) -> None
     wait_for_line(output, r"(WSGI app 0 \(mountpoint=''\) ready)", process=server, count=apps)
 
 
+def _wait_until_idle(pid: int, timeout: float = 30.0) -> None:
+    """Wait until worker ``pid`` waits for requests (in ``epoll_wait``). A
+    worker signalled before it has set its own signal handlers runs the
+    master's, inherited at fork: it says "killing workers" and waits for
+    them, and the master for it (seen after a respawn, with and without
+    mplog)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/wchan") as wchan:
+            if "epoll" in wchan.read():
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"uWSGI worker {pid} did not wait for requests within {timeout} s")
+
+
 def _kill_worker(output: str, killed: List[int]) -> None:
     """SIGKILL uWSGI's worker 1 (the master forks a new one)."""
     pid = int(wait_for_line(output, r"spawned uWSGI worker 1 \(pid: (\d+)"))
@@ -84,9 +99,10 @@ def serve(tmp_path: Path, hook: bool, args: Sequence[str] = ()) -> Outcome:
         _wait_until_loaded(output, server, PROCESSES if lazy else 1)
         load = Load(port, REQUESTS, deadline=90)
         load.run(during=[lambda: _kill_worker(output, killed)])
-        wait_for_line(output, r"Respawned uWSGI worker 1 \(new pid: (\d+)\)", process=server)
+        respawned = int(wait_for_line(output, r"Respawned uWSGI worker 1 \(new pid: (\d+)\)", process=server))
         if lazy:  # the new worker loads the app too
             _wait_until_loaded(output, server, PROCESSES + 1)
+        _wait_until_idle(respawned)
     finally:
         stop_server(server)
     text = Path(output).read_text(errors="replace")
