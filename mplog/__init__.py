@@ -15,6 +15,7 @@ from ._sync import complete
 from .exceptions import SetupError
 
 if TYPE_CHECKING:
+    from ._client import connect
     from ._files import FileHandler
     from ._listener import QueueListener
     from ._setup import Session, setup
@@ -33,6 +34,7 @@ __all__ = [
     "SetupError",
     "__version__",
     "complete",
+    "connect",
     "flush",
     "initializer",
     "setup",
@@ -40,6 +42,7 @@ __all__ = [
 
 # The listener side, loaded on first use only where it is rarely needed.
 _LISTENER_SIDE = {
+    "connect": "._client",  # only an mplog serve client needs it
     "FileHandler": "._files",
     "QueueListener": "._listener",
     "Session": "._setup",

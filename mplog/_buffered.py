@@ -13,6 +13,7 @@ import weakref
 from typing import Optional, Protocol
 
 from . import _codec, _fork, _sigterm, _stderr
+from ._marks import here, on_this_stack
 
 __all__ = [
     "BUFFER_BYTES",
@@ -141,15 +142,15 @@ class _Flusher:
         or a signal handler that logs meanwhile), which wakes the flusher
         once it runs: waiting for the lock that start holds would be forever."""
         local = self._local
-        if getattr(local, "starting", False):
+        if on_this_stack(getattr(local, "starting", None)):
             return False
-        local.starting = True
         try:
+            local.starting = here()
             with self._starting:  # two threads' first records: one flusher
                 if self._pid != os.getpid():
                     self._start()
         finally:
-            local.starting = False
+            local.starting = None
         return True
 
     def _start(self) -> None:

@@ -25,6 +25,7 @@ __all__ = [
     "WorkerConfig",
     "check_handlers",
     "check_worker_user",
+    "explicit_logger_levels",
 ]
 
 # The largest uid: (uid_t)-1 means "no change" to chown and setuid.
@@ -142,6 +143,9 @@ class WorkerConfig(NamedTuple):
     #: Whether the root's route is only mplog's stand-in for "not configured"
     #: (setup() had no handlers to adopt): basicConfig() then still configures.
     stand_in_root: bool = False
+    #: Whether the listener is an ``mplog serve`` server (the process is its
+    #: client, and cannot also run a session of its own).
+    served: bool = False
 
     def to_json(self) -> str:
         """Serialise for the environment variable (without the routes' traceback formatters)."""
@@ -155,6 +159,7 @@ class WorkerConfig(NamedTuple):
                 self.flush_interval,
                 self.takeover,
                 self.stand_in_root,
+                self.served,
             )
         )
 
@@ -166,7 +171,7 @@ class WorkerConfig(NamedTuple):
             ValueError: ``text`` is not such a config.
         """
         try:
-            address, root_level, routes, logger_levels, flush_interval, takeover, stand_in = json.loads(text)
+            address, root_level, routes, logger_levels, flush_interval, takeover, stand_in, served = json.loads(text)
             return cls(
                 address,
                 root_level,
@@ -178,6 +183,7 @@ class WorkerConfig(NamedTuple):
                 check_flush_interval(flush_interval),
                 bool(takeover),
                 bool(stand_in),
+                bool(served),
             )
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{ENVIRONMENT_VARIABLE} is not an mplog config: {text!r} ({exc})") from None
@@ -230,3 +236,12 @@ def check_worker_user(user: Union[str, int, None]) -> Optional[int]:
         return pwd.getpwnam(user).pw_uid
     except KeyError:
         raise ValueError(f"worker_user {user!r}: no such user") from None
+
+
+def explicit_logger_levels() -> Tuple[Tuple[str, int], ...]:
+    """The level of every logger of this process that has one set (not ``NOTSET``)."""
+    return tuple(
+        (name, logger.level)
+        for name, logger in list(logging.Logger.manager.loggerDict.items())
+        if isinstance(logger, logging.Logger) and logger.level != logging.NOTSET
+    )

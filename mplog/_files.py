@@ -1,25 +1,25 @@
 """A log file written only by the listener: writing, write faults, rotation
-by size and by time, retention, and following external rotation.
+by size and by time, and following external rotation (the rotated files'
+compression and retention are :mod:`mplog._archive`'s).
 
 Only the listener writes, so no lock spans processes. Lines arrive formatted
 (by the workers) with each record's time. Time rotation files every line under
-its own period, even when it arrives after the period ended. What the options
-mean (sizes, durations, periods, compression) is :mod:`mplog._rotation`'s.
+its own period, even when it arrives after the period ended (unless
+``late_records="live"``). What the options mean (sizes, durations, periods,
+compression) is :mod:`mplog._rotation`'s.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from . import _recipes, _takeover
+from ._archive import Archive
 from ._codec import TEXT_END, Frames, frame_texts
 from ._rotation import (
-    LATE_GRACE_SECONDS,
-    Compressor,
     Periods,
     parse_compress,
     parse_count,
@@ -58,10 +58,22 @@ class FileHandler(logging.Handler):
         when: rotate at period boundaries: ``"S"``, ``"M"``, ``"H"``, ``"D"``,
             ``"midnight"``, ``"W0"``-``"W6"``; with ``max_bytes`` too, both apply.
         interval: periods of this many units (e.g. ``when="M", interval=15``).
+        late_records: where a record goes that was logged before a period
+            boundary but arrives after the rotation: ``"period"`` (into its
+            own period's rotated file, for 5 s after the rotation) or
+            ``"live"`` (into the live file: for a shipper that stops reading a
+            file once it is renamed, such as rsyslog's imfile).
         utc: periods in UTC instead of local time.
         backup_count: keep at most this many rotated files.
         max_age: delete rotated files older than this (seconds, ``"7d"``...).
         compress: ``"gzip"`` to compress rotated files, in a background thread.
+        compress_delay: leave each rotated file uncompressed, under its rotated
+            name, this long (seconds, ``"5m"``...) before compressing it, as
+            logrotate's ``delaycompress`` does: a shipper tailing the log
+            (rsyslog's imfile, Filebeat, Vector, Fluent Bit) that reopens it
+            by name, or was down at the rotation, can still read it to its
+            end. Files not due when the handler closes stay uncompressed
+            until the next handler of this file takes them up.
         encoding: of the file.
         max_buffer: while the file cannot be written (disk full, permissions,
             directory gone), hold up to this much in memory, then drop records,
@@ -81,9 +93,11 @@ class FileHandler(logging.Handler):
         when: Optional[str] = None,
         interval: int = 1,
         utc: bool = False,
+        late_records: str = "period",
         backup_count: Optional[int] = None,
         max_age: Union[int, float, str, None] = None,
         compress: Optional[str] = None,
+        compress_delay: Union[int, float, str, None] = None,
         encoding: str = "utf-8",
         max_buffer: Union[int, str] = "16 MiB",
         level: int = logging.NOTSET,
@@ -92,9 +106,15 @@ class FileHandler(logging.Handler):
         self.path = os.path.abspath(os.fspath(filename))
         self.max_bytes = None if max_bytes is None else parse_size(max_bytes, "max_bytes")
         self.periods = None if when is None else Periods(when, interval, utc)
+        if late_records not in ("period", "live"):
+            raise ValueError(f"late_records must be 'period' or 'live', got {late_records!r}")
+        self.late_records = late_records
         self.backup_count = None if backup_count is None else parse_count(backup_count, "backup_count")
         self.max_age = None if max_age is None else parse_duration(max_age, "max_age")
         self.compress = parse_compress(compress)
+        self.compress_delay = 0.0 if compress_delay is None else parse_duration(compress_delay, "compress_delay")
+        if compress_delay is not None and not self.compress:
+            raise ValueError(f"compress_delay={compress_delay!r} needs compress='gzip'")
         try:
             "x".encode(encoding)
         except LookupError:
@@ -114,11 +134,9 @@ class FileHandler(logging.Handler):
         self._fault: Optional[OSError] = None
         self._fault_since = 0.0
         self._retry_at = 0.0
-        # Started by the process that rotates (the listener may be a process
-        # forked after this handler was made).
-        self._compressor: Optional[Compressor] = None
-        self._compressor_pid = 0
-        self._pattern = re.compile(re.escape(os.path.basename(self.path)) + r"\.(\d{4}-.+?)(?:\.(\d+))?(\.gz)?$")
+        self._archive = Archive(
+            self.path, self.backup_count, self.max_age, self.compress is not None, self.compress_delay
+        )
         # How it was made: a process of a session that makes one has it taken
         # over, and the listener makes its own from these.
         self.arguments: Dict[str, Any] = {
@@ -127,9 +145,11 @@ class FileHandler(logging.Handler):
             "when": when,
             "interval": interval,
             "utc": utc,
+            "late_records": late_records,
             "backup_count": backup_count,
             "max_age": max_age,
             "compress": compress,
+            "compress_delay": compress_delay,
             "encoding": encoding,
             "max_buffer": max_buffer,
         }
@@ -204,11 +224,12 @@ class FileHandler(logging.Handler):
     def _late_or_rotate(self, created: float, out: bytearray) -> Optional[float]:
         """For a line of time ``created``, outside the current period: the start of
         its period if that was rotated already (sent before the boundary, arrived
-        after it); else rotate to its period (writing ``out`` first) and return None."""
+        after it), or None to write it to the live file (``late_records="live"``);
+        else rotate to its period (writing ``out`` first) and return None."""
         assert self.periods is not None
         start = self.periods.start(created)
         if start < self._period_start:
-            return start
+            return start if self.late_records == "period" else None
         self._write_out(out)
         self._rotate_to_period(start)
         return None
@@ -313,6 +334,7 @@ class FileHandler(logging.Handler):
         stat = os.fstat(self._fd)
         self._identity = (stat.st_dev, stat.st_ino)
         self._size = stat.st_size
+        self._archive.take_up()
         if self.periods is not None and not self._period_end:
             # An existing file is taken to hold the current period.
             self._period_start = self.periods.start(time.time())
@@ -354,13 +376,13 @@ class FileHandler(logging.Handler):
         assert self.periods is not None
         had_period = bool(self._period_end)
         if had_period and (self._size > 0 or (self._fd < 0 and os.path.exists(self.path))):
-            self._rotate(self.periods.stamp(self._period_start), late_appends=True)
+            self._rotate(self.periods.stamp(self._period_start), late_appends=self.late_records == "period")
         self._period_start, self._period_end = start, self.periods.end(start)
 
     def _rotate(self, stamp: str, late_appends: bool = False) -> None:
         """Move the live file to its rotated name and start a new one."""
         self._close_fd()
-        target = self._free_name(stamp)
+        target = self._archive.free_name(stamp)
         try:
             os.rename(self.path, target)
         except FileNotFoundError:  # no live file (removed, or never written): nothing to rotate
@@ -369,25 +391,11 @@ class FileHandler(logging.Handler):
             self._enter_fault(exc)
             return
         self._size = 0
-        if self.compress:
-            grace = LATE_GRACE_SECONDS if late_appends else 0.0
-            self._compressor_here().submit(target, time.time() + grace)
-        else:
-            self._apply_retention()
+        self._archive.add(target, late_appends)
 
-    def _compressor_here(self) -> Compressor:
-        if self._compressor is None or self._compressor_pid != os.getpid():
-            self._compressor, self._compressor_pid = Compressor(self._apply_retention), os.getpid()
-        return self._compressor
-
-    def _free_name(self, stamp: str) -> str:
-        base = f"{self.path}.{stamp}"
-        if not os.path.exists(base) and not os.path.exists(base + ".gz"):
-            return base
-        index = 1
-        while os.path.exists(f"{base}.{index}") or os.path.exists(f"{base}.{index}.gz"):
-            index += 1
-        return f"{base}.{index}"
+    def rotated_files(self) -> List[str]:
+        """The rotated files of this log, oldest first."""
+        return self._archive.files()
 
     def _append_late(self, start: float, data: bytes) -> None:
         """Add lines that arrived after their period ended to that period's file."""
@@ -408,34 +416,6 @@ class FileHandler(logging.Handler):
             self._enter_fault(exc)
             self._hold([data])
 
-    def rotated_files(self) -> List[str]:
-        """The rotated files of this log, oldest first."""
-        directory = os.path.dirname(self.path)
-        found = []
-        for name in os.listdir(directory):
-            match = self._pattern.match(name)
-            if match and not name.endswith(".tmp"):
-                found.append((match.group(1), int(match.group(2) or 0), os.path.join(directory, name)))
-        return [path for _, _, path in sorted(found)]
-
-    def _apply_retention(self) -> None:
-        if self.backup_count is None and self.max_age is None:
-            return
-        try:
-            files = self.rotated_files()
-            doomed = set()
-            if self.backup_count is not None and len(files) > self.backup_count:
-                doomed.update(files[: len(files) - self.backup_count])
-            if self.max_age is not None:
-                oldest = time.time() - self.max_age
-                # The file's own time, never a link's target's: a link someone put
-                # here, dangling, must not stop retention.
-                doomed.update(path for path in files if os.lstat(path).st_mtime < oldest)
-            for path in doomed:
-                os.unlink(path)
-        except OSError as exc:
-            report(f"retention for {self.path} failed: {exc}")
-
     def flush(self) -> None:
         """Lines are written straight to the file; nothing is buffered but
         what a write fault holds back."""
@@ -450,9 +430,7 @@ class FileHandler(logging.Handler):
                     report(f"{lost} records for {self.path} were lost: {self._fault}")
                     self._held, self._dropped = bytearray(), 0
             self._close_fd()
-            if self._compressor is not None and self._compressor_pid == os.getpid():
-                self._compressor.close()
-            self._compressor = None
+            self._archive.close()
         super().close()
 
 

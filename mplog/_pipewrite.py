@@ -18,10 +18,12 @@ import io
 import operator
 import os
 import select
+from types import FrameType
 from typing import NoReturn, Optional
 
 from ._buffered import BUFFER_BYTES, SpilledError, spill
 from ._hello import connect
+from ._marks import here, on_this_stack
 
 __all__ = ["ATOMIC_BYTES", "HELD_BYTES", "SPARE_BYTES", "PipeSender", "PipeWrite", "take_all"]
 
@@ -73,8 +75,9 @@ class PipeSender:
     """This process's pipe to the listener at ``address``, for frames of
     ``route``, opened on first use, and the writes on it. Callers serialise
     the writes with a reentrant lock (the queue's), and a call that takes it
-    while ``_writing`` is set has interrupted this thread's own write: its
-    frames are held (``_send_nested``), and sent right after that write."""
+    while the frame in ``_writing`` is on its stack has interrupted this
+    thread's own write: its frames are held (``_send_nested``), and sent right
+    after that write."""
 
     def __init__(self, address: str, route: int) -> None:
         self.address = address
@@ -84,17 +87,17 @@ class PipeSender:
         # cut short: its pipe is set aside (_pipe is -1) until it is complete.
         self._unfinished: Optional[PipeWrite] = None
         self._spare: Optional[PipeWrite] = None  # a completed one, for the next on the same pipe
-        # A write under way (or a connection being opened for it): set only
-        # while the lock is held, so a call that can take the lock and finds
-        # it set has interrupted that very write, in its own thread.
-        self._writing = False
+        # The frame of a write under way (or of a connection being opened for
+        # it): set only while the lock is held, so a call that can take the
+        # lock and finds it on its stack has interrupted that very write.
+        self._writing: Optional[FrameType] = None
         # Frames logged by such calls, sent right after the write they
         # interrupted (before anything else this thread sends).
         self._held = bytearray()
         # Frames past HELD_BYTES, on their way to stderr (_spilling: being
         # written there; a call that interrupts that write adds its frame).
         self._overflow = bytearray()
-        self._spilling = False
+        self._spilling: Optional[FrameType] = None
 
     def _send_nested(self, frame: bytes) -> None:
         """Send ``frame`` from a call that holds the lock and finds this thread
@@ -103,7 +106,7 @@ class PipeSender:
         a write ended, or after an exception cut short the sending of held
         frames, which then go first."""
         self._hold(frame)
-        if not self._writing:
+        if not on_this_stack(self._writing):
             self._send_held()
 
     def _hold(self, frame: bytes) -> None:
@@ -114,7 +117,7 @@ class PipeSender:
             held += frame
             return
         self._overflow += frame
-        if not self._spilling:
+        if not on_this_stack(self._spilling):
             self._spill_overflow()
 
     def _spill_overflow(self) -> None:
@@ -123,15 +126,15 @@ class PipeSender:
         adds its frame rather than write into the middle of it (the stream
         would refuse a reentrant write, and the record would be lost)."""
         while self._overflow:
-            self._spilling = True
             try:
+                self._spilling = here()
                 spill(
                     take_all(self._overflow),
                     f"pid {os.getpid()} logged more than {HELD_BYTES} bytes while its own write to "
                     f"the log listener at {self.address} waited (from a signal handler or a finalizer)",
                 )
             finally:
-                self._spilling = False
+                self._spilling = None
 
     def _send_held(self) -> None:
         """Send the frames held while this thread was writing, in order, and
@@ -141,15 +144,15 @@ class PipeSender:
         cleared before the check for more, as in ``_send_locked``."""
         raised: Optional[BaseException] = None
         while self._held:
-            self._writing = True
             try:
+                self._writing = here()
                 self._write_out(self._held)  # what it cannot write stays held, or is in the pipe whatever is raised
             except SpilledError:  # on stderr, with a note; the next send fails over
                 pass
             except BaseException as exc:
                 raised = raised or exc
             finally:
-                self._writing = False
+                self._writing = None
         if raised is not None:
             raise raised
 
@@ -199,8 +202,8 @@ class PipeSender:
         Raises:
             OSError: the listener cannot be reached; the pipe is closed.
         """
-        self._writing = True
         try:
+            self._writing = here()
             pipe = self._pipe
             if pipe < 0:
                 pipe = self._open_pipe()
@@ -218,7 +221,7 @@ class PipeSender:
         finally:
             # Cleared first: a call that interrupts between the two finds
             # frames held, and sends them before its own.
-            self._writing = False
+            self._writing = None
             if self._held:
                 self._send_held()
 
@@ -322,7 +325,7 @@ class PipeSender:
                 pass
         self._pipe = -1
         self._unfinished = self._spare = None
-        self._writing = self._spilling = False
+        self._writing = self._spilling = None
         self._held = bytearray()
         self._overflow = bytearray()
 

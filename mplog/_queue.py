@@ -26,6 +26,7 @@ from typing import Callable, Optional, Tuple
 from . import _codec, _fork, _sigterm
 from ._address import new_private_address
 from ._buffered import BUFFER_BYTES, SpilledError, check_flush_interval, flusher, spill
+from ._marks import here, on_this_stack
 from ._pipewrite import PipeSender, take_all
 
 __all__ = ["LocalHandle", "Queue"]
@@ -79,7 +80,8 @@ class Queue(PipeSender):
         self._pipe_pid = os.getpid()
         # Serialises writes (_writing is set only while it is held). Reentrant,
         # so that a logging call that interrupts this thread's own write (a
-        # signal handler's, a finalizer's) can take it and see _writing set.
+        # signal handler's, a finalizer's) can take it and find that write's
+        # frame (_writing) on its stack.
         self._lock = threading.RLock()
         self._armed = False  # the flusher will send this buffer within flush_interval
         if self.flush_interval is not None:
@@ -144,7 +146,7 @@ class Queue(PipeSender):
         if self.flush_interval is None:
             self._check_fork()
             with self._lock:
-                if self._writing or self._held:
+                if self._held or self._writing is not None:  # (_send_nested tells a write under way)
                     self._send_nested(frame)
                     return
                 self._send_locked(frame)
@@ -222,15 +224,15 @@ class Queue(PipeSender):
             self._spill_unlocked(timeout)
             return True  # nothing was buffered
         try:
-            if self._writing:
+            if on_this_stack(self._writing):
                 return False
             if self._held:  # logged before what is buffered (see _send_nested)
                 self._send_held()
-            self._writing = True
             try:
+                self._writing = here()
                 self._flush_locked()
             finally:
-                self._writing = False
+                self._writing = None
                 if self._held:
                     self._send_held()
             return True
@@ -260,7 +262,7 @@ class Queue(PipeSender):
         record opens a new one."""
         self.flush()
         with self._lock:
-            if self._writing or self._unfinished is not None:
+            if on_this_stack(self._writing) or self._unfinished is not None:
                 # Called from a signal handler (or a finalizer) that interrupted
                 # this thread's write: the write goes on, on this pipe.
                 return

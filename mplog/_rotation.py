@@ -203,9 +203,12 @@ class Compressor:
     """Gzips rotated files in a background thread, so a rollover never stalls
     writing; then applies retention."""
 
-    def __init__(self, apply_retention: Callable[[], None]) -> None:
+    def __init__(self, apply_retention: Callable[[], None], keep_undue: bool = False) -> None:
         self._jobs: "queue.Queue[Optional[Tuple[float, str]]]" = queue.Queue()
         self._apply_retention = apply_retention
+        # At close, leave the files not due yet as they are (a shipper may be
+        # reading them), for the next compressor of the log to take up.
+        self._keep_undue = keep_undue
         self._thread = threading.Thread(target=self._run, name="mplog-compressor", daemon=True)
         self._thread.start()
 
@@ -214,16 +217,17 @@ class Compressor:
         self._jobs.put((due, path))
 
     def close(self) -> None:
-        """Compress everything submitted (now, without waiting), then stop."""
+        """Compress everything submitted (now, without waiting; with
+        ``keep_undue``, only what is due), then stop."""
         self._jobs.put(None)
         self._thread.join()
 
     def _run(self) -> None:
         waiting: List[Tuple[float, str]] = []  # (due, path)
         closing = False
-        while waiting or not closing:
+        while not closing or (waiting and not self._keep_undue):
             closing = self._take_job(waiting) or closing
-            ready = _take_due(waiting, closing)
+            ready = _take_due(waiting, closing and not self._keep_undue)
             for _, path in ready:
                 gzip_file(path)
             if ready:

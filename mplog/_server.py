@@ -11,12 +11,12 @@ import errno
 import os
 import selectors
 import socket
-import struct
 import threading
 import time
 from typing import Callable, List, Optional, Set, Tuple
 
 from . import _codec, _declare, _descriptors, _pipes, _stderr, _sync
+from ._access import Access, Peer, peer_of
 from ._address import admit_user, remove_address
 from ._connection import RECV_SIZE, Connection, answer_taken, hello_pipe, read_chunk
 from ._draining import DRAIN_SECONDS, PENDING_LIMIT, Draining
@@ -34,7 +34,6 @@ __all__ = [
     "seal",
 ]
 
-_PEERCRED = struct.Struct("3i")  # pid, uid, gid
 _FD_BYTES = array.array("i").itemsize
 #: The control pipe's command to reopen the log files (anything else: stop).
 REOPEN = b"r"
@@ -62,17 +61,34 @@ class Server(Draining):
     """Accepts worker connections and turns their frames into records and texts.
 
     Processes of the listener's own uid, of root and of ``worker_uid`` (if
-    given) may connect; any other is refused. Everything received goes to
-    ``sink``; stopping drains for at most ``drain_timeout`` seconds.
+    given) may connect, or those ``access`` admits (``mplog serve``); any
+    other is refused. Everything received goes to ``sink``; stopping drains
+    for at most ``drain_timeout`` seconds. ``strict``: a connection that
+    sends a frame that cannot be handled is closed (else the frame is dropped).
     """
 
-    def __init__(self, address: str, sink: Sink, drain_timeout: float, worker_uid: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        address: str,
+        sink: Sink,
+        drain_timeout: float,
+        worker_uid: Optional[int] = None,
+        access: Optional[Access] = None,
+        strict: bool = False,
+    ) -> None:
         self.address = address
         self._sink = sink
         self._drain_timeout = drain_timeout
         self._deadline = float("inf")  # of the drain, once stopping
         self._uid = os.getuid()
-        self._admitted = {self._uid, 0} if worker_uid is None else {self._uid, 0, worker_uid}
+        self._access = access or Access(() if worker_uid is None else (worker_uid,))
+        # Whether a frame that cannot be handled closes its connection (an
+        # mplog serve client's, perhaps hostile), rather than being dropped.
+        self._strict = strict
+        #: Connections refused (a user not admitted), and those closed for
+        #: what they sent (not a hello with a pipe, or not frames).
+        self.refused = 0
+        self.broken = 0
         self._received = 0  # bytes read in the current wake-up
         self._pending = 0  # bytes of incomplete frames held, over all connections
         self._turned_away = _descriptors.TurnedAway()
@@ -82,9 +98,12 @@ class Server(Draining):
         self._listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self._listening.bind(address)
-            os.chmod(address, 0o600)  # the directory is 0700 already; belt and braces
-            if worker_uid is not None and worker_uid not in (self._uid, 0):
-                admit_user(address, worker_uid)
+            if access is not None:
+                access.open_socket(address)
+            else:
+                os.chmod(address, 0o600)  # the directory is 0700 already; belt and braces
+                if worker_uid is not None and worker_uid not in (self._uid, 0):
+                    admit_user(address, worker_uid)
             self._listening.listen(socket.SOMAXCONN)
             self._listening.setblocking(False)
         except OSError:
@@ -217,16 +236,21 @@ class Server(Draining):
                 if not self._accept_failed(exc):
                     return
                 continue
-            pid, uid, _ = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
-            if uid not in self._admitted:
-                sock.close()
-                allowed = ", ".join(map(str, sorted(self._admitted)))
-                self._report(f"refused a connection from pid {pid} of uid {uid}: only uids {allowed} may log here")
+            peer = peer_of(sock)
+            if not self._access.admits(peer):
+                self._refuse_peer(sock, peer)
                 continue
             sock.setblocking(False)
-            conn = Connection(sock, pid, self._deliver, self._deliver_text)
+            conn = Connection(sock, peer.pid, self._deliver, self._deliver_text)
             self._connections.add(conn)
             self._selector.register(sock, selectors.EVENT_READ, conn)
+
+    def _refuse_peer(self, sock: socket.socket, peer: Peer) -> None:
+        """Close the connection of a process that may not log here, and say so."""
+        sock.close()
+        self.refused += 1
+        who = f"pid {peer.pid} of uid {peer.uid} (gid {peer.gid})"
+        self._report(f"refused a connection from {who}: only {self._access.describe()} may log here")
 
     def _accept_failed(self, exc: OSError) -> bool:
         """Handle a failed ``accept``; return whether to accept again.
@@ -394,6 +418,7 @@ class Server(Draining):
 
     def _refuse(self, conn: Connection, why: str) -> bool:
         """Close a connection whose stream cannot be taken, saying ``why``; return False."""
+        self.broken += 1
         self._report(f"{why}; connection closed")
         self._pending -= len(conn.parser.pending)
         conn.parser.pending = bytearray()
@@ -403,19 +428,37 @@ class Server(Draining):
     def _deliver_text(self, frames: _codec.Frames, conn: Connection) -> None:
         try:
             self._sink.on_text(conn.route, frames)
+        except ValueError as exc:
+            self._misframed(conn, exc)
         except Exception:  # a handler bug must not stop the listener
             _stderr.report_exception("error while handling log lines")
 
     def _deliver(self, payload: "bytes | bytearray", conn: Connection) -> None:
         try:
             route, created, record, texts = _codec.decode(payload)
+            if self._strict and route != conn.route:
+                raise ValueError(f"a frame for route {route} on its pipe for route {conn.route}")
         except ValueError as exc:
-            self._report(f"dropped a frame from pid {conn.pid}: {exc}")
+            self._misframed(conn, exc)
             return
         try:
             self._sink.on_frame(route, created, record, texts, len(payload))
+        except ValueError as exc:  # no such route
+            self._misframed(conn, exc)
         except Exception:  # a handler or filter bug must not stop the listener
             _stderr.report_exception("error while handling a record")
+
+    def _misframed(self, conn: Connection, exc: ValueError) -> None:
+        """A frame that cannot be handled (undecodable, or for no route of
+        this listener's): dropped and said, or, ``strict``, the connection is
+        closed (the exception ends the parsing of its stream).
+
+        Raises:
+            FrameError: ``strict``.
+        """
+        if self._strict:
+            raise FrameError(f"sent a frame that cannot be handled: {exc}")
+        self._report(f"dropped a frame from pid {conn.pid}: {exc}")
 
     def _disconnect(self, conn: Connection, stopping: bool = False) -> None:
         self._connections.discard(conn)

@@ -16,18 +16,17 @@ from ._address import remove_address
 from ._buffered import check_flush_interval
 from ._config import (
     ENVIRONMENT_VARIABLE,
-    RouteConfig,
-    TracebackFormatters,
     WorkerConfig,
     check_handlers,
     check_seconds,
     check_worker_user,
+    explicit_logger_levels,
 )
 from ._handler import QueueHandler
 from ._lanes import STALL_SECONDS
 from ._listener import DRAIN_TIMEOUT, RUNNERS, QueueListener
 from ._queue import Queue
-from ._targets import route_targets, traceback_formatters
+from ._targets import route_configs
 from .exceptions import SetupError
 
 __all__ = ["Session", "active_session", "setup"]
@@ -103,9 +102,10 @@ def setup(
             handler stays in its process with ``handler.mplog_takeover = False``.
 
     Raises:
-        SetupError: a session is already active in this process, or the
-            listener could not start (as when a process that is not root
-            names another ``worker_user``).
+        SetupError: a session is already active in this process, this
+            process is a client of an ``mplog serve`` server
+            (:func:`mplog.connect`), or the listener could not start (as
+            when a process that is not root names another ``worker_user``).
         TypeError: a handler is not a ``logging.Handler``, ``level`` is
             neither an int nor a str, or ``worker_user`` neither a str nor an int.
         ValueError: an unknown level name or listener kind, a named logger with
@@ -126,6 +126,7 @@ def setup(
     names = _check_logger_names(loggers)
     worker_uid = check_worker_user(worker_user)
     timeouts = (check_seconds("drain_timeout", drain_timeout), check_seconds("stall_timeout", stall_timeout))
+    _refuse_in_a_client()
     with _lock:
         if _active is not None and _active.pid == os.getpid():
             raise SetupError(
@@ -135,6 +136,23 @@ def setup(
         session = Session(handlers, resolved_level, listener, names, interval, worker_uid, timeouts, takeover)
         _active = session
     return session
+
+
+def _refuse_in_a_client() -> None:
+    """Raise if this process is a client of an ``mplog serve`` server.
+
+    A session of its own would write the files its processes configure
+    itself, beside the server that writes them for every client.
+
+    Raises:
+        SetupError: it is.
+    """
+    current = _install.current()
+    if current is not None and current.served:
+        raise SetupError(
+            f"this process is a client of the mplog server at {current.address} (mplog.connect() or "
+            "mplog run with MPLOG_ADDRESS); it cannot also run a session: its children are clients already"
+        )
 
 
 def active_session() -> Optional["Session"]:
@@ -252,15 +270,8 @@ class Session:
         self, groups: List[Tuple[logging.Handler, ...]], flush_interval: Optional[float], root_level: int
     ) -> WorkerConfig:
         """What every process needs to log through this session's listener."""
-        root = self._loggers[0]
-        routes = []
-        for logger, group in zip(self._loggers, groups):
-            targets, send_record = route_targets(group)
-            name = "" if logger is root else logger.name
-            level = min(h.level for h in group)
-            formatters = TracebackFormatters(traceback_formatters(group))
-            routes.append(RouteConfig(name, logger.propagate, level, targets, send_record, formatters))
-        return WorkerConfig(self.queue.address, root_level, tuple(routes), _explicit_logger_levels(), flush_interval)
+        routes = route_configs(self._loggers, groups)
+        return WorkerConfig(self.queue.address, root_level, routes, explicit_logger_levels(), flush_interval)
 
     def _log_in_listener_process(self, config: WorkerConfig) -> None:
         """In the listener process, before it serves: what is logged there (by
@@ -373,11 +384,3 @@ def _default_handler() -> logging.Handler:
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter(logging.BASIC_FORMAT))
     return handler
-
-
-def _explicit_logger_levels() -> Tuple[Tuple[str, int], ...]:
-    return tuple(
-        (name, logger.level)
-        for name, logger in list(logging.Logger.manager.loggerDict.items())
-        if isinstance(logger, logging.Logger) and logger.level != logging.NOTSET
-    )

@@ -17,13 +17,17 @@ thread of a process whose SIGTERM is unhandled.
 
 from __future__ import annotations
 
+import functools
+import operator
 import os
 import select
 import signal
 import threading
+from types import FrameType
 from typing import Any, Callable, Optional
 
 from . import _fork
+from ._marks import here, on_this_stack
 
 __all__ = ["catch", "release", "run_deferred"]
 
@@ -33,10 +37,10 @@ _RESEND_SECONDS = 0.05
 # thread is in the middle of writing a buffer (the signal interrupted it).
 _flush_all: Optional[Callable[[], bool]] = None
 _deferred = False  # the handler ran mid-write: the write finishes, then terminates
-# The handler is running in this thread: the watcher's repeated SIGTERMs land
-# inside it (say, while it waits for another thread's write) and must not start
-# it again, nesting until the stack overflows.
-_terminating = False
+# The frame of the handler while it runs (see mplog._marks): the watcher's
+# repeated SIGTERMs land inside it (say, while it waits for another thread's
+# write) and must not start it again, nesting until the stack overflows.
+_terminating: Optional[FrameType] = None
 _wakeup_write = -1  # our end of the wakeup fd, while Python writes signal numbers to it
 _wakeup_read = -1
 _watcher_pid = 0  # the process whose watcher thread reads _wakeup_read
@@ -89,18 +93,30 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 def _terminate() -> None:
     global _deferred, _terminating
-    if _terminating:
+    if on_this_stack(_terminating):
         return
-    _terminating = True
     try:
+        _terminating = here()
         _deferred = False
         if _flush_all is not None and not _flush_all():
             _deferred = True
             return
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)
+        _die_of_sigterm()
     finally:
-        _terminating = False
+        _terminating = None
+
+
+def _die_of_sigterm() -> None:
+    """Put SIGTERM's default action back and send it to this process, in one
+    step that no signal handler can cut in two: two C calls made from C
+    (``map``), with no bytecode between them. A handler that raised between
+    the two (before 3.11 one can run between any two bytecodes) would leave
+    this process alive, and the next SIGTERM would end it unflushed."""
+    steps = (
+        functools.partial(signal.signal, signal.SIGTERM, signal.SIG_DFL),
+        functools.partial(os.kill, os.getpid(), signal.SIGTERM),
+    )
+    tuple(map(operator.methodcaller("__call__"), steps))
 
 
 def _start_watcher() -> None:
@@ -192,7 +208,8 @@ class _AfterFork:
 
     def _after_fork_in_child(self) -> None:
         global _deferred, _terminating
-        _deferred = _terminating = False
+        _deferred = False
+        _terminating = None
         _forget_inherited()
         if signal.getsignal(signal.SIGTERM) is _on_sigterm:
             _start_watcher()

@@ -94,6 +94,11 @@ class _Sender:
         self.preformatted = preformatted
 
 
+class _Declined(Exception):
+    """The listener writes only files it was configured with (``mplog serve``),
+    and not this one: the handler writes its file itself, as it would without mplog."""
+
+
 def _taken_over(handler: logging.Handler) -> bool:
     return (
         _session is not None
@@ -116,6 +121,9 @@ def _sender(handler: logging.Handler, session: _Session, strict: bool) -> _Sende
         return sender
     try:
         sender = _ask(handler, session)
+    except _Declined as exc:  # not a file the listener writes: this process does
+        _stderr.report(f"{exc}; pid {os.getpid()} writes that file itself")
+        sender = _Sender(session.address, None, False)
     except (OSError, ValueError) as exc:
         message = f"the log listener cannot take over {handler!r}: {exc}"
         if strict:
@@ -132,7 +140,7 @@ def _ask(handler: logging.Handler, session: _Session) -> _Sender:
     local = session.local if session.local is not None and session.local.pid == os.getpid() else None
     answer = local.declare(recipe) if local is not None else _declare.ask(session.address, recipe)
     if "error" in answer:
-        raise ValueError(str(answer["error"]))
+        raise (_Declined if answer.get("local") else ValueError)(str(answer["error"]))
     route = int(answer["route"])
     targets = tuple(TextTarget(*target) for target in answer["targets"])
     queue = Queue(session.address, route, session.flush_interval)

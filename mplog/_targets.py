@@ -11,11 +11,11 @@ import logging
 import time
 from typing import Optional, Sequence, Tuple
 
-from ._config import TextTarget
+from ._config import RouteConfig, TextTarget, TracebackFormatters
 from ._files import FileHandler
 from ._json import JsonFormatter
 
-__all__ = ["renders_tracebacks", "route_targets", "text_target_of", "traceback_formatters"]
+__all__ = ["renders_tracebacks", "route_configs", "route_targets", "text_target_of", "traceback_formatters"]
 
 _TEXT_HANDLERS = (logging.StreamHandler, logging.FileHandler, FileHandler)
 _STYLES = {"%": logging.PercentStyle, "{": logging.StrFormatStyle, "$": logging.StringTemplateStyle}
@@ -29,6 +29,21 @@ def route_targets(handlers: Sequence[logging.Handler]) -> Tuple[Tuple[TextTarget
     (one per text handler, in order), and whether any handler needs the record."""
     targets = [text_target_of(handler) for handler in handlers]
     return tuple(t for t in targets if t is not None), None in targets
+
+
+def route_configs(
+    loggers: Sequence[logging.Logger], groups: Sequence[Sequence[logging.Handler]]
+) -> Tuple[RouteConfig, ...]:
+    """What a worker needs for each route: route ``i`` ships the records of
+    ``loggers[i]`` (the first is the root) to the handlers ``groups[i]``."""
+    routes = []
+    for logger, group in zip(loggers, groups):
+        targets, send_record = route_targets(group)
+        name = "" if logger is loggers[0] else logger.name
+        level = min((handler.level for handler in group), default=logging.NOTSET)
+        formatters = TracebackFormatters(traceback_formatters(group))
+        routes.append(RouteConfig(name, logger.propagate, level, targets, send_record, formatters))
+    return tuple(routes)
 
 
 def renders_tracebacks(handler: logging.Handler) -> bool:

@@ -7,6 +7,11 @@ script) then has every process it starts log through one listener, and the
 file handlers its logging configuration makes, in any of them, are written
 by that listener alone. ``COMMAND`` is a console script of this Python's
 environment or on ``PATH`` (``uvicorn``), a ``.py`` file, or ``-m MODULE``.
+With ``--connect`` (or ``MPLOG_ADDRESS`` set) the program is a client of an
+``mplog serve`` server instead.
+
+``mplog serve --config FILE`` runs a server for unrelated processes (see
+:mod:`mplog._serve`). Errors are one line on stderr; bad options exit 2.
 """
 
 from __future__ import annotations
@@ -21,9 +26,27 @@ from typing import List, NoReturn, Optional, Sequence
 __all__ = ["main"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with errors in one line (``mplog serve: error: ...``), status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        """Say what is wrong in one line on stderr, and exit 2."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+_SERVE_EXAMPLE = """example:
+  mplog serve --config /etc/mplog/logging.json --allow-group adm
+  MPLOG_ADDRESS=$XDG_RUNTIME_DIR/mplog/serve.sock mplog run -- job.py   # a client
+
+The default socket is $XDG_RUNTIME_DIR/mplog/serve.sock; without
+$XDG_RUNTIME_DIR, /run/mplog/serve.sock for root, else /tmp/mplog-serve-UID/serve.sock.
+SIGTERM or SIGINT drain and stop the server; SIGHUP reopens its files."""
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mplog", description="Logging from many processes into one place.")
+    parser = _Parser(prog="mplog", description="Logging from many processes into one place.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_serve(commands)
     run = commands.add_parser(
         "run",
         help="run a Python program inside an mplog session",
@@ -33,20 +56,62 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--level", default=None, help="root level for every process (default: as configured)")
     run.add_argument("--listener", choices=("thread", "process"), default="thread", help="listener kind")
     run.add_argument("--buffered", action="store_true", help="gather records in each process (see mplog.setup)")
+    run.add_argument(
+        "--connect",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="be a client of the mplog serve server at ADDRESS (default: $MPLOG_ADDRESS, which also implies this)",
+    )
     run.add_argument("program", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     return parser
+
+
+def _add_serve(commands: "argparse._SubParsersAction[_Parser]") -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="serve one listener for unrelated processes",
+        description="Serve, in the foreground, one listener that writes through the handlers of FILE for "
+        "processes that connect (mplog.connect(), MPLOG_ADDRESS): by default only this user's and root's.",
+        epilog=_SERVE_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument(
+        "--config", required=True, metavar="FILE", help="dictConfig as .json, .toml or .yaml, or a fileConfig .ini"
+    )
+    serve.add_argument("--socket", metavar="PATH", help="the socket to serve (default: see below)")
+    serve.add_argument("--check", action="store_true", help="validate FILE and the options, then exit")
+    serve.add_argument("--allow-group", action="append", default=[], metavar="GROUP", help="admit this group too")
+    serve.add_argument(
+        "--allow-uid", action="append", default=[], metavar="USER", help="admit this user (name or uid) too; repeatable"
+    )
+    serve.add_argument("--drain-timeout", type=float, default=10.0, metavar="SECONDS", help="see mplog.setup")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the ``mplog`` command with ``argv`` (default: ``sys.argv[1:]``);
     return its exit status."""
     options = _parser().parse_args(argv)
+    if options.command == "serve":
+        return _serve(options)
     program = list(options.program)
     if program[:1] == ["--"]:
         program = program[1:]
     if not program:
         _parser().error("run: give the program to run, e.g. mplog run -- uvicorn app:app --workers 4")
+    if options.connect is not None or os.environ.get("MPLOG_ADDRESS"):
+        return _run_connected(program, options.connect or None)
     return _run(program, options.level, options.listener, options.buffered)
+
+
+def _serve(options: argparse.Namespace) -> int:
+    from . import _serve
+
+    serve_options = _serve.ServeOptions(
+        options.config, options.socket, options.allow_group, options.allow_uid, options.drain_timeout
+    )
+    return _serve.main(serve_options, options.check)
 
 
 def _run(program: List[str], level: Optional[str], listener: str, buffered: bool) -> int:
@@ -55,10 +120,29 @@ def _run(program: List[str], level: Optional[str], listener: str, buffered: bool
 
     target = _resolve(program)
     with setup(level=level, listener=listener, buffered=buffered):
-        try:
-            target()
-        except SystemExit as exit:
-            return _status(exit.code)
+        return _call(target)
+
+
+def _run_connected(program: List[str], address: Optional[str]) -> int:
+    """Run ``program`` as a client of the server at ``address``; its exit status."""
+    from ._client import connect
+    from .exceptions import SetupError
+
+    target = _resolve(program)
+    try:
+        connect(address)
+    except SetupError as exc:
+        print(f"mplog run: error: {exc}", file=sys.stderr)
+        return 1
+    return _call(target)
+
+
+def _call(target: "_Target") -> int:
+    """Run ``target``; the exit status it asks for (0 if it returns)."""
+    try:
+        target()
+    except SystemExit as exit:
+        return _status(exit.code)
     return 0
 
 

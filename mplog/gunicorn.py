@@ -101,6 +101,8 @@ def _make_logger_class() -> type:
         the files mplog's listener writes."""
 
         def reopen_files(self) -> None:
+            """Reopen gunicorn's own log files, then the listener's
+            (:meth:`mplog.Session.reopen_files`)."""
             super().reopen_files()
             session = active_session()
             if session is not None:

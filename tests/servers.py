@@ -7,6 +7,7 @@ import http.client
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -68,6 +69,20 @@ def wait_for_line(
             raise RuntimeError(f"server exited with {process.returncode} before logging {pattern!r}")
         time.sleep(0.05)
     raise TimeoutError(f"fewer than {count} lines matching {pattern!r} in {path} within {timeout} s")
+
+
+def wait_for_port(port: int, timeout: float = 30.0) -> None:
+    """Wait until 127.0.0.1:``port`` accepts a connection (uvicorn's workers
+    listen on the socket their parent bound only once they have started)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 class Load:
@@ -135,14 +150,17 @@ class Load:
 
 def kill_a_worker(server: subprocess.Popen) -> int:
     """SIGKILL one of ``server``'s direct children (a worker its master
-    restarts); return its pid."""
+    restarts), never a helper process of ``multiprocessing`` (the resource
+    tracker, a forkserver); return its pid."""
     for pid in descendants(server.pid):
         try:
             with open(f"/proc/{pid}/stat") as stat:
                 parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                helper = re.search(rb"multiprocessing\.(resource_tracker|forkserver) import", cmdline.read())
         except (OSError, IndexError, ValueError):
             continue
-        if parent == server.pid:
+        if parent == server.pid and not helper:
             os.kill(pid, signal.SIGKILL)
             return pid
     raise RuntimeError(f"server {server.pid} has no worker to kill")

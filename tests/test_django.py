@@ -25,7 +25,7 @@ MISSING = 20
 pytest.importorskip("django")
 
 
-def _missing(port: int) -> None:
+def missing(port: int) -> None:
     """``MISSING`` requests for pages that do not exist: ``django.request``
     logs each to the same handler as ``myapp``."""
     for n in range(MISSING):
@@ -43,7 +43,7 @@ def _missing(port: int) -> None:
 def test_django_with_the_hook_logs_every_request_once(tmp_path, args):
     """5,000 requests, a worker SIGKILLed mid-load: one whole app line per
     answered request, every 404 logged once, rotation as by one writer."""
-    outcome = serve(EXAMPLE, tmp_path, "wsgi", APP_LINE, hook=True, args=args, requests=REQUESTS, during=[_missing])
+    outcome = serve(EXAMPLE, tmp_path, "wsgi", APP_LINE, hook=True, args=args, requests=REQUESTS, during=[missing])
     print(outcome.report(f"django {' '.join(args)} with mplog"))
     assert_as_one_writer(outcome, REQUESTS)
     not_found = [NOT_FOUND.fullmatch(line) for line in outcome.lines if "Not Found" in line]
@@ -56,7 +56,7 @@ def test_django_without_the_hook_reports_its_loss(tmp_path):
     """The same app and settings without the hook line: each worker's
     RotatingFileHandler rotates the file on its own (the numbers are printed
     for the README; what is lost varies from run to run)."""
-    outcome = serve(EXAMPLE, tmp_path, "wsgi", APP_LINE, hook=False, requests=REQUESTS, during=[_missing])
+    outcome = serve(EXAMPLE, tmp_path, "wsgi", APP_LINE, hook=False, requests=REQUESTS, during=[missing])
     print(outcome.report("django without mplog"))
     assert len(outcome.load.answered) >= REQUESTS - outcome.load.concurrency
 

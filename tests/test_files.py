@@ -344,6 +344,9 @@ def test_stdlib_rotating_handlers_lose_nothing_under_mplog(tmp_path, kind):
         ({"backup_count": -1}, "backup_count must be a non-negative int"),
         ({"max_age": "forever"}, "max_age must be seconds"),
         ({"compress": "zip"}, "compress must be None or 'gzip'"),
+        ({"compress_delay": "5m"}, "compress_delay='5m' needs compress='gzip'"),
+        ({"compress": "gzip", "compress_delay": "soon"}, "compress_delay must be seconds"),
+        ({"compress": "gzip", "compress_delay": 0}, "compress_delay must be positive"),
         ({"max_buffer": "lots"}, "max_buffer must be a size"),
         ({"encoding": "klingon"}, "unknown encoding"),
     ],
@@ -352,6 +355,39 @@ def test_bad_options_raise_value_error(tmp_path, options, message):
     """Options are parsed once, at construction, with a message naming the problem."""
     with pytest.raises(ValueError, match=message):
         mplog.FileHandler(tmp_path / "app.log", **options)
+
+
+def test_compress_delay_leaves_rotated_files_readable_until_due(tmp_path):
+    """With ``compress_delay``, rotated files stay uncompressed under their
+    rotated names, also once the handler has closed (it does not compress
+    what is not due); the next handler of the log compresses them when due,
+    and every record is in the files once."""
+    path = tmp_path / "app.log"
+    waiting = _handler(path, max_bytes="4 KiB", compress="gzip", compress_delay="1h")
+    with mplog.setup(waiting, level="INFO"):
+        workload.log_records(0, 1000)
+    rotated = waiting.rotated_files()
+    assert len(rotated) > 10 and not any(name.endswith(".gz") for name in rotated), rotated[:5]
+    assert _records(tmp_path) == Counter(range(1000))
+    resumed = _handler(path, max_bytes="4 KiB", compress="gzip", compress_delay=0.5)
+    with mplog.setup(resumed, level="INFO"):
+        workload.log_records(0, 10, start=1000)
+        wait_until(lambda: all(name.endswith(".gz") for name in resumed.rotated_files()), "compression", 60)
+    assert len(resumed.rotated_files()) >= len(rotated)
+    assert _records(tmp_path) == Counter(range(1010))
+
+
+def _records(directory) -> "Counter[int]":
+    """The sequence numbers of worker 0's records in the log's files, each as
+    often as found (lines are ``<created> <message>``; a torn one fails)."""
+    found: Counter = Counter()
+    for lines in _all_files(directory).values():
+        for line in lines:
+            message = line.partition(" ")[2]
+            match = workload.LINE.match(message)
+            assert match and message == workload.message(0, int(match[2]), int(match[3])), line[:200]
+            found[int(match[2])] += 1
+    return found
 
 
 @pytest.mark.parametrize(

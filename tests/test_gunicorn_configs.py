@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.frameworks import BACKUP_COUNT, MAX_BYTES, STAMP, assert_as_one_writer, serve
+from tests.frameworks import BACKUP_COUNT, MAX_BYTES, STAMP, Outcome, assert_as_one_writer, copy_example, gunicorn, run
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "gunicorn_configs"
 APP_LINE = re.compile(rf"{STAMP} INFO app: rid=(\d+)")
@@ -45,19 +45,12 @@ def _rotate_often(directory: Path) -> None:
         path.write_text(text)
 
 
-def _serve(tmp_path: Path, config: str, hook: bool):
+def _serve(tmp_path: Path, config: str, hook: bool) -> Outcome:
+    """Serve the example with ``config``'s command line (see :func:`tests.frameworks.run`)."""
     conf, args = CONFIGS[config]
-    return serve(
-        EXAMPLE,
-        tmp_path,
-        "app:app",
-        APP_LINE,
-        hook=hook,
-        args=args,
-        requests=REQUESTS,
-        config=conf,
-        prepare=_rotate_often,
-    )
+    directory = copy_example(EXAMPLE, tmp_path)
+    _rotate_often(directory)
+    return run(directory, gunicorn(directory, "app:app", hook, args, config=conf), APP_LINE, REQUESTS)
 
 
 @pytest.mark.framework

@@ -141,11 +141,6 @@ def _log_while_alarms_raise(worker: int, result_path: str) -> None:
         json.dump({"count": seq, "raised": raised}, out)
 
 
-# Runs of the worker: in some (about 1 in 7, on 3.8) the alarms seldom land
-# in a write, and 40 interrupted calls do not come within its 10,000 calls.
-_ATTEMPTS = 3
-
-
 @pytest.mark.parametrize("frames", ["text", "record"])
 @pytest.mark.parametrize("buffered", [False, True])
 def test_exceptions_raised_mid_write_leave_no_partial_frame(tmp_path, capfd, frames, buffered):
@@ -155,25 +150,19 @@ def test_exceptions_raised_mid_write_leave_no_partial_frame(tmp_path, capfd, fra
     whole or not at all: every call that returned is in the file once, one
     that raised at most once (whole if its write had begun, absent if the
     exception came first), nothing is torn, and the worker keeps its
-    connection to the listener (nothing on stderr). That holds for every run;
-    a run in which fewer than 40 calls raised is run again (up to 3 runs)."""
-    counts = []
-    for attempt in range(_ATTEMPTS):
-        log_path = str(tmp_path / f"app-{attempt}.log")
-        count, raised = _run_under_alarms(log_path, str(tmp_path / f"result-{attempt}"), frames, buffered)
-        err = capfd.readouterr().err
-        tally = workload.tally(log_path)
-        assert not tally.torn, f"{len(tally.torn)} torn lines, e.g. {tally.torn[0][:200]!r}"
-        assert not tally.duplicated(), tally.duplicated()[:10]
-        missing = tally.missing(1, (seq for seq in range(count) if seq not in raised))
-        assert not missing, f"{len(missing)} records whose call returned are missing, e.g. {missing[:10]}"
-        assert "mplog:" not in err, err[:2000]
-        counts.append(len(raised))
-        if len(raised) == _RAISED:
-            # Calls that raised once their record was in: writes the exception cut short, then finished.
-            assert raised & set(tally.seqs[1]), "no call raised in the middle of its write"
-            return
-    pytest.fail(f"calls raised per run: {counts} of {_RAISED} wanted: the signals did not interrupt writes")
+    connection to the listener (nothing on stderr)."""
+    log_path = str(tmp_path / "app.log")
+    count, raised = _run_under_alarms(log_path, str(tmp_path / "result"), frames, buffered)
+    err = capfd.readouterr().err
+    tally = workload.tally(log_path)
+    assert not tally.torn, f"{len(tally.torn)} torn lines, e.g. {tally.torn[0][:200]!r}"
+    assert not tally.duplicated(), tally.duplicated()[:10]
+    missing = tally.missing(1, (seq for seq in range(count) if seq not in raised))
+    assert not missing, f"{len(missing)} records whose call returned are missing, e.g. {missing[:10]}"
+    assert "mplog:" not in err, err[:2000]
+    assert len(raised) == _RAISED, f"{len(raised)} of {count} calls raised: the signals did not interrupt writes"
+    # Calls that raised once their record was in: writes the exception cut short, then finished.
+    assert raised & set(tally.seqs[1]), "no call raised in the middle of its write"
 
 
 def _run_under_alarms(log_path: str, result_path: str, frames: str, buffered: bool) -> Tuple[int, Set[int]]:

@@ -1,0 +1,134 @@
+"""The listener of an ``mplog serve`` server: a :class:`QueueListener` on a
+known address, whose handlers come from a configuration file, which admits
+the users it is told to, tells each client how to log (its worker config),
+and takes over a client's file handler only for a file it was configured to
+write: a client can never make it open a file of the client's choosing."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+from typing import Any, Callable, Dict, Sequence
+
+from . import _declare, _stderr
+from ._access import Access, peer_of
+from ._adoption import Adoption
+from ._config import WorkerConfig, explicit_logger_levels
+from ._lanes import STALL_SECONDS
+from ._listener import DRAIN_TIMEOUT, QueueListener
+from ._queue import Queue
+from ._recipes import Recipe
+from ._serveconfig import ServeConfig
+from ._server import Server
+from ._targets import route_configs
+
+__all__ = ["ANSWERING_LIMIT", "ServeListener"]
+
+#: The most requests (a client's config, a file handler to take over) answered
+#: at once, each in a thread; more are closed unanswered and counted, so that
+#: clients that open requests and send nothing cannot make threads without end.
+ANSWERING_LIMIT = 16
+
+Request = Callable[[Dict[str, Any]], Dict[str, Any]]
+
+
+class _ServeAdoption(Adoption):
+    """Takes over a client's file handler only for a file the server's
+    configuration writes; for any other file, the client is told to write it
+    itself. Answers requests (``{"request": ...}``) with ``answer_request``."""
+
+    def __init__(
+        self, add_route: Callable[[logging.Handler], int], owned: Sequence[logging.Handler], request: Request
+    ) -> None:
+        super().__init__(add_route, owned)
+        self._request = request
+        self._answering = threading.BoundedSemaphore(ANSWERING_LIMIT)
+        #: Requests closed unanswered: ``ANSWERING_LIMIT`` were being answered.
+        self.busy = 0
+
+    def answer_later(self, sock: socket.socket, header: bytes) -> None:
+        """Answer in a thread, if fewer than ``ANSWERING_LIMIT`` are answering."""
+        if not self._answering.acquire(blocking=False):
+            self.busy += 1
+            sock.close()
+            return
+        threading.Thread(target=self._answer_then_release, args=(sock, header), name="mplog-serve", daemon=True).start()
+
+    def _answer_then_release(self, sock: socket.socket, header: bytes) -> None:
+        try:
+            self.answer(sock, header)
+        finally:
+            self._answering.release()
+
+    def _answer_request(self, sock: socket.socket, length: int) -> Dict[str, Any]:
+        """Any admitted user may ask: nothing asked here opens a new file."""
+        peer_of(sock)  # connected through the server's access check; asked only to fail early if gone
+        recipe = _declare.read_request(sock, length)
+        if "request" in recipe:
+            return self._request(recipe)
+        return self.declare(recipe)
+
+    def _build(self, path: str, recipe: Recipe) -> Dict[str, Any]:
+        return {"error": f"this mplog server is not configured to write {path}", "local": True}
+
+
+class ServeListener(QueueListener):
+    """A listener thread at ``address`` for the handlers of ``config``,
+    admitting the processes ``access`` admits.
+
+    Args:
+        address: the socket path (bound by :meth:`start`).
+        config: the handlers, by logger.
+        access: who may connect.
+        drain_timeout: see :class:`QueueListener`.
+        stall_timeout: see :class:`QueueListener`.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        config: ServeConfig,
+        access: Access,
+        drain_timeout: float = DRAIN_TIMEOUT,
+        stall_timeout: float = STALL_SECONDS,
+    ) -> None:
+        groups = config.groups
+        super().__init__(
+            Queue(address),
+            *groups[0],
+            respect_handler_level=True,  # each handler's level holds, as in dictConfig
+            routes=groups[1:],
+            drain_timeout=drain_timeout,
+            stall_timeout=stall_timeout,
+        )
+        self.config = config
+        self._access = access
+        self._adoption = _ServeAdoption(self._add_route, self.all_handlers, self._answer)
+        root_level = config.loggers[0].level
+        #: What a client needs to log here (its address is the client's to fill in).
+        self.worker_config = WorkerConfig(
+            address,
+            root_level,
+            route_configs(config.loggers, groups),
+            explicit_logger_levels(),
+            stand_in_root=not groups[0],
+            served=True,
+        )
+
+    def _new_server(self) -> Server:
+        return Server(self.queue.address, self, self.drain_timeout, access=self._access, strict=True)
+
+    def _answer(self, request: Dict[str, Any]) -> Dict[str, Any]:
+        """The answer to a client's ``{"request": ...}``."""
+        kind = request.get("request")
+        if kind == "config":
+            return {"config": self.worker_config.to_json()}
+        return {"error": f"unknown request {json.dumps(kind)[:100]}"}
+
+    def report(self, message: str) -> None:
+        """Write one of mplog's notices on stderr (the service's journal), not
+        into the log: the files are the clients', and a client refused or cut
+        off for what it sent must not be able to write there by being so."""
+        _stderr.report(message)
