@@ -11,7 +11,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from . import _codec
 from ._lanes import Lane, pass_marker
-from ._recipes import OWNED
+from ._recipes import mark_owned
 from ._routes import Route
 from ._writers import reopen
 
@@ -91,7 +91,7 @@ class Dispatcher:
         lanes = dict(self.lanes)
         for handler in handlers:
             if handler not in lanes:
-                setattr(handler, OWNED, True)  # this process never takes it over
+                mark_owned(handler)  # this process never takes it over
                 lane = Lane(repr(handler), self._stall_timeout, self._on_resumed)
                 lane.put(_mark_lane_thread, None)
                 lanes[handler] = lane

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 import logging
 import logging.handlers
+import os
 from typing import Any, Callable, Dict, Optional, Tuple, Type
 
 __all__ = [
@@ -23,12 +24,17 @@ __all__ = [
     "build",
     "describe",
     "is_taken_over",
+    "mark_owned",
+    "owned_here",
     "recipe_of",
     "register",
     "same_file_handler",
 ]
 
-#: Set (True) on every handler the listener owns: those are never taken over.
+#: Set on every handler a listener owns, to the pid of the listener's process:
+#: there such a handler is never taken over. A process forked from it (a
+#: worker, which inherits the handler on any logger it was attached to besides
+#: the ones the listener routes) has its records sent to the listener instead.
 OWNED = "_mplog_owned"
 
 #: The classes whose instances are taken over, by name in a recipe
@@ -54,6 +60,17 @@ def register(name: str, cls: Type[logging.Handler], arguments: Callable[[Any], R
     TAKEN_OVER[name] = cls
     _NAMES[cls] = name
     _ARGUMENTS[name] = arguments
+
+
+def mark_owned(handler: logging.Handler) -> None:
+    """``handler`` is a listener's of this process: it writes here, never taken over."""
+    setattr(handler, OWNED, os.getpid())
+
+
+def owned_here(handler: logging.Handler) -> bool:
+    """Whether ``handler`` belongs to a listener of this process."""
+    owner = handler.__dict__.get(OWNED)
+    return owner is not None and owner == os.getpid()
 
 
 def is_taken_over(handler: logging.Handler) -> bool:
@@ -148,7 +165,7 @@ def build(recipe: Recipe) -> logging.Handler:
         handler = cls(**arguments)
     except (TypeError, ValueError, LookupError) as exc:
         raise ValueError(f"the listener cannot build {describe(recipe)}: {exc}") from None
-    setattr(handler, OWNED, True)
+    mark_owned(handler)
     handler.setFormatter(logging.Formatter("%(message)s"))
     return handler
 

@@ -26,7 +26,7 @@ from . import _declare, _stderr, _stdqueue
 from ._config import RouteConfig, TextTarget
 from ._handler import QueueHandler, route_handler
 from ._queue import Queue
-from ._recipes import OWNED, Recipe, is_taken_over, recipe_of
+from ._recipes import OWNED, Recipe, is_taken_over, owned_here, recipe_of
 from .exceptions import SetupError
 
 __all__ = ["OPT_OUT", "Local", "activate", "deactivate", "handle", "mark_stand_in"]
@@ -103,7 +103,7 @@ def _taken_over(handler: logging.Handler) -> bool:
     return (
         _session is not None
         and is_taken_over(handler)
-        and not handler.__dict__.get(OWNED, False)
+        and not owned_here(handler)
         and handler.__dict__.get(OPT_OUT, True) is not False
     )
 
@@ -147,7 +147,9 @@ def _ask(handler: logging.Handler, session: _Session) -> _Sender:
     if local is not None:
         queue._deliver_here(local.handle)
     sender = route_handler(queue, RouteConfig("", True, logging.NOTSET, targets, bool(answer["send_record"])))
-    if isinstance(handler, logging.FileHandler):
+    # A listener's handler inherited at fork keeps its stream: a forked child
+    # must never flush or close the listener's streams (see _forking).
+    if isinstance(handler, logging.FileHandler) and OWNED not in handler.__dict__:
         _close_stream(handler)
     return _Sender(session.address, sender, bool(answer["preformatted"]))
 
@@ -203,7 +205,7 @@ def _open(self: logging.FileHandler) -> Any:
     """``FileHandler._open`` in a process of a session: mode ``"w"`` appends
     instead, since the listener may have written the file already (it
     truncates it once, when it first opens it)."""
-    if not self.mode.startswith("w") or self.__dict__.get(OWNED, False):
+    if not self.mode.startswith("w") or owned_here(self):
         return _original_open(self)
     mode, self.mode = self.mode, "a" + self.mode[1:]
     try:

@@ -44,15 +44,17 @@ class Server(NamedTuple):
     booted: str
 
 
-def gunicorn(directory: Path, app: str, hook: bool, args: Sequence[str] = (), workers: int = 3) -> Server:
-    """gunicorn with the example's gunicorn.conf.py, without its hook line
-    unless ``hook``."""
-    conf = directory / "gunicorn.conf.py"
+def gunicorn(
+    directory: Path, app: str, hook: bool, args: Sequence[str] = (), workers: int = 3, config: str = "gunicorn.conf.py"
+) -> Server:
+    """gunicorn with the example's ``config`` (gunicorn.conf.py), without its
+    hook line unless ``hook``."""
+    conf = directory / config
     lines = conf.read_text().splitlines(keepends=True)
     assert any(line.startswith(HOOK) for line in lines), f"{conf} has no line {HOOK!r}"
     if not hook:
         conf.write_text("".join(line for line in lines if not line.startswith(HOOK)))
-    command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", "127.0.0.1:0"]
+    command = [sys.executable, "-m", "gunicorn", "-c", config, "--bind", "127.0.0.1:0"]
     return Server(
         [*command, "--workers", str(workers), *args, app],
         workers,

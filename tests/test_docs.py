@@ -214,8 +214,10 @@ RUN_EXAMPLES = {
     "fastapi": "test_fastapi.py",
     "flask": "test_flask.py",
     "gunicorn": "test_gunicorn.py",
+    "gunicorn_configs": "test_gunicorn_configs.py",
     "tornado": "test_servers.py",
     "uvicorn": "test_servers.py",
+    "uwsgi": "test_uwsgi.py",
 }
 
 
@@ -277,6 +279,9 @@ def _public_modules() -> List[Tuple[ModuleType, List[str]]]:
         import mplog.integrations.celery as celery
 
         modules.append((celery, list(celery.__all__)))
+    import mplog.integrations.uwsgi as uwsgi  # does nothing outside uWSGI
+
+    modules.append((uwsgi, list(uwsgi.__all__)))
     return modules
 
 

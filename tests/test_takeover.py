@@ -281,6 +281,43 @@ def test_handlers_inherited_at_fork_are_taken_over(tmp_path, listener):
     assert [os.path.getsize(name) for name in files] == single
 
 
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("listener", ["thread", "process"])
+def test_an_adopted_handler_shared_with_another_logger_has_one_writer(tmp_path, listener):
+    """One RotatingFileHandler on the root (adopted by setup()) and on a named
+    logger that does not propagate (as gunicorn's logconfig_dict may share one
+    between ``app`` and ``gunicorn.access``): the named logger's records in
+    every forked worker reach the listener's handler too; the file is one writer's."""
+    directory = str(tmp_path / "logs")
+    os.makedirs(directory)
+    root, logger = logging.getLogger(), logging.getLogger(LOGGER)
+    saved = root.handlers[:]
+    handler = logging.handlers.RotatingFileHandler(
+        os.path.join(directory, "app.log"), maxBytes=MAX_BYTES, backupCount=10000, encoding="utf-8"
+    )
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root.handlers[:] = [handler]
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        with mplog.setup(level="INFO", listener=listener):
+            context = multiprocessing.get_context("fork")
+            workers = [context.Process(target=_log_to_audit, args=(w,)) for w in range(1, WORKERS)]
+            for worker in workers:
+                worker.start()
+            log_records(0, RECORDS)
+            join_all(workers)
+    finally:
+        root.handlers[:] = saved
+        logger.removeHandler(handler)
+        logger.propagate = True
+        handler.close()
+    app = os.path.join(directory, "app.log")
+    _tally_all(app).assert_complete({w: RECORDS for w in range(WORKERS)})
+    files = _files_oldest_first(app)
+    assert [os.path.getsize(name) for name in files] == _single_writer_sizes(_lines(files), str(tmp_path / "single"))
+
+
 def _gz_namer(name: str) -> str:
     return name + ".gz"
 
