@@ -110,7 +110,9 @@ class Adoption:
         try:
             answer = self._answer_request(sock, _declare.request_length(header))
             sock.sendall(json.dumps(answer).encode("utf-8"))
-        except (OSError, ValueError) as exc:  # the process gave up, or sent nonsense: it is told nothing more
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the process is gone (or gave up waiting, and says so itself)
+        except (OSError, ValueError) as exc:  # it sent nonsense, or too slowly: it is told nothing more
             _stderr.report(f"a request to take over a file handler failed: {exc}")
         finally:
             sock.close()
