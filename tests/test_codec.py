@@ -286,3 +286,19 @@ def test_worker_config_json_roundtrip():
     assert _config.WorkerConfig.from_json(config.to_json()) == config
     with pytest.raises(ValueError, match="not an mplog config"):
         _config.WorkerConfig.from_json("{}")
+
+
+def test_extras_that_would_hide_a_method_or_are_no_name_are_dropped():
+    """A frame (from a hostile client of ``mplog serve``, say) whose extras
+    name a LogRecord method, or are not strings, decodes into a record every
+    formatter can format, keeping the harmless extras."""
+    import marshal
+
+    prepared = _prepared("hello %s", ("you",))
+    fields = tuple(getattr(prepared, field) for field in _codec.FIELDS)
+    extras = {"getMessage": 1, "__repr__": 2, 5: "five", "user": "ann"}
+    payload = marshal.dumps((0, 0.0, fields, extras, None))
+    record = _codec.decode(payload)[2]
+    assert record is not None and record.user == "ann"
+    assert logging.Formatter("%(message)s %(user)s").format(record) == "hello you ann"
+    assert 5 not in vars(record) and "getMessage" not in vars(record)
