@@ -1,0 +1,257 @@
+"""mplog.integrations.opentelemetry: the OpenTelemetry SDK's log pipeline in
+the listener, fed by workers that each log inside their own span; every
+exported record is counted and carries its worker's trace and span ids."""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Dict, Iterator, List, Sequence, Tuple
+
+import pytest
+from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+from opentelemetry.sdk.trace import TracerProvider
+
+import mplog
+from mplog.integrations.opentelemetry import ExportHandler, SpanContextHandler
+
+try:  # SDK 1.34+ (Python 3.9+)
+    from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter as InMemoryExporter
+except ImportError:  # SDK 1.33, the last for Python 3.8
+    from opentelemetry.sdk._logs.export import InMemoryLogExporter as InMemoryExporter  # type: ignore[no-redef]
+try:
+    from opentelemetry.sdk._logs.export import LogRecordExportResult as _Result
+except ImportError:
+    from opentelemetry.sdk._logs.export import LogExportResult as _Result  # type: ignore[no-redef]
+SUCCESS = _Result.SUCCESS
+
+WORKERS = 4
+HERE = Path(__file__).resolve().parent
+#: The SDK 1.39+ deprecates its LoggingHandler (the tests of the SDK's own pipeline use it).
+SDK_HANDLER_DEPRECATED = pytest.mark.filterwarnings("ignore:.*LoggingHandler.*:DeprecationWarning")
+#: oteltest installs on Python 3.10+ only (the test extra's marker); CI runs 3.13.
+NEEDS_OTELSINK = pytest.mark.skipif(sys.version_info < (3, 10), reason="oteltest (otelsink) needs Python 3.10+")
+#: A worker's record: who logged it, its sequence number, and the ids of the
+#: span the worker logged it in (0 outside any span), as the worker saw them.
+LINE = re.compile(r"worker (\d+) seq (\d+) trace ([0-9a-f]{32}) span ([0-9a-f]{16})")
+
+log = logging.getLogger("otel.worker")
+
+
+def log_in_span(worker: int, records: int, outside: int) -> None:
+    """In a worker: log ``records`` records inside a span of this worker's
+    own trace, then ``outside`` records outside any span."""
+    tracer = TracerProvider().get_tracer("tests.otel")
+    with tracer.start_as_current_span(f"worker-{worker}") as span:
+        ids = span.get_span_context()
+        for seq in range(records):
+            log.info("worker %d seq %d trace %032x span %016x", worker, seq, ids.trace_id, ids.span_id)
+    for seq in range(records, records + outside):
+        log.info("worker %d seq %d trace %032x span %016x", worker, seq, 0, 0)
+
+
+def run_workers(method: str, records: int, outside: int = 0) -> None:
+    """Start the workers with ``method`` and wait for them (each exits 0)."""
+    context = multiprocessing.get_context(method)
+    processes = [context.Process(target=log_in_span, args=(i, records, outside)) for i in range(WORKERS)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(60)
+        assert process.exitcode == 0, f"{process} exit code {process.exitcode}"
+
+
+def check_exported(exported: Sequence[Tuple[str, int, int]], per_worker: int) -> Dict[str, int]:
+    """Every worker's ``per_worker`` records exactly once, each with the ids
+    its worker logged it in; returns how many records and traces there were."""
+    seen: Counter = Counter()
+    wrong: List[str] = []
+    for body, trace_id, span_id in exported:
+        match = LINE.fullmatch(body)
+        assert match, f"not a worker's record: {body!r}"
+        worker, seq, want_trace, want_span = match.groups()
+        seen[int(worker), int(seq)] += 1
+        if (trace_id, span_id) != (int(want_trace, 16), int(want_span, 16)):
+            wrong.append(f"{body}: exported with trace {trace_id:032x} span {span_id:016x}")
+    want = {(w, s) for w in range(WORKERS) for s in range(per_worker)}
+    missing = sorted(want - set(seen))
+    doubled = sorted(key for key, n in seen.items() if n > 1)
+    assert not missing, f"{len(missing)} records missing, e.g. {missing[:5]}"
+    assert not doubled, f"{len(doubled)} records exported twice, e.g. {doubled[:5]}"
+    assert not wrong, f"{len(wrong)} records with another span's ids, e.g. {wrong[:3]}"
+    traces = {trace_id for _, trace_id, _ in exported if trace_id}
+    return {"records": len(exported), "traces": len(traces)}
+
+
+def in_memory(exporter: InMemoryExporter) -> List[Tuple[str, int, int]]:
+    """What ``exporter`` got: each record's body and ids; no record carries mplog's own attribute."""
+    got = []
+    for data in exporter.get_finished_logs():
+        record = data.log_record
+        assert not any(key.startswith("_mplog") for key in record.attributes or {}), record.attributes
+        got.append((str(record.body), record.trace_id or 0, record.span_id or 0))
+    return got
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_every_exported_record_carries_its_workers_span(method):
+    """4 workers, each logging 2,500 records inside its own span and 100
+    outside any: the in-memory exporter in the listener gets all 10,400,
+    each with the trace and span ids of the span its worker was in (none
+    outside), and mplog's carrier attribute is not exported."""
+    exporter = InMemoryExporter()
+    handler = ExportHandler(exporter)
+    with mplog.setup(handler, level=logging.INFO):
+        run_workers(method, 2500, outside=100)
+    counted = check_exported(in_memory(exporter), 2600)
+    assert counted == {"records": WORKERS * 2600, "traces": WORKERS}
+    assert handler.counts == (WORKERS * 2600, WORKERS * 2600, 0, 0)
+    print(f"{method}: {counted['records']} records exported from {WORKERS} workers, ids all theirs")
+
+
+class SlowExporter(InMemoryExporter):
+    """The in-memory exporter behind a slow network: each export takes 2 ms."""
+
+    def export(self, batch):  # type: ignore[no-untyped-def]
+        time.sleep(0.002)
+        return super().export(batch)
+
+
+@SDK_HANDLER_DEPRECATED
+def test_a_full_batch_queue_waits_instead_of_dropping():
+    """4 workers log 500 records each into a batch processor whose queue
+    holds 16 and whose exporter is slow: ExportHandler exports all 2,000 and
+    counts no loss. The SDK's own pipeline (only made span-aware), in the
+    same listener, drops records silently; its loss is printed."""
+    exporter = SlowExporter()
+    handler = ExportHandler(exporter, max_queue_size=16, max_export_batch_size=8)
+    with mplog.setup(handler, level=logging.INFO):
+        run_workers("fork", 500)
+    check_exported(in_memory(exporter), 500)
+    assert handler.counts == (2000, 2000, 0, 0)
+
+    sdk_exporter = SlowExporter()
+    provider = LoggerProvider(shutdown_on_exit=False)
+    provider.add_log_record_processor(BatchLogRecordProcessor(sdk_exporter, max_queue_size=16, max_export_batch_size=8))
+    with mplog.setup(SpanContextHandler(LoggingHandler(logger_provider=provider)), level=logging.INFO):
+        run_workers("fork", 500)
+    provider.shutdown()
+    got = [body for body, _, _ in in_memory(sdk_exporter) if LINE.fullmatch(body)]
+    print(f"the SDK's BatchLogRecordProcessor alone: {len(got)} of 2000 exported, {2000 - len(got)} dropped")
+
+
+class FileExporter:
+    """An OpenTelemetry log exporter that appends each record to a file of its process's own."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def export(self, batch):  # type: ignore[no-untyped-def]
+        with open(self.directory / f"{os.getpid()}.jsonl", "a", encoding="utf-8") as out:
+            for data in batch:
+                record = data.log_record
+                out.write(json.dumps([str(record.body), record.trace_id or 0, record.span_id or 0]) + "\n")
+        return SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def read_exported(directory: Path) -> List[Tuple[str, int, int]]:
+    """Every record the FileExporters in ``directory`` wrote, from any process."""
+    return [tuple(json.loads(line)) for path in directory.glob("*.jsonl") for line in path.read_text().splitlines()]
+
+
+@SDK_HANDLER_DEPRECATED
+@pytest.mark.timeout(120)
+def test_forked_workers_lose_records_without_mplog(tmp_path):
+    """The SDK's pipeline made in the parent, 4 forked workers logging 1,000
+    records each inside their spans: without mplog each worker exports
+    through its own copy, whose batch thread dies with it (multiprocessing
+    ends a forked worker with os._exit), and the loss is printed; with the
+    same exporter in mplog's listener, all 4,000 arrive with their ids."""
+    without, with_mplog = tmp_path / "without", tmp_path / "with"
+    without.mkdir()
+    with_mplog.mkdir()
+    provider = LoggerProvider(shutdown_on_exit=False)
+    provider.add_log_record_processor(BatchLogRecordProcessor(FileExporter(without)))
+    sdk_handler = LoggingHandler(logger_provider=provider)
+    root = logging.getLogger()
+    root.addHandler(sdk_handler)
+    root.setLevel(logging.INFO)
+    try:
+        run_workers("fork", 1000)
+    finally:
+        root.removeHandler(sdk_handler)
+        provider.shutdown()
+    arrived = [body for body, _, _ in read_exported(without) if LINE.fullmatch(body)]
+    print(f"without mplog: {len(arrived)} of 4000 exported, {4000 - len(arrived)} lost")
+
+    handler = ExportHandler(FileExporter(with_mplog))
+    with mplog.setup(handler, level=logging.INFO):
+        run_workers("fork", 1000)
+    counted = check_exported(read_exported(with_mplog), 1000)
+    assert counted == {"records": 4000, "traces": WORKERS}
+    assert {path.name for path in with_mplog.glob("*.jsonl")} == {f"{os.getpid()}.jsonl"}
+    print(f"with mplog: {counted['records']} of 4000 exported, all from the listener's process")
+
+
+@pytest.fixture
+def otelsink(tmp_path: Path) -> Iterator[Tuple[int, Path]]:
+    """A real OTLP/HTTP receiver (oteltest's otelsink) on 127.0.0.1: its port,
+    and the file where it writes each log record it receives."""
+    received = tmp_path / "received.jsonl"
+    received.touch()
+    process = subprocess.Popen(
+        [sys.executable, str(HERE / "otelsink.py"), str(received)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        line = process.stdout.readline()  # type: ignore[union-attr]
+        assert line.startswith("port "), f"otelsink did not start: {line!r}"
+        yield int(line.split()[1]), received
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def received_records(path: Path, expected: int, timeout: float = 30.0) -> List[Tuple[str, int, int]]:
+    """What the receiver wrote, once it has ``expected`` records or after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = path.read_text().splitlines()
+        if len(lines) >= expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    records = [json.loads(line) for line in lines]
+    return [(body, int(trace_id or "0", 16), int(span_id or "0", 16)) for body, trace_id, span_id in records]
+
+
+@NEEDS_OTELSINK
+@pytest.mark.timeout(120)
+def test_otlp_http_to_a_real_receiver(otelsink):
+    """The OTLP/HTTP exporter in the listener, to otelsink on loopback: 4
+    forked workers log 1,000 records each inside their own spans, and the
+    receiver gets every one once, with its worker's ids."""
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+
+    port, received = otelsink
+    handler = ExportHandler(OTLPLogExporter(endpoint=f"http://127.0.0.1:{port}/v1/logs"))
+    with mplog.setup(handler, level=logging.INFO):
+        run_workers("fork", 1000)
+    assert handler.counts == (4000, 4000, 0, 0)
+    counted = check_exported(received_records(received, 4000), 1000)
+    assert counted == {"records": 4000, "traces": WORKERS}
+    print(f"otelsink received {counted['records']} of 4000 records over OTLP/HTTP")
