@@ -41,7 +41,7 @@ myst_heading_anchors = 3
 
 # Celery and gunicorn are imported by the glue modules: autodoc reads their
 # docstrings without either installed.
-autodoc_mock_imports = ["celery", "gunicorn"]
+autodoc_mock_imports = ["celery", "gunicorn", "opentelemetry"]
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
 autodoc_preserve_defaults = True

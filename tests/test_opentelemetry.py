@@ -23,6 +23,8 @@ from opentelemetry.sdk.trace import TracerProvider
 
 import mplog
 from mplog.integrations.opentelemetry import ExportHandler, SpanContextHandler
+from tests.frameworks import OUTPUT, copy_example, gunicorn
+from tests.servers import Load, kill_a_worker, stop_server, wait_for_line, wait_for_port
 
 try:  # SDK 1.34+ (Python 3.9+)
     from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter as InMemoryExporter
@@ -216,7 +218,10 @@ def otelsink(tmp_path: Path) -> Iterator[Tuple[int, Path]]:
     received = tmp_path / "received.jsonl"
     received.touch()
     process = subprocess.Popen(
-        [sys.executable, str(HERE / "otelsink.py"), str(received)], stdout=subprocess.PIPE, text=True
+        [sys.executable, str(HERE / "otelsink.py"), str(received)],
+        stdout=subprocess.PIPE,
+        stderr=open(tmp_path / "otelsink.err", "wb"),  # its access log: a line per request
+        text=True,
     )
     try:
         line = process.stdout.readline()  # type: ignore[union-attr]
@@ -255,3 +260,94 @@ def test_otlp_http_to_a_real_receiver(otelsink):
     counted = check_exported(received_records(received, 4000), 1000)
     assert counted == {"records": 4000, "traces": WORKERS}
     print(f"otelsink received {counted['records']} of 4000 records over OTLP/HTTP")
+
+
+@NEEDS_OTELSINK
+@pytest.mark.timeout(120)
+def test_the_otlp_snippet_exports_to_a_real_receiver(otelsink, tmp_path):
+    """docs/snippets/opentelemetry_otlp.py as printed, its endpoint set by
+    the environment: otelsink gets the 1,000 tasks' records once each, each
+    in a trace of its own (a span per task, in 4 spawned workers)."""
+    port, received = otelsink
+    snippet = HERE.parent / "docs" / "snippets" / "opentelemetry_otlp.py"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MPLOG", "PYTHONWARNINGS"))}
+    env["OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"] = f"http://127.0.0.1:{port}/v1/logs"
+    result = subprocess.run(
+        [sys.executable, str(snippet)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=100
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    records = [(body, trace_id, span_id) for body, trace_id, span_id in received_records(received, 1000)]
+    assert Counter(body for body, _, _ in records) == Counter(f"task {n}" for n in range(1000))
+    assert all(trace_id and span_id for _, trace_id, span_id in records)
+    assert len({trace_id for _, trace_id, _ in records}) == 1000
+
+
+EXAMPLE = HERE.parent / "examples" / "opentelemetry"
+REQUEST_LINE = re.compile(r"rid=(\d+) trace=([0-9a-f]{32}) span=([0-9a-f]{16})")
+REQUESTS = 2000
+
+
+def serve_example(
+    directory: Path, sink: Tuple[int, Path], hook: bool, wait: float
+) -> Tuple[Load, List[Tuple[str, int, int]], str]:
+    """gunicorn with the example's config (without its hook line unless
+    ``hook``) in ``directory``, 3 workers exporting to the receiver
+    ``sink``: 2,000 requests, a worker SIGKILLed half-way; then the server
+    is stopped. Returns the load, what the receiver got (waiting up to
+    ``wait`` seconds for a record per answered request), and the server's output."""
+    port, received = sink
+    received.write_text("")
+    copy_example(EXAMPLE, directory)
+    server = gunicorn(directory, "app:app", hook)
+    env = {**os.environ, "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": f"http://127.0.0.1:{port}/v1/logs"}
+    output = directory / OUTPUT
+    with open(output, "wb") as out:
+        process = subprocess.Popen(server.command, cwd=directory, stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        listening = int(wait_for_line(str(output), server.listening, process=process, timeout=60))
+        wait_for_line(str(output), server.booted, process=process, count=server.workers, timeout=60)
+        wait_for_port(listening)
+        load = Load(listening, REQUESTS, deadline=90)
+        load.run(during=[lambda: kill_a_worker(process)])
+        wait_for_line(str(output), server.booted, process=process, count=server.workers + 1)
+    finally:
+        stop_server(process)
+    return load, received_records(received, len(load.answered), wait), output.read_text()
+
+
+def check_requests(load: Load, received: Sequence[Tuple[str, int, int]]) -> Tuple[List[int], List[int], List[str]]:
+    """Answered requests with no exported record, those with more than one,
+    and records exported with ids other than their request's span."""
+    seen: Counter = Counter()
+    wrong = []
+    for body, trace_id, span_id in received:
+        match = REQUEST_LINE.fullmatch(body)
+        if match is None:
+            continue
+        seen[int(match.group(1))] += 1
+        if (trace_id, span_id) != (int(match.group(2), 16), int(match.group(3), 16)):
+            wrong.append(body)
+    lost = sorted(rid for rid in load.answered if seen[rid] == 0)
+    return lost, sorted(rid for rid, n in seen.items() if n > 1), wrong
+
+
+@NEEDS_OTELSINK
+@pytest.mark.framework
+@pytest.mark.timeout(200)
+def test_gunicorn_workers_export_through_the_listener(tmp_path, otelsink):
+    """gunicorn, 3 sync workers, the example's config: the hook line and an
+    ExportHandler with the OTLP/HTTP exporter on the root logger. 2,000
+    requests, each logged inside its own span, a worker SIGKILLed half-way:
+    with the hook, every answered request's record reaches otelsink once,
+    with its span's ids. Without the hook line each worker exports through
+    its own copy of the pipeline; its loss is printed."""
+    load, received, output = serve_example(tmp_path / "with", otelsink, hook=True, wait=15)
+    lost, doubled, wrong = check_requests(load, received)
+    print(f"with mplog: {len(load.answered)} answered, {len(received)} records received, {len(lost)} lost")
+    assert (lost, doubled, wrong) == ([], [], []), (lost[:10], doubled[:10], wrong[:3])
+    assert len(load.answered) >= REQUESTS - load.concurrency
+    assert "Traceback" not in output, output[-3000:]
+
+    load, received, output = serve_example(tmp_path / "without", otelsink, hook=False, wait=3)
+    lost, doubled, wrong = check_requests(load, received)
+    print(f"without mplog: {len(load.answered)} answered, {len(lost)} lost, {len(doubled)} doubled, {len(wrong)} wrong")
