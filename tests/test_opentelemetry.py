@@ -351,3 +351,22 @@ def test_gunicorn_workers_export_through_the_listener(tmp_path, otelsink):
     load, received, output = serve_example(tmp_path / "without", otelsink, hook=False, wait=3)
     lost, doubled, wrong = check_requests(load, received)
     print(f"without mplog: {len(load.answered)} answered, {len(lost)} lost, {len(doubled)} doubled, {len(wrong)} wrong")
+
+
+def test_a_json_file_beside_the_exporter_does_not_show_the_span_carrier(tmp_path):
+    """mplog.JsonFormatter on a listener handler beside ExportHandler: the
+    records logged in a span (by the workers, and by the parent, whose
+    records the listener formats itself) carry their ids to the listener, and
+    the JSON lines do not show mplog's attribute for them."""
+    json_file = logging.FileHandler(tmp_path / "app.jsonl")
+    json_file.setFormatter(mplog.JsonFormatter())
+    exporter = InMemoryExporter()
+    with mplog.setup(ExportHandler(exporter), json_file, level=logging.INFO):
+        run_workers("fork", 10)
+        with TracerProvider().get_tracer("tests.otel").start_as_current_span("parent"):
+            log.info("in the parent's span")
+    documents = [json.loads(line) for line in (tmp_path / "app.jsonl").read_text().splitlines()]
+    assert len(documents) == WORKERS * 10 + 1
+    assert [key for document in documents for key in document if key.startswith("_mplog")] == []
+    parent = [record for record in in_memory(exporter) if record[0] == "in the parent's span"]
+    assert len(parent) == 1 and parent[0][1] != 0
