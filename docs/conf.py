@@ -34,14 +34,16 @@ nitpick_ignore = [
     # Base classes of the framework glue: neither framework is installed for the
     # docs build, and neither publishes an inventory reachable from here.
     ("py:class", "gunicorn.glogging.Logger"),
+    # ExportHandler's resource argument: the OpenTelemetry SDK's (mocked here).
+    ("py:class", "opentelemetry.sdk.resources.Resource"),
 ]
 
 myst_enable_extensions = ["colon_fence", "deflist"]
 myst_heading_anchors = 3
 
-# Celery and gunicorn are imported by the glue modules: autodoc reads their
-# docstrings without either installed.
-autodoc_mock_imports = ["celery", "gunicorn"]
+# Celery, gunicorn and OpenTelemetry are imported by the glue modules: autodoc
+# reads their docstrings without any of them installed.
+autodoc_mock_imports = ["celery", "gunicorn", "opentelemetry"]
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
 autodoc_preserve_defaults = True

@@ -10,7 +10,7 @@ import os
 import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from . import _codec, _stderr, _stdqueue
+from . import _codec, _spans, _stderr, _stdqueue
 from ._buffered import SpilledError
 from ._config import RouteConfig, TextTarget
 from ._format import line_function
@@ -163,6 +163,9 @@ class QueueHandler(logging.handlers.QueueHandler):
         """Return a copy of ``record`` with its message rendered and its
         traceback formatted, leaving the original untouched for other handlers.
 
+        The ids of the OpenTelemetry span active at the logging call, if
+        any, go with it (see ``mplog.integrations.opentelemetry``).
+
         The traceback is formatted as ``logging.Formatter`` does, and also by
         each listener handler's formatter that overrides ``formatException``.
         With a formatter set on this handler (or another queue than an
@@ -172,6 +175,8 @@ class QueueHandler(logging.handlers.QueueHandler):
         """
         if self._foreign or self.formatter is not None:
             stdlib_prepared: logging.LogRecord = super().prepare(record)
+            if not self._foreign:
+                _spans.capture(stdlib_prepared.__dict__)
             return stdlib_prepared
         message = render_message(record)
         exc_info = record.exc_info
@@ -186,6 +191,7 @@ class QueueHandler(logging.handlers.QueueHandler):
         prepared.exc_text = exc_text
         if exc_info and self._traceback_formatters:
             prepared.__dict__[_codec.TRACEBACKS] = _tracebacks(self._traceback_formatters, exc_info)
+        _spans.capture(prepared.__dict__)
         return prepared
 
     def enqueue(self, record: logging.LogRecord) -> None:

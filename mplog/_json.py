@@ -8,6 +8,7 @@ import logging
 from typing import Any, Dict
 
 from ._codec import STANDARD_ATTRIBUTES
+from ._spans import SPAN_CONTEXT
 
 __all__ = ["JsonFormatter"]
 
@@ -43,6 +44,7 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             document["stack"] = record.stack_info
         for key, value in record.__dict__.items():
-            if key not in STANDARD_ATTRIBUTES and key not in document:
+            # SPAN_CONTEXT: a span's ids, for an OpenTelemetry handler beside this one.
+            if key not in STANDARD_ATTRIBUTES and key not in document and key != SPAN_CONTEXT:
                 document[key] = value
         return json.dumps(document, ensure_ascii=False, default=str)

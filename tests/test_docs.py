@@ -82,8 +82,17 @@ RUNS: Dict[str, Dict[str, List[Expect]]] = {
 
 #: Files the snippets above read or start, not run on their own (the serve
 #: ones run in test_the_serve_snippets_log_through_a_real_server, forwarding.py
-#: in test_the_forwarding_snippet_reaches_a_real_rsyslogd).
-HELPERS = {"subprocess_child.py", "logging.ini", "serve.json", "serve_client.py", "sitecustomize.py", "forwarding.py"}
+#: in test_the_forwarding_snippet_reaches_a_real_rsyslogd, opentelemetry_otlp.py
+#: in test_opentelemetry.py's test_the_otlp_snippet_exports_to_a_real_receiver).
+HELPERS = {
+    "subprocess_child.py",
+    "logging.ini",
+    "serve.json",
+    "serve_client.py",
+    "sitecustomize.py",
+    "forwarding.py",
+    "opentelemetry_otlp.py",
+}
 
 #: Snippets that need a newer Python than 3.8.
 NEEDS = {"dictconfig_queue_handler.py": (3, 12)}
@@ -215,6 +224,7 @@ RUN_EXAMPLES = {
     "flask": "test_flask.py",
     "gunicorn": "test_gunicorn.py",
     "gunicorn_configs": "test_gunicorn_configs.py",
+    "opentelemetry": "test_opentelemetry.py",
     "tornado": "test_servers.py",
     "uvicorn": "test_servers.py",
     "uwsgi": "test_uwsgi.py",
@@ -279,6 +289,11 @@ def _public_modules() -> List[Tuple[ModuleType, List[str]]]:
         import mplog.integrations.celery as celery
 
         modules.append((celery, list(celery.__all__)))
+    # The OpenTelemetry glue imports the SDK (the test extra has it).
+    if importlib.util.find_spec("opentelemetry.sdk") is not None:
+        import mplog.integrations.opentelemetry as opentelemetry
+
+        modules.append((opentelemetry, list(opentelemetry.__all__)))
     import mplog.integrations.uwsgi as uwsgi  # does nothing outside uWSGI
 
     modules.append((uwsgi, list(uwsgi.__all__)))
