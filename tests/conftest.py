@@ -11,6 +11,7 @@ import pwd
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import traceback
 from typing import Any, Callable, Iterable, Iterator, List, Optional
@@ -29,6 +30,14 @@ def requires(available: bool, reason: str) -> pytest.MarkDecorator:
     say), but never in CI: .ci/run provides everything, and a missing piece there
     must fail, not skip."""
     return pytest.mark.skipif(not available and not IN_CI, reason=reason)
+
+
+#: For the without-mplog runs of the framework tests: they print what a
+#: server loses without mplog and assert nothing about it, so one Python is
+#: enough (the newest, which CI runs); they cost ~1.5 min of CI per Python.
+WITHOUT_MPLOG_RUN_ONCE = pytest.mark.skipif(
+    sys.version_info < (3, 13), reason="the without-mplog comparison runs once, on Python 3.13"
+)
 
 
 NEEDS_ROOT = requires(os.getuid() == 0, "needs root (mounts a tmpfs or switches uid); CI runs as root")

@@ -24,7 +24,7 @@ from typing import Dict, Iterator, List, Set
 import pytest
 from celery import Celery
 
-from tests.conftest import requires
+from tests.conftest import WITHOUT_MPLOG_RUN_ONCE, requires
 from tests.servers import descendants, stop_server, wait_for_line
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "celery"
@@ -253,6 +253,7 @@ def test_celery_prefork_with_mplog(tmp_path, redis_url):
     assert [n for n, lines in (outcome.app + outcome.logfile).items() if lines > 2] == []
 
 
+@WITHOUT_MPLOG_RUN_ONCE
 def test_celery_prefork_without_mplog(tmp_path, redis_url):
     """The same worker without the import: its losses are printed (for the
     README), and only that the load ran is asserted."""

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import WITHOUT_MPLOG_RUN_ONCE
 from tests.frameworks import STAMP, assert_as_one_writer, serve
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "django"
@@ -50,6 +51,7 @@ def test_django_with_the_hook_logs_every_request_once(tmp_path, args):
     assert sorted(int(match[1]) for match in not_found if match) == list(range(MISSING))
 
 
+@WITHOUT_MPLOG_RUN_ONCE
 @pytest.mark.framework
 @pytest.mark.timeout(150)
 def test_django_without_the_hook_reports_its_loss(tmp_path):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import WITHOUT_MPLOG_RUN_ONCE
 from tests.frameworks import Outcome, assert_as_one_writer, copy_example, gunicorn, run, uvicorn_family
 from tests.test_django import APP_LINE, EXAMPLE, MISSING, NOT_FOUND, REQUESTS, missing
 
@@ -56,6 +57,7 @@ def test_django_asgi_under_uvicorn_with_mplog_run_logs_every_request_once(tmp_pa
     _assert_each_404_once(outcome)
 
 
+@WITHOUT_MPLOG_RUN_ONCE
 @pytest.mark.framework
 @pytest.mark.timeout(150)
 def test_django_asgi_under_uvicorn_alone_reports_its_loss(tmp_path):
@@ -77,6 +79,7 @@ def test_django_asgi_under_gunicorn_uvicorn_worker_with_the_hook_logs_every_requ
     _assert_each_404_once(outcome)
 
 
+@WITHOUT_MPLOG_RUN_ONCE
 @pytest.mark.framework
 @pytest.mark.timeout(150)
 def test_django_asgi_under_gunicorn_uvicorn_worker_without_the_hook_reports_its_loss(tmp_path):

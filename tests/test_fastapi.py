@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import WITHOUT_MPLOG_RUN_ONCE
 from tests.frameworks import BACKUP_COUNT, STAMP, Server, assert_as_one_writer, copy_example, run, uvicorn_family
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "fastapi"
@@ -60,6 +61,7 @@ def test_uvicorn_yaml_log_config_under_mplog_run_logs_every_request_once(tmp_pat
     assert_as_one_writer(outcome, REQUESTS)
 
 
+@WITHOUT_MPLOG_RUN_ONCE
 @pytest.mark.framework
 @pytest.mark.timeout(150)
 def test_uvicorn_yaml_log_config_alone_reports_its_loss(tmp_path):
@@ -103,6 +105,7 @@ def test_fastapi_run_under_mplog_run_logs_every_request_once(tmp_path):
     assert_as_one_writer(outcome, REQUESTS)
 
 
+@WITHOUT_MPLOG_RUN_ONCE
 @pytest.mark.framework
 @pytest.mark.timeout(150)
 def test_fastapi_run_alone_reports_its_loss(tmp_path):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import WITHOUT_MPLOG_RUN_ONCE
 from tests.frameworks import STAMP, assert_as_one_writer, serve
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "flask"
@@ -30,6 +31,7 @@ def test_flask_with_the_hook_logs_every_request_once(tmp_path, args):
     assert_as_one_writer(outcome, REQUESTS)
 
 
+@WITHOUT_MPLOG_RUN_ONCE
 @pytest.mark.framework
 @pytest.mark.timeout(150)
 def test_flask_without_the_hook_reports_its_loss(tmp_path):

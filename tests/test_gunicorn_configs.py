@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import WITHOUT_MPLOG_RUN_ONCE
 from tests.frameworks import BACKUP_COUNT, MAX_BYTES, STAMP, Outcome, assert_as_one_writer, copy_example, gunicorn, run
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "gunicorn_configs"
@@ -65,6 +66,7 @@ def test_gunicorn_log_config_with_the_hook_logs_every_request_once(tmp_path, con
     assert_as_one_writer(outcome, REQUESTS)
 
 
+@WITHOUT_MPLOG_RUN_ONCE
 @pytest.mark.framework
 @pytest.mark.timeout(150)
 @pytest.mark.parametrize("config", list(CONFIGS))

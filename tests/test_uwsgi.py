@@ -18,6 +18,7 @@ from typing import List, Sequence
 
 import pytest
 
+from tests.conftest import WITHOUT_MPLOG_RUN_ONCE
 from tests.frameworks import BACKUP_COUNT, MAX_BYTES, STAMP, Outcome, assert_as_one_writer
 from tests.servers import Load, RotatedLog, stop_server, wait_for_line
 
@@ -123,6 +124,7 @@ def test_uwsgi_with_the_line_logs_every_request_once(tmp_path, args):
     assert_as_one_writer(outcome, REQUESTS)
 
 
+@WITHOUT_MPLOG_RUN_ONCE
 @pytest.mark.framework
 @pytest.mark.timeout(150)
 @pytest.mark.parametrize("args", [[], ["--lazy-apps"]], ids=["app-in-master", "lazy-apps"])
