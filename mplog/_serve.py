@@ -1,7 +1,8 @@
 """``mplog serve``: one listener, in the foreground, for processes that are
 not its children (cron jobs, services, other users' programs), writing
 through the handlers of a configuration file. ``SIGTERM`` or ``SIGINT`` drain
-and stop it; ``SIGHUP`` reopens its files (after an external rotation)."""
+and stop it; ``SIGHUP`` reloads the configuration (or, if it cannot, reopens
+the files, as after an external rotation)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,14 @@ import signal
 import socket
 import stat
 import sys
-from typing import Iterable, NamedTuple, Optional
+from typing import TYPE_CHECKING, Iterable, NamedTuple, Optional
 
 from . import _serveconfig
 from ._access import Access
 from ._endpoint import resolve_address
+
+if TYPE_CHECKING:  # the listener is imported when serving, not for --check or --help
+    from ._servelistener import ServeListener
 
 __all__ = ["ServeOptions", "StartError", "UsageError", "check", "serve"]
 
@@ -122,21 +126,29 @@ def serve(options: ServeOptions, ready: Optional[str] = None) -> None:
             raise StartError(f"cannot serve {address}: {exc}") from None
         if ready is not None:
             print(ready.format(address=address), file=sys.stderr, flush=True)
-        _wait(listener)
+        _wait(listener, options.config)
     finally:
         if listener is not None:
             listener.stop()
+            config = listener.config  # the one reloaded last
         _serveconfig.close(config)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
 
 
-def _wait(listener: "object") -> None:
-    """Take signals until one says stop; ``SIGHUP`` reopens the files."""
+def _wait(listener: "ServeListener", path: str) -> None:
+    """Take signals until one says stop; ``SIGHUP`` reloads the configuration
+    at ``path``, or, if it cannot be, reopens the files (logrotate's
+    ``postrotate`` sends it too, and a file being edited must not stop that)."""
     while True:
         number = signal.sigwait(_SIGNALS)
         if number in _STOP_SIGNALS:
             return
-        listener.reopen_files()  # type: ignore[attr-defined]
+        try:
+            said = listener.reload(path)
+        except _serveconfig.ConfigError as exc:
+            listener.reopen_files()
+            said = f"error: {exc}; the files were reopened"
+        print(f"mplog serve: {said}", file=sys.stderr, flush=True)
 
 
 def _prepare_directory(address: str, access: Access) -> None:

@@ -10,21 +10,23 @@ import json
 import logging
 import socket
 import threading
-from typing import Any, Callable, Dict, Sequence
+from typing import Any, Callable, Dict, Sequence, TypeVar
 
 from . import _declare, _stderr
 from ._access import Access, peer_of
 from ._adoption import Adoption
 from ._config import WorkerConfig, explicit_logger_levels
-from ._lanes import STALL_SECONDS
+from ._lanes import STALL_SECONDS, join_lanes
 from ._listener import DRAIN_TIMEOUT, QueueListener
 from ._queue import Queue
+from ._reaping import close_handlers
 from ._recipes import Recipe
-from ._serveconfig import ServeConfig
+from ._reload import difference, handler_map, load_beside
+from ._serveconfig import ConfigError, ServeConfig, close
 from ._server import Server
 from ._targets import route_configs
 
-__all__ = ["ANSWERING_LIMIT", "ServeListener"]
+__all__ = ["ANSWERING_LIMIT", "ServeListener", "worker_config_of"]
 
 #: The most requests (a client's config, a file handler to take over) answered
 #: at once, each in a thread; more are closed unanswered and counted, so that
@@ -32,6 +34,7 @@ __all__ = ["ANSWERING_LIMIT", "ServeListener"]
 ANSWERING_LIMIT = 16
 
 Request = Callable[[Dict[str, Any]], Dict[str, Any]]
+_T = TypeVar("_T")
 
 
 class _ServeAdoption(Adoption):
@@ -61,6 +64,15 @@ class _ServeAdoption(Adoption):
             self.answer(sock, header)
         finally:
             self._answering.release()
+
+    def replace(self, owned: Sequence[logging.Handler], swap: Callable[[], _T]) -> _T:
+        """Run ``swap`` (the server's handlers are replaced by ``owned``) with
+        no request answered meanwhile; files are looked up anew afterwards
+        (routes handed out before stay valid: they lead to the successors)."""
+        with self._lock:
+            self._owned = owned
+            self._files.clear()
+            return swap()
 
     def _answer_request(self, sock: socket.socket, length: int) -> Dict[str, Any]:
         """Any admitted user may ask: nothing asked here opens a new file."""
@@ -105,17 +117,41 @@ class ServeListener(QueueListener):
         )
         self.config = config
         self._access = access
-        self._adoption = _ServeAdoption(self._add_route, self.all_handlers, self._answer)
-        root_level = config.loggers[0].level
+        self._adoption = self._files = _ServeAdoption(self._add_route, self.all_handlers, self._answer)
         #: What a client needs to log here (its address is the client's to fill in).
-        self.worker_config = WorkerConfig(
-            address,
-            root_level,
-            route_configs(config.loggers, groups),
-            explicit_logger_levels(),
-            stand_in_root=not groups[0],
-            served=True,
-        )
+        self.worker_config = worker_config_of(address, config)
+
+    def reload(self, path: str) -> str:
+        """Replace the handlers by those of the configuration at ``path``
+        without losing a record: what the clients wrote before goes to the
+        old handlers, which then finish and close; what they write after, to
+        the new ones. Return a line saying what was done.
+
+        Raises:
+            ConfigError: the file cannot be loaded, or clients connected now
+                would send other lines or levels under it (see
+                :func:`mplog._reload.difference`); the old handlers go on.
+        """
+        new = load_beside(path)
+        why = difference(self.worker_config, worker_config_of(self.queue.address, new))
+        dispatcher = self._dispatcher
+        if why is not None or dispatcher is None:
+            close(new)
+            raise ConfigError(
+                f"{path}: not reloaded: {why or 'the server is stopping'}; restart the server to apply it"
+            )
+        successors = handler_map(self.config, new)
+        with self._busy:  # the serving thread is between two wake-ups
+            if self._server is not None:
+                self._server.sweep()  # everything written before goes to the old handlers
+            replaced = self._files.replace(new.handlers, lambda: dispatcher.replace_handlers(successors))
+            self.all_handlers = new.handlers
+            self.config = new
+        for lane in replaced.values():
+            lane.stop()
+        finished, _ = join_lanes(replaced, self.drain_timeout)
+        close_handlers(finished)
+        return f"reloaded {path}: {len(new.handlers)} handler(s)"
 
     def _new_server(self) -> Server:
         return Server(self.queue.address, self, self.drain_timeout, access=self._access, strict=True)
@@ -132,3 +168,16 @@ class ServeListener(QueueListener):
         into the log: the files are the clients', and a client refused or cut
         off for what it sent must not be able to write there by being so."""
         _stderr.report(message)
+
+
+def worker_config_of(address: str, config: ServeConfig) -> WorkerConfig:
+    """What a client needs to log through the handlers of ``config`` (the
+    levels are this process's, as the configuration set them)."""
+    return WorkerConfig(
+        address,
+        config.loggers[0].level,
+        route_configs(config.loggers, config.groups),
+        explicit_logger_levels(),
+        stand_in_root=not config.groups[0],
+        served=True,
+    )
