@@ -185,7 +185,10 @@ class Dispatcher:
                 if own and id(handler) in own:  # lanes run at once: each its own copy
                     given = copy.copy(record)
                     given.exc_text = own[id(handler)]
-                lanes[handler].put(_Nested(handler.handle) if nested else handler.handle, given, size)
+                lane = lanes[handler]
+                if lane.put(_Nested(handler.handle) if nested else handler.handle, given, size):
+                    lane.records += 1
+                    lane.received += size
 
     def reopen_files(self) -> None:
         """Have each handler's lane reopen its file (after everything before)."""

@@ -16,7 +16,7 @@ import stat
 import sys
 from typing import TYPE_CHECKING, Iterable, NamedTuple, Optional
 
-from . import _serveconfig
+from . import _serveconfig, _stderr
 from ._access import Access
 from ._endpoint import resolve_address
 
@@ -148,6 +148,7 @@ def _wait(listener: "ServeListener", path: str) -> None:
         except _serveconfig.ConfigError as exc:
             listener.reopen_files()
             said = f"error: {exc}; the files were reopened"
+            _stderr.note(said)
         print(f"mplog serve: {said}", file=sys.stderr, flush=True)
 
 

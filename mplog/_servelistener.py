@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import threading
-from typing import Any, Callable, Dict, Sequence, TypeVar
+from typing import Any, Callable, Dict, Optional, Sequence, TypeVar
 
 from . import _declare, _stderr
 from ._access import Access, peer_of
@@ -120,6 +121,8 @@ class ServeListener(QueueListener):
         self._adoption = self._files = _ServeAdoption(self._add_route, self.all_handlers, self._answer)
         #: What a client needs to log here (its address is the client's to fill in).
         self.worker_config = worker_config_of(address, config)
+        #: Configurations reloaded (``SIGHUP``).
+        self.reloads = 0
 
     def reload(self, path: str) -> str:
         """Replace the handlers by those of the configuration at ``path``
@@ -151,7 +154,48 @@ class ServeListener(QueueListener):
             lane.stop()
         finished, _ = join_lanes(replaced, self.drain_timeout)
         close_handlers(finished)
+        self.reloads += 1
         return f"reloaded {path}: {len(new.handlers)} handler(s)"
+
+    def status(self) -> Dict[str, Any]:
+        """What ``mplog status`` shows: the processes connected, each
+        handler's records, bytes and drops, the connections refused or closed,
+        the last notice, and this process's memory and descriptors."""
+        with self._busy:  # the serving thread is between two wake-ups
+            server, dispatcher = self._server, self._dispatcher
+            pids = server.peers() if server is not None else []
+            lanes = list(dispatcher.lanes.values()) if dispatcher is not None else []
+            counts = {
+                "refused": server.refused if server is not None else 0,
+                "closed": server.broken if server is not None else 0,
+                "turned_away": server.turned_away if server is not None else 0,
+            }
+        handlers = [
+            {
+                "handler": lane.name,
+                "records": lane.records,
+                "bytes": lane.received,
+                "dropped": lane.dropped_total,
+                "backlog": lane.backlog(),
+                "stalled": round(lane.stalled_for(), 1),
+            }
+            for lane in lanes
+        ]
+        notice = _stderr.last_notice
+        return {
+            "pid": os.getpid(),
+            "address": self.queue.address,
+            "config": self.config.path,
+            "reloads": self.reloads,
+            "processes": len(set(pids)),
+            "pipes": len(pids),
+            "pids": sorted(set(pids)),
+            "handlers": handlers,
+            "requests_unanswered": self._files.busy,
+            "last_notice": None if notice is None else {"time": notice[0], "message": notice[1]},
+            **counts,
+            **_resources(),
+        }
 
     def _new_server(self) -> Server:
         return Server(self.queue.address, self, self.drain_timeout, access=self._access, strict=True)
@@ -161,6 +205,8 @@ class ServeListener(QueueListener):
         kind = request.get("request")
         if kind == "config":
             return {"config": self.worker_config.to_json()}
+        if kind == "status":
+            return {"status": self.status()}
         return {"error": f"unknown request {json.dumps(kind)[:100]}"}
 
     def report(self, message: str) -> None:
@@ -181,3 +227,15 @@ def worker_config_of(address: str, config: ServeConfig) -> WorkerConfig:
         stand_in_root=not config.groups[0],
         served=True,
     )
+
+
+def _resources() -> Dict[str, Optional[int]]:
+    """This process's resident memory (bytes) and open descriptors, from
+    ``/proc`` (``None`` where it cannot be read)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            rss: Optional[int] = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        fds: Optional[int] = len(os.listdir("/proc/self/fd")) - 1  # less the one listdir opens
+    except (OSError, ValueError, IndexError):
+        rss = fds = None
+    return {"rss": rss, "fds": fds}

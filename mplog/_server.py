@@ -89,6 +89,7 @@ class Server(Draining):
         #: what they sent (not a hello with a pipe, or not frames).
         self.refused = 0
         self.broken = 0
+        self.turned_away = 0  # pipes, for want of descriptors
         self._received = 0  # bytes read in the current wake-up
         self._pending = 0  # bytes of incomplete frames held, over all connections
         self._turned_away = _descriptors.TurnedAway()
@@ -199,6 +200,10 @@ class Server(Draining):
                 for _ in range(_SWEEP_READS):
                     if not self._read_pipe(conn, stopping=False):
                         break
+
+    def peers(self) -> List[int]:
+        """The pid of each pipe served now (call holding ``busy``)."""
+        return [conn.pid for conn in self._connections if conn.sock is None]
 
     def close(self) -> None:
         """Close every connection and remove the address."""
@@ -412,6 +417,7 @@ class Server(Draining):
 
     def _note_turned_away(self, pipes: int) -> None:
         """Count ``pipes`` turned away for want of descriptors; say so when due."""
+        self.turned_away += pipes
         notice = self._turned_away.note(pipes)
         if notice is not None:
             self._report(notice)
