@@ -14,11 +14,12 @@ import signal
 import socket
 import stat
 import sys
-from typing import TYPE_CHECKING, Iterable, NamedTuple, Optional
+from typing import TYPE_CHECKING, Iterable, NamedTuple, Optional, Tuple
 
 from . import _serveconfig, _stderr
 from ._access import Access
 from ._endpoint import resolve_address
+from ._listening import inherited_listening
 
 if TYPE_CHECKING:  # the listener is imported when serving, not for --check or --help
     from ._servelistener import ServeListener
@@ -110,16 +111,17 @@ def serve(options: ServeOptions, ready: Optional[str] = None) -> None:
     from ._servelistener import ServeListener
 
     access = access_of(options)
-    address = resolve_address(options.socket)
+    inherited, address = _listening(options)
     config = _load(options.config)
     # Blocked before the listener's threads start, so they inherit the mask:
     # only the main thread's sigwait ever takes these signals.
     signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
     listener = None
     try:
-        _prepare_directory(address, access)
-        _remove_stale_socket(address)
-        listener = ServeListener(address, config, access, drain_timeout=options.drain_timeout)
+        if inherited is None:  # systemd made its socket, and its directory
+            _prepare_directory(address, access)
+            _remove_stale_socket(address)
+        listener = ServeListener(address, config, access, drain_timeout=options.drain_timeout, listening=inherited)
         try:
             listener.start()
         except (OSError, RuntimeError) as exc:
@@ -133,6 +135,27 @@ def serve(options: ServeOptions, ready: Optional[str] = None) -> None:
             config = listener.config  # the one reloaded last
         _serveconfig.close(config)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+
+
+def _listening(options: ServeOptions) -> Tuple[Optional[socket.socket], str]:
+    """The listening socket systemd passed (``None`` if none) and the address served.
+
+    Raises:
+        UsageError: systemd passed something else, or ``--socket`` names
+            another address than its socket's.
+    """
+    try:
+        inherited = inherited_listening()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if inherited is None:
+        return None, resolve_address(options.socket)
+    address = inherited.getsockname()
+    if not isinstance(address, str) or not os.path.isabs(address):
+        raise UsageError(f"the socket from systemd is not at a path ({address!r}); give ListenStream=/path")
+    if options.socket is not None and resolve_address(options.socket) != address:
+        raise UsageError(f"--socket {options.socket}: systemd passed the socket at {address}; give one or the other")
+    return inherited, address
 
 
 def _wait(listener: "ServeListener", path: str) -> None:

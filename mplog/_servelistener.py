@@ -97,6 +97,9 @@ class ServeListener(QueueListener):
         access: who may connect.
         drain_timeout: see :class:`QueueListener`.
         stall_timeout: see :class:`QueueListener`.
+        listening: a listening socket at ``address`` (systemd's: socket
+            activation), served instead of one bound at start, and left
+            there at stop.
     """
 
     def __init__(
@@ -106,6 +109,7 @@ class ServeListener(QueueListener):
         access: Access,
         drain_timeout: float = DRAIN_TIMEOUT,
         stall_timeout: float = STALL_SECONDS,
+        listening: Optional[socket.socket] = None,
     ) -> None:
         groups = config.groups
         super().__init__(
@@ -118,6 +122,7 @@ class ServeListener(QueueListener):
         )
         self.config = config
         self._access = access
+        self._listening = listening
         self._adoption = self._files = _ServeAdoption(self._add_route, self.all_handlers, self._answer)
         #: What a client needs to log here (its address is the client's to fill in).
         self.worker_config = worker_config_of(address, config)
@@ -197,8 +202,26 @@ class ServeListener(QueueListener):
             **_resources(),
         }
 
+    def start(self) -> None:
+        """Start serving; returns once clients can connect.
+
+        Raises:
+            RuntimeError: it is serving already, or another listener serves its address.
+            OSError: the socket cannot be created or bound.
+        """
+        if self._listening is None:
+            super().start()
+            return
+        # systemd's socket: it is at the address already, and stays there.
+        if self._owner_pid:
+            raise RuntimeError(f"this listener is serving {self.queue.address!r} already")
+        self._start_thread()
+        self._owner_pid = os.getpid()
+
     def _new_server(self) -> Server:
-        return Server(self.queue.address, self, self.drain_timeout, access=self._access, strict=True)
+        return Server(
+            self.queue.address, self, self.drain_timeout, access=self._access, strict=True, listening=self._listening
+        )
 
     def _answer(self, request: Dict[str, Any]) -> Dict[str, Any]:
         """The answer to a client's ``{"request": ...}``."""

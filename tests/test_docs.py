@@ -215,6 +215,7 @@ RUN_EXAMPLES = {
     "flask": "test_flask.py",
     "gunicorn": "test_gunicorn.py",
     "gunicorn_configs": "test_gunicorn_configs.py",
+    "systemd": "test_serve_activation.py",
     "tornado": "test_servers.py",
     "uvicorn": "test_servers.py",
     "uwsgi": "test_uwsgi.py",
