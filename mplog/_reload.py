@@ -9,7 +9,7 @@ import logging
 from typing import Dict, Optional
 
 from ._config import WorkerConfig
-from ._serveconfig import ServeConfig, load
+from ._serveconfig import ConfigError, ServeConfig, load
 
 __all__ = ["difference", "handler_map", "load_beside"]
 
@@ -30,8 +30,22 @@ def load_beside(path: str) -> ServeConfig:
         _reset_loggers()
         try:
             return load(path)
+        except ConfigError:
+            _close_built()  # a configuration that failed halfway keeps no file open
+            raise
         finally:
             logging._handlerList[:0] = running  # type: ignore[attr-defined]
+
+
+def _close_built() -> None:
+    """Close the handlers built since ``logging._handlerList`` was emptied."""
+    for reference in list(logging._handlerList):  # type: ignore[attr-defined]
+        handler = reference()
+        if handler is not None:
+            try:
+                handler.close()
+            except Exception:  # one handler's failure must not keep the others open
+                pass
 
 
 def _reset_loggers() -> None:

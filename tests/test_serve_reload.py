@@ -1,11 +1,13 @@
 """``mplog serve`` reloads its configuration on ``SIGHUP`` under load: a
 renamed file is honoured, records written before the reload are in the old
 files and those after in the new ones, none lost or duplicated; a reload that
-would change what connected clients send is refused and the files reopened."""
+would change what connected clients send, or that fails halfway, is refused,
+the files reopened, and nothing of it kept open."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -86,7 +88,8 @@ def test_sighup_reload_renames_files_mid_load_and_loses_nothing(tmp_path):
     records 0..k-1 and the new ones k..n-1 (k: where the reload fell), each
     once, in order; the client that stops until the reload is done has all
     its records before in the old files and all after in the new. Then a
-    reload that changes the format is refused, said, and changes nothing."""
+    reload that changes the format is refused, said, and changes nothing,
+    and one that fails halfway leaves none of its files open."""
     address = str(tmp_path / "s" / "serve.sock")
     env = dict(ENV, MPLOG_ADDRESS=address)
     go = tmp_path / "go"
@@ -125,6 +128,15 @@ def test_sighup_reload_renames_files_mid_load_and_loses_nothing(tmp_path):
         server.config_path.write_text(json.dumps(_config(tmp_path, "-refused", fmt="X %(message)s")))
         server.process.send_signal(signal.SIGHUP)
         wait_until(lambda: "not reloaded" in server.stderr(), "the refusal")
+        # One that fails halfway (its first handler built, the second a bad
+        # class): nothing of it stays open in the server.
+        half = _config(tmp_path, "-half")
+        half["handlers"]["lines"]["class"] = "logging.NoSuchHandler"
+        server.config_path.write_text(json.dumps(half))
+        server.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: server.stderr().count("the files were reopened") == 2, "the failed reload")
+        fds = Path(f"/proc/{server.process.pid}/fd")
+        assert not [fd for fd in fds.iterdir() if "-half" in os.readlink(fd)]
         late = subprocess.run(
             [sys.executable, "-c", textwrap.dedent(CLIENT), "late", "100", "0", str(tmp_path / "late"), str(go)],
             env=env,
