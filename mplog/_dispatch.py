@@ -105,6 +105,20 @@ class Dispatcher:
         self.routes.append(route)
         return len(self.routes) - 1
 
+    def replace_handlers(self, successors: Dict[logging.Handler, logging.Handler]) -> Dict[logging.Handler, Lane]:
+        """Give every route, from now on, the successor of each of its
+        handlers (each in a new lane), after handing over the lines held;
+        return the lanes of the handlers replaced, for the caller to stop."""
+        self.hand_over()
+        replaced = self.lanes
+        routes = [Route([successors.get(handler, handler) for handler in route.handlers]) for route in self.routes]
+        self.lanes = {handler: lane for handler, lane in replaced.items() if handler not in successors}
+        self.lanes = self._with_lanes_for(handler for route in routes for handler in route.handlers)
+        for route in routes:
+            route.attach(self.lanes)
+        self.routes[:] = routes  # the listener's list too
+        return {handler: lane for handler, lane in replaced.items() if handler not in self.lanes}
+
     def route(self, number: int) -> Route:
         """Route ``number``.
 
@@ -171,7 +185,10 @@ class Dispatcher:
                 if own and id(handler) in own:  # lanes run at once: each its own copy
                     given = copy.copy(record)
                     given.exc_text = own[id(handler)]
-                lanes[handler].put(_Nested(handler.handle) if nested else handler.handle, given, size)
+                lane = lanes[handler]
+                if lane.put(_Nested(handler.handle) if nested else handler.handle, given, size):
+                    lane.records += 1
+                    lane.received += size
 
     def reopen_files(self) -> None:
         """Have each handler's lane reopen its file (after everything before)."""

@@ -30,6 +30,7 @@ class Draining:
     if TYPE_CHECKING:  # what the server provides
         _connections: Set[Connection]
         _listening: socket.socket
+        _inherited: bool
         _deadline: float
         _pending: int
 
@@ -77,17 +78,21 @@ class Draining:
         """Read everything sent before the stop.
 
         After ``shutdown`` of the listening socket new connections are refused,
-        yet the backlog can still be accepted; after ``SHUT_RD`` on a connection
+        yet the backlog can still be accepted. An inherited socket (systemd's)
+        is neither shut down nor accepted from: it is shared with systemd,
+        which keeps it for the next server, and what waits in its backlog is
+        for that one to accept. After ``SHUT_RD`` on a connection
         that has not sent its pipe yet, the sender gets EPIPE, while a pipe it
         sent before stays readable. Each pipe is then drained and sealed (see
         :meth:`_drain_pipe`); only one that cannot be sealed within
         ``DRAIN_SECONDS``, or without ``/proc``, is closed unsealed (and reported).
         """
-        try:
-            self._listening.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self._accept_pending()
+        if not self._inherited:
+            try:
+                self._listening.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self._accept_pending()
         for conn in list(self._connections):
             if conn.sock is not None:
                 try:

@@ -88,6 +88,10 @@ class Lane:
         #: Items dropped since the last report, and in all.
         self.dropped = 0
         self.dropped_total = 0
+        #: Records (or lines) put for the handler, and their bytes as received
+        #: (frames or lines): counted by whoever puts them (``mplog status``).
+        self.records = 0
+        self.received = 0
         self._stall_reported = False
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name=f"mplog-handler {name}", daemon=True)
@@ -107,6 +111,10 @@ class Lane:
             return False
         self._push((function, argument, size))
         return True
+
+    def backlog(self) -> int:
+        """About how many bytes are put and not yet handled."""
+        return self._put_bytes - self._done_bytes
 
     def _push(self, item: Item) -> None:
         self._items.append(item)

@@ -85,9 +85,23 @@ class Route:
         """Pass every line held to the lane of its handler."""
         if self.raw_pending:
             frames, self.raw_pending = self.raw_pending, []
-            self._writer_lanes[0].put(self.write_frames, frames, sum(map(len, frames)))
+            size = sum(map(len, frames))
+            lane = self._writer_lanes[0]
+            if lane.put(self.write_frames, frames, size):
+                lane.records += _lines_in(frames)
+                lane.received += size
         size, self.pending_bytes = self.pending_bytes, 0
         for index, pending in enumerate(self.pending):
             if pending:
                 self.pending[index] = []
-                self._writer_lanes[index].put(self.writers[index], pending, size)
+                lane = self._writer_lanes[index]
+                if lane.put(self.writers[index], pending, size):
+                    lane.records += len(pending)
+                    lane.received += sum(len(text) for _, text in pending)
+
+
+def _lines_in(frames: List[_codec.Frames]) -> int:
+    """How many text frames (lines) ``frames`` hold."""
+    return sum(
+        (chunk if not isinstance(chunk, memoryview) else bytes(chunk)).count(_codec.TEXT_END) for chunk in frames
+    )

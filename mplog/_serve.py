@@ -1,7 +1,8 @@
 """``mplog serve``: one listener, in the foreground, for processes that are
 not its children (cron jobs, services, other users' programs), writing
 through the handlers of a configuration file. ``SIGTERM`` or ``SIGINT`` drain
-and stop it; ``SIGHUP`` reopens its files (after an external rotation)."""
+and stop it; ``SIGHUP`` reloads the configuration (or, if it cannot, reopens
+the files, as after an external rotation)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,15 @@ import signal
 import socket
 import stat
 import sys
-from typing import Iterable, NamedTuple, Optional
+from typing import TYPE_CHECKING, Iterable, NamedTuple, Optional, Tuple
 
-from . import _serveconfig
+from . import _serveconfig, _stderr
 from ._access import Access
 from ._endpoint import resolve_address
+from ._listening import inherited_listening
+
+if TYPE_CHECKING:  # the listener is imported when serving, not for --check or --help
+    from ._servelistener import ServeListener
 
 __all__ = ["ServeOptions", "StartError", "UsageError", "check", "serve"]
 
@@ -106,37 +111,68 @@ def serve(options: ServeOptions, ready: Optional[str] = None) -> None:
     from ._servelistener import ServeListener
 
     access = access_of(options)
-    address = resolve_address(options.socket)
+    inherited, address = _listening(options)
     config = _load(options.config)
     # Blocked before the listener's threads start, so they inherit the mask:
     # only the main thread's sigwait ever takes these signals.
     signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
     listener = None
     try:
-        _prepare_directory(address, access)
-        _remove_stale_socket(address)
-        listener = ServeListener(address, config, access, drain_timeout=options.drain_timeout)
+        if inherited is None:  # systemd made its socket, and its directory
+            _prepare_directory(address, access)
+            _remove_stale_socket(address)
+        listener = ServeListener(address, config, access, drain_timeout=options.drain_timeout, listening=inherited)
         try:
             listener.start()
         except (OSError, RuntimeError) as exc:
             raise StartError(f"cannot serve {address}: {exc}") from None
         if ready is not None:
             print(ready.format(address=address), file=sys.stderr, flush=True)
-        _wait(listener)
+        _wait(listener, options.config)
     finally:
         if listener is not None:
             listener.stop()
+            config = listener.config  # the one reloaded last
         _serveconfig.close(config)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
 
 
-def _wait(listener: "object") -> None:
-    """Take signals until one says stop; ``SIGHUP`` reopens the files."""
+def _listening(options: ServeOptions) -> Tuple[Optional[socket.socket], str]:
+    """The listening socket systemd passed (``None`` if none) and the address served.
+
+    Raises:
+        UsageError: systemd passed something else, or ``--socket`` names
+            another address than its socket's.
+    """
+    try:
+        inherited = inherited_listening()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if inherited is None:
+        return None, resolve_address(options.socket)
+    address = inherited.getsockname()
+    if not isinstance(address, str) or not os.path.isabs(address):
+        raise UsageError(f"the socket from systemd is not at a path ({address!r}); give ListenStream=/path")
+    if options.socket is not None and resolve_address(options.socket) != address:
+        raise UsageError(f"--socket {options.socket}: systemd passed the socket at {address}; give one or the other")
+    return inherited, address
+
+
+def _wait(listener: "ServeListener", path: str) -> None:
+    """Take signals until one says stop; ``SIGHUP`` reloads the configuration
+    at ``path``, or, if it cannot be, reopens the files (logrotate's
+    ``postrotate`` sends it too, and a file being edited must not stop that)."""
     while True:
         number = signal.sigwait(_SIGNALS)
         if number in _STOP_SIGNALS:
             return
-        listener.reopen_files()  # type: ignore[attr-defined]
+        try:
+            said = listener.reload(path)
+        except _serveconfig.ConfigError as exc:
+            listener.reopen_files()
+            said = f"error: {exc}; the files were reopened"
+            _stderr.note(said)
+        print(f"mplog serve: {said}", file=sys.stderr, flush=True)
 
 
 def _prepare_directory(address: str, access: Access) -> None:

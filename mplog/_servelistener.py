@@ -8,23 +8,26 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import threading
-from typing import Any, Callable, Dict, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence, TypeVar
 
 from . import _declare, _stderr
 from ._access import Access, peer_of
 from ._adoption import Adoption
 from ._config import WorkerConfig, explicit_logger_levels
-from ._lanes import STALL_SECONDS
+from ._lanes import STALL_SECONDS, join_lanes
 from ._listener import DRAIN_TIMEOUT, QueueListener
 from ._queue import Queue
+from ._reaping import close_handlers
 from ._recipes import Recipe
-from ._serveconfig import ServeConfig
+from ._reload import difference, handler_map, load_beside
+from ._serveconfig import ConfigError, ServeConfig, close
 from ._server import Server
 from ._targets import route_configs
 
-__all__ = ["ANSWERING_LIMIT", "ServeListener"]
+__all__ = ["ANSWERING_LIMIT", "ServeListener", "worker_config_of"]
 
 #: The most requests (a client's config, a file handler to take over) answered
 #: at once, each in a thread; more are closed unanswered and counted, so that
@@ -32,6 +35,7 @@ __all__ = ["ANSWERING_LIMIT", "ServeListener"]
 ANSWERING_LIMIT = 16
 
 Request = Callable[[Dict[str, Any]], Dict[str, Any]]
+_T = TypeVar("_T")
 
 
 class _ServeAdoption(Adoption):
@@ -62,6 +66,15 @@ class _ServeAdoption(Adoption):
         finally:
             self._answering.release()
 
+    def replace(self, owned: Sequence[logging.Handler], swap: Callable[[], _T]) -> _T:
+        """Run ``swap`` (the server's handlers are replaced by ``owned``) with
+        no request answered meanwhile; files are looked up anew afterwards
+        (routes handed out before stay valid: they lead to the successors)."""
+        with self._lock:
+            self._owned = owned
+            self._files.clear()
+            return swap()
+
     def _answer_request(self, sock: socket.socket, length: int) -> Dict[str, Any]:
         """Any admitted user may ask: nothing asked here opens a new file."""
         peer_of(sock)  # connected through the server's access check; asked only to fail early if gone
@@ -84,6 +97,9 @@ class ServeListener(QueueListener):
         access: who may connect.
         drain_timeout: see :class:`QueueListener`.
         stall_timeout: see :class:`QueueListener`.
+        listening: a listening socket at ``address`` (systemd's: socket
+            activation), served instead of one bound at start, and left
+            there at stop.
     """
 
     def __init__(
@@ -93,6 +109,7 @@ class ServeListener(QueueListener):
         access: Access,
         drain_timeout: float = DRAIN_TIMEOUT,
         stall_timeout: float = STALL_SECONDS,
+        listening: Optional[socket.socket] = None,
     ) -> None:
         groups = config.groups
         super().__init__(
@@ -105,26 +122,114 @@ class ServeListener(QueueListener):
         )
         self.config = config
         self._access = access
-        self._adoption = _ServeAdoption(self._add_route, self.all_handlers, self._answer)
-        root_level = config.loggers[0].level
+        self._listening = listening
+        self._adoption = self._files = _ServeAdoption(self._add_route, self.all_handlers, self._answer)
         #: What a client needs to log here (its address is the client's to fill in).
-        self.worker_config = WorkerConfig(
-            address,
-            root_level,
-            route_configs(config.loggers, groups),
-            explicit_logger_levels(),
-            stand_in_root=not groups[0],
-            served=True,
-        )
+        self.worker_config = worker_config_of(address, config)
+        #: Configurations reloaded (``SIGHUP``).
+        self.reloads = 0
+
+    def reload(self, path: str) -> str:
+        """Replace the handlers by those of the configuration at ``path``
+        without losing a record: what the clients wrote before goes to the
+        old handlers, which then finish and close; what they write after, to
+        the new ones. Return a line saying what was done.
+
+        Raises:
+            ConfigError: the file cannot be loaded, or clients connected now
+                would send other lines or levels under it (see
+                :func:`mplog._reload.difference`); the old handlers go on.
+        """
+        new = load_beside(path)
+        why = difference(self.worker_config, worker_config_of(self.queue.address, new))
+        dispatcher = self._dispatcher
+        if why is not None or dispatcher is None:
+            close(new)
+            raise ConfigError(
+                f"{path}: not reloaded: {why or 'the server is stopping'}; restart the server to apply it"
+            )
+        successors = handler_map(self.config, new)
+        with self._busy:  # the serving thread is between two wake-ups
+            if self._server is not None:
+                self._server.sweep()  # everything written before goes to the old handlers
+            replaced = self._files.replace(new.handlers, lambda: dispatcher.replace_handlers(successors))
+            self.all_handlers = new.handlers
+            self.config = new
+        for lane in replaced.values():
+            lane.stop()
+        finished, _ = join_lanes(replaced, self.drain_timeout)
+        close_handlers(finished)
+        self.reloads += 1
+        return f"reloaded {path}: {len(new.handlers)} handler(s)"
+
+    def status(self) -> Dict[str, Any]:
+        """What ``mplog status`` shows: the processes connected, each
+        handler's records, bytes and drops, the connections refused or closed,
+        the last notice, and this process's memory and descriptors."""
+        with self._busy:  # the serving thread is between two wake-ups
+            server, dispatcher = self._server, self._dispatcher
+            pids = server.peers() if server is not None else []
+            lanes = list(dispatcher.lanes.values()) if dispatcher is not None else []
+            counts = {
+                "refused": server.refused if server is not None else 0,
+                "closed": server.broken if server is not None else 0,
+                "turned_away": server.turned_away if server is not None else 0,
+            }
+        handlers = [
+            {
+                "handler": lane.name,
+                "records": lane.records,
+                "bytes": lane.received,
+                "dropped": lane.dropped_total,
+                "backlog": lane.backlog(),
+                "stalled": round(lane.stalled_for(), 1),
+            }
+            for lane in lanes
+        ]
+        notice = _stderr.last_notice
+        return {
+            "pid": os.getpid(),
+            "address": self.queue.address,
+            "config": self.config.path,
+            "reloads": self.reloads,
+            "processes": len(set(pids)),
+            "pipes": len(pids),
+            "pids": sorted(set(pids)),
+            "handlers": handlers,
+            "requests_unanswered": self._files.busy,
+            "last_notice": None if notice is None else {"time": notice[0], "message": notice[1]},
+            **counts,
+            **_resources(),
+        }
+
+    def start(self) -> None:
+        """Start serving; returns once clients can connect.
+
+        Raises:
+            RuntimeError: it is serving already, or another listener serves its address.
+            OSError: the socket cannot be created or bound.
+        """
+        if self._listening is None:
+            super().start()
+            return
+        # systemd's socket: it is at the address already, and stays there.
+        if self._owner_pid:
+            raise RuntimeError(f"this listener is serving {self.queue.address!r} already")
+        self._start_thread()
+        self._owner_pid = os.getpid()
 
     def _new_server(self) -> Server:
-        return Server(self.queue.address, self, self.drain_timeout, access=self._access, strict=True)
+        return Server(
+            self.queue.address, self, self.drain_timeout, access=self._access, strict=True, listening=self._listening
+        )
 
     def _answer(self, request: Dict[str, Any]) -> Dict[str, Any]:
         """The answer to a client's ``{"request": ...}``."""
         kind = request.get("request")
         if kind == "config":
             return {"config": self.worker_config.to_json()}
+        if kind == "status":
+            return {"status": self.status()}
         return {"error": f"unknown request {json.dumps(kind)[:100]}"}
 
     def report(self, message: str) -> None:
@@ -132,3 +237,28 @@ class ServeListener(QueueListener):
         into the log: the files are the clients', and a client refused or cut
         off for what it sent must not be able to write there by being so."""
         _stderr.report(message)
+
+
+def worker_config_of(address: str, config: ServeConfig) -> WorkerConfig:
+    """What a client needs to log through the handlers of ``config`` (the
+    levels are this process's, as the configuration set them)."""
+    return WorkerConfig(
+        address,
+        config.loggers[0].level,
+        route_configs(config.loggers, config.groups),
+        explicit_logger_levels(),
+        stand_in_root=not config.groups[0],
+        served=True,
+    )
+
+
+def _resources() -> Dict[str, Optional[int]]:
+    """This process's resident memory (bytes) and open descriptors, from
+    ``/proc`` (``None`` where it cannot be read)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            rss: Optional[int] = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        fds: Optional[int] = len(os.listdir("/proc/self/fd")) - 1  # less the one listdir opens
+    except (OSError, ValueError, IndexError):
+        rss = fds = None
+    return {"rss": rss, "fds": fds}

@@ -17,10 +17,11 @@ from typing import Callable, List, Optional, Set, Tuple
 
 from . import _codec, _declare, _descriptors, _pipes, _stderr, _sync
 from ._access import Access, Peer, peer_of
-from ._address import admit_user, remove_address
+from ._address import remove_address
 from ._connection import RECV_SIZE, Connection, answer_taken, hello_pipe, read_chunk
 from ._draining import DRAIN_SECONDS, PENDING_LIMIT, Draining
 from ._framing import FrameError
+from ._listening import bind_listening
 from ._pipes import seal
 from ._sink import Sink
 
@@ -65,6 +66,8 @@ class Server(Draining):
     other is refused. Everything received goes to ``sink``; stopping drains
     for at most ``drain_timeout`` seconds. ``strict``: a connection that
     sends a frame that cannot be handled is closed (else the frame is dropped).
+    ``listening``: a listening socket at ``address`` to serve (systemd's),
+    rather than one bound here.
     """
 
     def __init__(
@@ -75,12 +78,12 @@ class Server(Draining):
         worker_uid: Optional[int] = None,
         access: Optional[Access] = None,
         strict: bool = False,
+        listening: Optional[socket.socket] = None,
     ) -> None:
         self.address = address
         self._sink = sink
         self._drain_timeout = drain_timeout
         self._deadline = float("inf")  # of the drain, once stopping
-        self._uid = os.getuid()
         self._access = access or Access(() if worker_uid is None else (worker_uid,))
         # Whether a frame that cannot be handled closes its connection (an
         # mplog serve client's, perhaps hostile), rather than being dropped.
@@ -89,26 +92,17 @@ class Server(Draining):
         #: what they sent (not a hello with a pipe, or not frames).
         self.refused = 0
         self.broken = 0
+        self.turned_away = 0  # pipes, for want of descriptors
         self._received = 0  # bytes read in the current wake-up
         self._pending = 0  # bytes of incomplete frames held, over all connections
         self._turned_away = _descriptors.TurnedAway()
         self._connections: Set[Connection] = set()
         # One descriptor per worker: ask for as many as we may, before any is used.
         _descriptors.raise_open_files_limit()
-        self._listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            self._listening.bind(address)
-            if access is not None:
-                access.open_socket(address)
-            else:
-                os.chmod(address, 0o600)  # the directory is 0700 already; belt and braces
-                if worker_uid is not None and worker_uid not in (self._uid, 0):
-                    admit_user(address, worker_uid)
-            self._listening.listen(socket.SOMAXCONN)
-            self._listening.setblocking(False)
-        except OSError:
-            self._listening.close()
-            raise
+        # An inherited socket (systemd's) stays at its address when this server stops.
+        self._inherited = listening is not None
+        self._listening = listening if listening is not None else bind_listening(address, access, worker_uid)
+        self._listening.setblocking(False)
         self._reserve = _descriptors.Reserve()
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._listening, selectors.EVENT_READ, None)
@@ -200,6 +194,10 @@ class Server(Draining):
                     if not self._read_pipe(conn, stopping=False):
                         break
 
+    def peers(self) -> List[int]:
+        """The pid of each pipe served now (call holding ``busy``)."""
+        return [conn.pid for conn in self._connections if conn.sock is None]
+
     def close(self) -> None:
         """Close every connection and remove the address."""
         for conn in list(self._connections):
@@ -210,7 +208,8 @@ class Server(Draining):
         for fd in (self._wake_r, self._wake_w):
             os.close(fd)
         self._wake_r = self._wake_w = -1
-        remove_address(self.address)
+        if not self._inherited:
+            remove_address(self.address)
 
     def close_in_child(self) -> None:
         """Close this forked child's copies of the sockets and pipes; the parent
@@ -412,6 +411,7 @@ class Server(Draining):
 
     def _note_turned_away(self, pipes: int) -> None:
         """Count ``pipes`` turned away for want of descriptors; say so when due."""
+        self.turned_away += pipes
         notice = self._turned_away.note(pipes)
         if notice is not None:
             self._report(notice)

@@ -13,20 +13,33 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 import traceback
-from typing import Iterable
+from typing import Iterable, Optional, Tuple
 
-__all__ = ["report", "report_exception", "write_lines"]
+__all__ = ["last_notice", "note", "report", "report_exception", "write_lines"]
+
+#: The last notice reported in this process, and when (``time.time()``);
+#: ``mplog status`` shows a server's.
+last_notice: Optional[Tuple[float, str]] = None
+
+
+def note(message: str) -> None:
+    """Remember ``message`` as the last notice (said elsewhere, or by :func:`report`)."""
+    global last_notice
+    last_notice = (time.time(), message)
 
 
 def report(message: str) -> None:
     """Write ``mplog: <message>`` on stderr, if logging's rules allow."""
+    note(message)
     if logging.raiseExceptions:
         _write(f"mplog: {message}\n")
 
 
 def report_exception(message: str) -> None:
     """:func:`report` ``message`` with the traceback of the exception being handled."""
+    note(f"{message}: {traceback.format_exc().strip().splitlines()[-1]}")
     if logging.raiseExceptions:
         _write(f"mplog: {message}:\n{traceback.format_exc()}")
 

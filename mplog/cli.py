@@ -11,7 +11,8 @@ With ``--connect`` (or ``MPLOG_ADDRESS`` set) the program is a client of an
 ``mplog serve`` server instead.
 
 ``mplog serve --config FILE`` runs a server for unrelated processes (see
-``mplog._serve``). Errors are one line on stderr; bad options exit 2.
+``mplog._serve``); ``mplog status [--socket PATH]`` shows how one is doing.
+Errors are one line on stderr; bad options exit 2.
 """
 
 from __future__ import annotations
@@ -40,13 +41,23 @@ _SERVE_EXAMPLE = """example:
 
 The default socket is $XDG_RUNTIME_DIR/mplog/serve.sock; without
 $XDG_RUNTIME_DIR, /run/mplog/serve.sock for root, else /tmp/mplog-serve-UID/serve.sock.
-SIGTERM or SIGINT drain and stop the server; SIGHUP reopens its files."""
+SIGTERM or SIGINT drain and stop the server; SIGHUP reloads FILE (or, if it cannot
+be reloaded, reopens the files). mplog status [--socket PATH] shows how it is doing."""
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mplog", description="Logging from many processes into one place.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_serve(commands)
+    status = commands.add_parser(
+        "status",
+        help="show how an mplog serve server is doing",
+        description="Show the processes connected to an mplog serve server, the records, bytes and drops "
+        "of each of its handlers, the connections it refused or closed, its last notice, its memory and "
+        "descriptors.",
+    )
+    status.add_argument("--socket", metavar="PATH", help="the server's socket (default: as mplog.connect() finds it)")
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
     run = commands.add_parser(
         "run",
         help="run a Python program inside an mplog session",
@@ -95,6 +106,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     options = _parser().parse_args(argv)
     if options.command == "serve":
         return _serve(options)
+    if options.command == "status":
+        from . import _status
+
+        return _status.main(options.socket, options.json)
     program = list(options.program)
     if program[:1] == ["--"]:
         program = program[1:]

@@ -225,6 +225,7 @@ RUN_EXAMPLES = {
     "gunicorn": "test_gunicorn.py",
     "gunicorn_configs": "test_gunicorn_configs.py",
     "opentelemetry": "test_opentelemetry.py",
+    "systemd": "test_serve_activation.py",
     "tornado": "test_servers.py",
     "uvicorn": "test_servers.py",
     "uwsgi": "test_uwsgi.py",
