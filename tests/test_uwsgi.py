@@ -18,7 +18,7 @@ from typing import List, Sequence
 
 import pytest
 
-from tests.conftest import WITHOUT_MPLOG_RUN_ONCE
+from tests.conftest import WITHOUT_MPLOG_RUN_ONCE, requires
 from tests.frameworks import BACKUP_COUNT, MAX_BYTES, STAMP, Outcome, assert_as_one_writer
 from tests.servers import Load, RotatedLog, stop_server, wait_for_line
 
@@ -29,7 +29,9 @@ REQUESTS = 5000
 PROCESSES = 4  # the example's
 UWSGI = shutil.which("uwsgi", path=os.path.dirname(sys.executable))
 
-pytestmark = pytest.mark.skipif(UWSGI is None, reason="uwsgi is not installed beside this Python")
+pytestmark = requires(
+    UWSGI is not None, "uwsgi is not installed beside this Python (pip install -e '.[uwsgi]' builds it: a C compiler)"
+)
 
 
 def _free_port() -> int:
