@@ -20,6 +20,7 @@ import time
 from typing import Any, Callable, Deque, Dict, List, Sequence, Tuple
 
 from . import _stderr
+from ._threads import start_thread
 
 __all__ = ["BACKLOG_BYTES", "STALL_SECONDS", "Lane", "Marker", "join_lanes", "joined", "wait_while_progressing"]
 
@@ -94,8 +95,8 @@ class Lane:
         self.received = 0
         self._stall_reported = False
         self._stopped = False
-        self._thread = threading.Thread(target=self._run, name=f"mplog-handler {name}", daemon=True)
-        self._thread.start()
+        # Not waited for: a lane may be made while logging's lock is held (see _threads).
+        self._ended = start_thread(self._run, f"mplog-handler {name}")
 
     def put(self, function: Callable[[Any], object], argument: Any, size: int = 0, wait: bool = True) -> bool:
         """Queue ``function(argument)`` for the lane's thread; return False if
@@ -228,7 +229,7 @@ class Lane:
         """Wait until the lane's thread has ended, as long as its handler keeps
         returning: give up once a call has gone on for ``patience`` seconds.
         Return whether it ended."""
-        return wait_while_progressing(joined(self._thread), [self], patience)
+        return wait_while_progressing(self._ended.wait, [self], patience)
 
     def undelivered(self) -> int:
         """Items put on the lane and not handled (dropped ones not counted)."""
