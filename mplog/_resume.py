@@ -6,15 +6,20 @@ in a store of its own, and when the server goes away (SIGTERM, or killed)
 holds new frames there too, up to a bound, reconnects by itself and sends
 what it holds, in order, from the first frame the server did not read whole.
 
-What the server read is told by what it left unread: when the pipe breaks,
-this process opens a read end of its own pipe (through ``/proc``) and reads
-what is still in it. A pipe the server sealed while stopping (SIGTERM) holds
-only padding: everything written was read, and written to the files, before
-the server exited. After a SIGKILL, the frames still in the pipe are sent
-again; those the server had read but not yet written are lost with it.
+What the server has written is told by asking it, as ``mplog.complete()``
+does, once every ``ACK_BYTES`` written: its answer confirms every frame
+written to the pipe before the question; those frames are let go. What it
+read is told by what it left unread: when the pipe breaks, this process opens
+a read end of its own pipe (through ``/proc``) and reads what is still in it.
+A pipe the server sealed while stopping (SIGTERM) holds only padding:
+everything written was read, and written to the files, before the server
+exited; only the frames that did not get in are sent again. After a SIGKILL,
+every frame not confirmed is sent again: those still in the pipe were never
+read, but those the server had read may or may not have reached the files
+before it died, so each of those may be written twice. They are counted
+and said on stderr (at most ``ACK_BYTES`` and a pipe's worth of frames).
 
-While connected, the store is trimmed of the frames the server has read (the
-pipe's ``FIONREAD``), so it holds about a pipe's worth. While the server is
+While the server is
 away and the store is full (``MPLOG_HOLD_BYTES``), ``MPLOG_WHEN_FULL`` says
 what a logging call does: ``block`` (the default) waits for the server for
 up to ``MPLOG_HOLD_TIMEOUT`` seconds, then drops the record (and every later
@@ -39,21 +44,24 @@ from ._hello import connect
 from ._marks import here
 from ._pipewrite import take_all
 from ._queue import Queue
+from ._sync import _wait_handled
 
-__all__ = ["HOLD_BYTES", "HOLD_TIMEOUT", "ResumingQueue", "hold_policy", "new_queue"]
+__all__ = ["ACK_BYTES", "HOLD_BYTES", "HOLD_TIMEOUT", "ResumingQueue", "hold_policy", "new_queue"]
 
 #: The most a client holds, by default, while its server is away (``MPLOG_HOLD_BYTES``).
 HOLD_BYTES = 8 * 1024 * 1024
 #: How long a logging call waits, by default, for a server that is away when the store is full.
 HOLD_TIMEOUT = 10.0
-# Once the store holds this much while connected, the frames the server has read are let go.
-_TRIM_BYTES = 512 * 1024
+#: After this many bytes written, the client asks the server to confirm they are written.
+ACK_BYTES = 256 * 1024
 # The most one os.write is given.
 _CHUNK = 64 * 1024
 # The waits between attempts to reconnect (doubling), and between those of a blocked call.
 _RETRY_FIRST = 0.02
 _RETRY_MAX = 1.0
 _BLOCKED_RETRY = 0.05
+# The least time a client waits for the server to confirm what it wrote.
+_ACK_TIMEOUT = 1.0
 
 
 def hold_policy() -> Tuple[int, str, float]:
@@ -91,6 +99,8 @@ class ResumingQueue(Queue):
         self._gave_up = False  # a blocked call waited HOLD_TIMEOUT in vain: drop until the server is back
         #: Records dropped because the store was full, not yet reported.
         self.dropped = 0
+        #: Records sent again after a SIGKILL that the killed server had read: each may be in the files twice.
+        self.resent = 0
         atexit.register(self._at_exit)
 
     def __reduce__(self) -> Tuple[type, Tuple[str, int, Optional[float]]]:
@@ -151,6 +161,7 @@ class ResumingQueue(Queue):
         self._retry_wait = _RETRY_FIRST
         self._gave_up = False
         self._report_dropped("the server is back")
+        self._report_resent()
         return True
 
     def _pump(self) -> None:
@@ -165,15 +176,23 @@ class ResumingQueue(Queue):
                 self._lost_pipe()
                 return
             self._in_pipe = start + written
-        if len(self._store) > _TRIM_BYTES:
+        if self._in_pipe < ACK_BYTES:
+            return
+        if _wait_handled(self.address, time.monotonic() + max(self.hold_timeout, _ACK_TIMEOUT)):
+            self._forget(self._in_pipe)  # all of it written: the store was all in the pipe
+        elif len(self._store) > self.hold_bytes:  # unconfirmed (a handler stalled?): keep only what is unread
             self._forget(self._in_pipe - _unread(self._pipe))
 
     def _lost_pipe(self) -> None:
-        """The server is gone: keep from the first frame it did not read whole."""
+        """The server is gone: keep from the first frame it did not read
+        whole if it stopped (sealed), else every frame not confirmed."""
         left = _left_in(self._pipe)
         os.close(self._pipe)
         self._pipe = -1
-        self._forget(self._in_pipe - left)
+        if left is None:  # sealed: what it read, it wrote
+            self._forget(self._in_pipe)
+        else:
+            self.resent += _frame_count(self._store[: _frame_start(self._store, self._in_pipe - left)])
         self._in_pipe = 0
         self._retry_at = 0.0
 
@@ -190,6 +209,14 @@ class ResumingQueue(Queue):
                 f"was away ({self.hold_bytes} bytes held, MPLOG_WHEN_FULL={self.when_full}); {when}"
             )
             self.dropped = 0
+
+    def _report_resent(self) -> None:
+        if self.resent:
+            _stderr.report(
+                f"pid {os.getpid()} sent {self.resent} record(s) again that the mplog server at {self.address} "
+                "had read but not confirmed as written before it was killed: each may be in the files twice"
+            )
+            self.resent = 0
 
     def _at_exit(self) -> None:
         """At exit: wait up to ``hold_timeout`` for an absent server to take
@@ -214,7 +241,7 @@ class ResumingQueue(Queue):
         super()._drop_inherited_pipe()
         self._store = bytearray()  # the parent's to send
         self._in_pipe = 0
-        self.dropped = 0
+        self.dropped = self.resent = 0
 
 
 def new_queue(address: str, route: int, flush_interval: Optional[float], served: bool) -> Queue:
@@ -232,10 +259,10 @@ def _unread(pipe: int) -> int:
     return count[0]
 
 
-def _left_in(pipe: int) -> int:
+def _left_in(pipe: int) -> Optional[int]:
     """How many bytes of ours a broken ``pipe`` still holds, read through a
-    read end of our own: 0 if it holds only the padding of a sealed pipe, all
-    it holds (as if none was read) if it cannot be read."""
+    read end of our own: None if it holds only the padding of a sealed pipe;
+    all it holds if it cannot be read."""
     try:
         reader = os.open(f"/proc/self/fd/{pipe}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
@@ -252,7 +279,7 @@ def _left_in(pipe: int) -> int:
             left += chunk
     finally:
         os.close(reader)
-    return 0 if left.count(0) == len(left) else len(left)
+    return None if left and left.count(0) == len(left) else len(left)
 
 
 def _frame_start(frames: bytearray, offset: int) -> int:
