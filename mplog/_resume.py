@@ -294,7 +294,7 @@ def _frame_start(frames: bytearray, offset: int) -> int:
     return pos
 
 
-def _frame_end(frames: bytearray, pos: int) -> int:
+def _frame_end(frames: "bytes | bytearray", pos: int) -> int:
     """Where the frame at ``pos`` ends (the stored frames are whole)."""
     if frames[pos] == _codec.RECORD_START:
         _, size = _codec.HEADER.unpack_from(frames, pos)
@@ -302,9 +302,8 @@ def _frame_end(frames: bytearray, pos: int) -> int:
     return frames.index(_codec.TEXT_END, pos) + 1
 
 
-def _frame_count(data: bytes) -> int:
-    """How many frames ``data`` holds."""
-    frames = bytearray(data)
+def _frame_count(frames: "bytes | bytearray") -> int:
+    """How many frames ``frames`` holds."""
     count = pos = 0
     while pos < len(frames):
         pos = _frame_end(frames, pos)
