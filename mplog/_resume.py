@@ -33,10 +33,11 @@ from __future__ import annotations
 import array
 import atexit
 import fcntl
+import marshal
 import os
 import termios
 import time
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 from . import _codec, _stderr
 from ._buffered import spill
@@ -58,7 +59,7 @@ ACK_BYTES = 256 * 1024
 _CHUNK = 64 * 1024
 # The waits between attempts to reconnect (doubling), and between those of a blocked call.
 _RETRY_FIRST = 0.02
-_RETRY_MAX = 1.0
+_RETRY_MAX = 0.25
 _BLOCKED_RETRY = 0.05
 # The least time a client waits for the server to confirm what it wrote.
 _ACK_TIMEOUT = 1.0
@@ -97,6 +98,10 @@ class ResumingQueue(Queue):
         self._retry_at = 0.0
         self._retry_wait = _RETRY_FIRST
         self._gave_up = False  # a blocked call waited HOLD_TIMEOUT in vain: drop until the server is back
+        self._connected = False  # once: a later connection is to a new server
+        #: For a taken-over file handler: asks a new server for the handler's route
+        #: (routes past the configured ones are handed out by each server anew).
+        self.redeclare: Optional[Callable[[], int]] = None
         #: Records dropped because the store was full, not yet reported.
         self.dropped = 0
         #: Records sent again after a SIGKILL that the killed server had read: each may be in the files twice.
@@ -152,17 +157,33 @@ class ResumingQueue(Queue):
         if now < self._retry_at:
             return False
         try:
+            self._reroute()
             self._pipe = connect(self.address, self.route)
         except OSError:
             self._retry_at = now + self._retry_wait
             self._retry_wait = min(self._retry_wait * 2, _RETRY_MAX)
             return False
         self._in_pipe = 0
+        self._connected = True
         self._retry_wait = _RETRY_FIRST
         self._gave_up = False
         self._report_dropped("the server is back")
         self._report_resent()
         return True
+
+    def _reroute(self) -> None:
+        """Before connecting to a new server: ask it for this handler's route,
+        and put the stored frames on it.
+
+        Raises:
+            OSError: no server answers.
+        """
+        if not self._connected or self.redeclare is None:
+            return
+        route = self.redeclare()
+        if route != self.route:
+            self._store = _rerouted(self._store, route)
+            self.route = route
 
     def _pump(self) -> None:
         """Write the stored frames the pipe has not got; if it breaks, keep
@@ -244,12 +265,21 @@ class ResumingQueue(Queue):
         self.dropped = self.resent = 0
 
 
-def new_queue(address: str, route: int, flush_interval: Optional[float], served: bool) -> Queue:
-    """The queue a process sends route ``route``'s records on: one that
-    survives the server's restart for an ``mplog serve`` client."""
-    if served:
-        return ResumingQueue(address, route, flush_interval)
-    return Queue(address, route, flush_interval)
+def new_queue(
+    address: str,
+    route: int,
+    flush_interval: Optional[float],
+    served: bool,
+    redeclare: Optional[Callable[[], int]] = None,
+) -> Queue:
+    """The queue a process sends route ``route``'s records on: for an ``mplog
+    serve`` client, one that survives the server's restart (``redeclare``:
+    for a taken-over handler, asks a new server for its route)."""
+    if not served:
+        return Queue(address, route, flush_interval)
+    queue = ResumingQueue(address, route, flush_interval)
+    queue.redeclare = redeclare
+    return queue
 
 
 def _unread(pipe: int) -> int:
@@ -300,6 +330,22 @@ def _frame_end(frames: "bytes | bytearray", pos: int) -> int:
         _, size = _codec.HEADER.unpack_from(frames, pos)
         return int(pos + _codec.HEADER.size + size)
     return frames.index(_codec.TEXT_END, pos) + 1
+
+
+def _rerouted(frames: bytearray, route: int) -> bytearray:
+    """``frames`` (whole, not yet written to a pipe) with each record frame's route set to ``route``."""
+    out = bytearray()
+    pos = 0
+    while pos < len(frames):
+        end = _frame_end(frames, pos)
+        if frames[pos] == _codec.RECORD_START:
+            fields = marshal.loads(frames[pos + _codec.HEADER.size : end])
+            payload = marshal.dumps((route, *fields[1:]), _codec._MARSHAL_VERSION)
+            out += _codec.HEADER.pack(_codec.RECORD_START, len(payload)) + payload
+        else:
+            out += frames[pos:end]
+        pos = end
+    return out
 
 
 def _frame_count(frames: "bytes | bytearray") -> int:

@@ -18,6 +18,7 @@ of a session set up with ``takeover=False``, and handlers of other classes.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import os
 from typing import Any, Callable, Dict, NamedTuple, Optional
@@ -137,6 +138,18 @@ def _sender(handler: logging.Handler, session: _Session, strict: bool) -> _Sende
     return sender
 
 
+def _route_for(address: str, recipe: Recipe) -> int:
+    """The route a (restarted) server at ``address`` gives the handler ``recipe`` describes.
+
+    Raises:
+        OSError: no server answers, or it no longer takes the handler over.
+    """
+    try:
+        return int(_declare.ask(address, recipe)["route"])
+    except (KeyError, ValueError) as exc:
+        raise OSError(f"the server at {address} no longer takes the handler over: {exc}") from None
+
+
 def _ask(handler: logging.Handler, session: _Session) -> _Sender:
     """Have the listener take ``handler`` over; its sender in this process."""
     recipe = recipe_of(handler)
@@ -146,7 +159,9 @@ def _ask(handler: logging.Handler, session: _Session) -> _Sender:
         raise (_Declined if answer.get("local") else ValueError)(str(answer["error"]))
     route = int(answer["route"])
     targets = tuple(TextTarget(*target) for target in answer["targets"])
-    queue = new_queue(session.address, route, session.flush_interval, session.served)
+    # A restarted server hands the routes of taken-over handlers out anew.
+    redeclare = functools.partial(_route_for, session.address, recipe)
+    queue = new_queue(session.address, route, session.flush_interval, session.served, redeclare)
     if local is not None:
         queue._deliver_here(local.handle)
     sender = route_handler(queue, RouteConfig("", True, logging.NOTSET, targets, bool(answer["send_record"])))
