@@ -219,7 +219,8 @@ class ResumingQueue(Queue):
 
     def _forget(self, read: int) -> None:
         """Let go of the stored frames that end at or before byte ``read``."""
-        start = _frame_start(self._store, read)
+        # All of it (each confirmation): no frame to walk through.
+        start = len(self._store) if read >= len(self._store) else _frame_start(self._store, read)
         del self._store[:start]
         self._in_pipe -= start
 
