@@ -14,6 +14,7 @@ from ._buffered import catch_sigterm
 from ._config import ENVIRONMENT_VARIABLE, WorkerConfig
 from ._handler import QueueHandler, route_handler
 from ._queue import Queue
+from ._resume import new_queue
 
 __all__ = [
     "Initializer",
@@ -58,7 +59,7 @@ def set_current(config: Optional[WorkerConfig], local: Optional[_takeover.Local]
     if config is None or not config.takeover:
         _takeover.deactivate()
     else:
-        _takeover.activate(config.address, config.flush_interval, local)
+        _takeover.activate(config.address, config.flush_interval, local, config.served)
     for module in _process_modules():
         process_config = module.current_process()._config
         if config is None:
@@ -146,7 +147,8 @@ def install(config: WorkerConfig) -> None:
             for handler in list(logger.handlers):
                 logger.removeHandler(handler)
                 handler.close()
-            logger.addHandler(worker_handler(config, route, Queue(config.address, route, config.flush_interval)))
+            queue = new_queue(config.address, route, config.flush_interval, config.served)
+            logger.addHandler(worker_handler(config, route, queue))
             if spec.logger:
                 logger.propagate = spec.propagate
         root.setLevel(config.root_level)

@@ -18,6 +18,7 @@ of a session set up with ``takeover=False``, and handlers of other classes.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import os
 from typing import Any, Callable, Dict, NamedTuple, Optional
@@ -25,8 +26,8 @@ from typing import Any, Callable, Dict, NamedTuple, Optional
 from . import _declare, _stderr, _stdqueue
 from ._config import RouteConfig, TextTarget
 from ._handler import QueueHandler, route_handler
-from ._queue import Queue
 from ._recipes import OWNED, Recipe, is_taken_over, owned_here, recipe_of
+from ._resume import new_queue
 from .exceptions import SetupError
 
 __all__ = ["OPT_OUT", "Local", "activate", "deactivate", "handle", "mark_stand_in"]
@@ -54,16 +55,19 @@ class _Session(NamedTuple):
     address: str
     flush_interval: Optional[float]
     local: Optional[Local]
+    served: bool = False  # an mplog serve client's: its queues survive the server's restart
 
 
 _session: Optional[_Session] = None
 
 
-def activate(address: str, flush_interval: Optional[float], local: Optional[Local] = None) -> None:
+def activate(
+    address: str, flush_interval: Optional[float], local: Optional[Local] = None, served: bool = False
+) -> None:
     """Take over the file handlers of this process (and of its forked
-    children) for the listener at ``address``."""
+    children) for the listener at ``address`` (an ``mplog serve`` server's if ``served``)."""
     global _session
-    _session = _Session(address, flush_interval, local)
+    _session = _Session(address, flush_interval, local, served)
     _stdqueue.taken_over = True
     logging.FileHandler.handle = _handle  # type: ignore[method-assign,assignment]
     logging.FileHandler._open = _open  # type: ignore[method-assign]
@@ -134,6 +138,18 @@ def _sender(handler: logging.Handler, session: _Session, strict: bool) -> _Sende
     return sender
 
 
+def _route_for(address: str, recipe: Recipe) -> int:
+    """The route a (restarted) server at ``address`` gives the handler ``recipe`` describes.
+
+    Raises:
+        OSError: no server answers, or it no longer takes the handler over.
+    """
+    try:
+        return int(_declare.ask(address, recipe)["route"])
+    except (KeyError, ValueError) as exc:
+        raise OSError(f"the server at {address} no longer takes the handler over: {exc}") from None
+
+
 def _ask(handler: logging.Handler, session: _Session) -> _Sender:
     """Have the listener take ``handler`` over; its sender in this process."""
     recipe = recipe_of(handler)
@@ -143,7 +159,9 @@ def _ask(handler: logging.Handler, session: _Session) -> _Sender:
         raise (_Declined if answer.get("local") else ValueError)(str(answer["error"]))
     route = int(answer["route"])
     targets = tuple(TextTarget(*target) for target in answer["targets"])
-    queue = Queue(session.address, route, session.flush_interval)
+    # A restarted server hands the routes of taken-over handlers out anew.
+    redeclare = functools.partial(_route_for, session.address, recipe)
+    queue = new_queue(session.address, route, session.flush_interval, session.served, redeclare)
     if local is not None:
         queue._deliver_here(local.handle)
     sender = route_handler(queue, RouteConfig("", True, logging.NOTSET, targets, bool(answer["send_record"])))
