@@ -164,7 +164,7 @@ class QueueHandler(logging.handlers.QueueHandler):
         traceback formatted, leaving the original untouched for other handlers.
 
         The ids of the OpenTelemetry span active at the logging call, if
-        any, go with it (see ``mplog.integrations.opentelemetry``).
+        any, and the type and message of the exception, go with it (see ``mplog.integrations.opentelemetry``).
 
         The traceback is formatted as ``logging.Formatter`` does, and also by
         each listener handler's formatter that overrides ``formatException``.
@@ -176,7 +176,7 @@ class QueueHandler(logging.handlers.QueueHandler):
         if self._foreign or self.formatter is not None:
             stdlib_prepared: logging.LogRecord = super().prepare(record)
             if not self._foreign:
-                _spans.capture(stdlib_prepared.__dict__)
+                _spans.capture(stdlib_prepared.__dict__, record.exc_info)
             return stdlib_prepared
         message = render_message(record)
         exc_info = record.exc_info
@@ -191,7 +191,7 @@ class QueueHandler(logging.handlers.QueueHandler):
         prepared.exc_text = exc_text
         if exc_info and self._traceback_formatters:
             prepared.__dict__[_codec.TRACEBACKS] = _tracebacks(self._traceback_formatters, exc_info)
-        _spans.capture(prepared.__dict__)
+        _spans.capture(prepared.__dict__, exc_info)
         return prepared
 
     def enqueue(self, record: logging.LogRecord) -> None:

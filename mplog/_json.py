@@ -8,7 +8,7 @@ import logging
 from typing import Any, Dict
 
 from ._codec import STANDARD_ATTRIBUTES
-from ._spans import SPAN_CONTEXT
+from ._spans import CARRIERS
 
 __all__ = ["JsonFormatter"]
 
@@ -44,7 +44,7 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             document["stack"] = record.stack_info
         for key, value in record.__dict__.items():
-            # SPAN_CONTEXT: a span's ids, for an OpenTelemetry handler beside this one.
-            if key not in STANDARD_ATTRIBUTES and key not in document and key != SPAN_CONTEXT:
+            # CARRIERS: a span's ids and an exception's type, for an OpenTelemetry handler beside this one.
+            if key not in STANDARD_ATTRIBUTES and key not in document and key not in CARRIERS:
                 document[key] = value
         return json.dumps(document, ensure_ascii=False, default=str)

@@ -1,6 +1,7 @@
 """oteltest's otelsink (a real OTLP/HTTP receiver) on 127.0.0.1 and a free port,
 writing each log record it receives as a JSON line: run as a script,
-``python tests/otelsink.py RECORDS``; it prints ``port N`` once it listens.
+``python tests/otelsink.py RECORDS [PORT]``; it prints ``port N`` once it
+listens (on PORT, or on a free port).
 
 The ``otelsink`` command binds every interface on port 4318, with no option
 to change either; its ``HttpSink`` makes its ``HTTPServer`` by the module's
@@ -56,7 +57,12 @@ class RecordWriter(RequestHandler):
 
 def main() -> None:
     sink.HTTPServer = LoopbackHTTPServer
-    receiver = sink.HttpSink(RecordWriter(sys.argv[1]), logging.getLogger("otelsink"), port=0, daemon=False)
+    receiver = sink.HttpSink(
+        RecordWriter(sys.argv[1]),
+        logging.getLogger("otelsink"),
+        port=int(sys.argv[2]) if len(sys.argv) > 2 else 0,
+        daemon=False,
+    )
     receiver.start()
     while receiver.httpd is None:
         time.sleep(0.01)

@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import re
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -155,6 +156,28 @@ def test_rfc5424_message_fields_and_structured_data() -> None:
     )
     plain = logging.LogRecord("r", logging.DEBUG, __file__, 1, "m", None, None)
     assert rfc.encode(plain, "m").split(b" ")[-2:] == [b"-", b"m"]
+
+
+def test_message_without_a_formatter_is_the_default_formatters() -> None:
+    """The handler's shortcut past the default formatter gives its text
+    exactly: a plain message, one with arguments, a non-str message, a
+    traceback, a stack; and a formatter set is used."""
+    handler = mplog.SyslogHandler(("127.0.0.1", 9), "tcp")
+    try:
+        records = [logging.LogRecord("a", logging.INFO, __file__, 1, "plain", None, None)]
+        records.append(logging.LogRecord("a", logging.INFO, __file__, 1, "n=%d %s", (3, "x"), None))
+        records.append(logging.LogRecord("a", logging.INFO, __file__, 1, {"a": 1}, None, None))  # type: ignore[arg-type]
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            records.append(logging.LogRecord("a", logging.ERROR, __file__, 1, "e", None, sys.exc_info()))
+        records.append(logging.LogRecord("a", logging.INFO, __file__, 1, "s", None, None, sinfo="Stack:\n  here"))
+        for record in records:
+            assert handler._text(record) == logging.Formatter().format(record)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        assert handler._text(records[1]) == "INFO n=3 x"
+    finally:
+        handler.close()
 
 
 @NEEDS_RSYSLOG

@@ -9,6 +9,7 @@ import time
 from typing import Any, Dict, Optional
 
 from .._codec import STANDARD_ATTRIBUTES
+from .._spans import CARRIERS
 
 __all__ = ["FACILITIES", "Rfc5424", "severity"]
 
@@ -113,7 +114,7 @@ class Rfc5424:
         of a record whose attributes are ``state`` (``-`` if it has none)."""
         names = self._sd_names
         params = []
-        for key in state.keys() - STANDARD_ATTRIBUTES:
+        for key in state.keys() - _NOT_EXTRA:
             name = names.get(key)
             if name is None:
                 name = names[key] = sd_name(key)
@@ -124,5 +125,7 @@ class Rfc5424:
         return f"[{self._sd_id} {' '.join(params)}]" if params else "-"
 
 
+# Not extra fields: a record's own attributes, and mplog's carriers for OpenTelemetry.
+_NOT_EXTRA = STANDARD_ATTRIBUTES | CARRIERS
 # How many attributes a record has before formatting adds ``message`` (and ``asctime``).
 _PLAIN_RECORD_SIZE = len(vars(logging.LogRecord("", 0, "", 0, "", (), None)))

@@ -38,7 +38,7 @@ from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 
 from .. import _stderr
-from .._spans import SPAN_CONTEXT, span_ids
+from .._spans import CARRIERS, exception_fields, span_ids
 
 __all__ = ["ExportCounts", "ExportHandler", "SpanContextHandler"]
 
@@ -52,7 +52,10 @@ class SpanContextHandler(logging.Handler):
     become the current span's (a non-recording span) while ``handler``
     handles the record, and leave the record, so that they are not exported
     as an attribute too. Records logged outside any span reach ``handler`` as
-    they are.
+    they are. A record's exception, which the listener has as text only,
+    becomes the attributes the SDK makes of one: ``exception.stacktrace``,
+    and ``exception.type`` and ``exception.message`` when the worker had
+    OpenTelemetry imported (only then does it send them).
 
     Args:
         handler: the handler to wrap; its own level and filters still apply.
@@ -66,10 +69,8 @@ class SpanContextHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         """Have the wrapped handler handle ``record`` inside its worker's span."""
         ids = span_ids(record.__dict__)
-        if SPAN_CONTEXT in record.__dict__:
-            # Other handlers may hold this record at the same time: change a copy.
-            record = copy.copy(record)
-            del record.__dict__[SPAN_CONTEXT]
+        if not record.exc_info and (record.exc_text or not CARRIERS.isdisjoint(record.__dict__)):
+            record = _with_exception_attributes(record)
         if ids is None:
             self.handler.handle(record)
             return
@@ -91,6 +92,26 @@ class SpanContextHandler(logging.Handler):
         """Close the wrapped handler, then this one."""
         self.handler.close()
         super().close()
+
+
+def _with_exception_attributes(record: logging.LogRecord) -> logging.LogRecord:
+    """A copy of ``record`` (other handlers may hold it) without mplog's
+    carriers, and with the attributes the SDK would have made of its
+    exception, had the listener its ``exc_info``: ``exception.stacktrace``
+    (the traceback's text), and ``exception.type`` and ``exception.message``
+    if the worker sent them."""
+    state = record.__dict__
+    name, message = exception_fields(state)
+    copied = copy.copy(record)
+    for key in CARRIERS:
+        copied.__dict__.pop(key, None)
+    if record.exc_text:
+        if name is not None:
+            copied.__dict__["exception.type"] = name
+        if message is not None:
+            copied.__dict__["exception.message"] = message
+        copied.__dict__["exception.stacktrace"] = record.exc_text
+    return copied
 
 
 class ExportCounts(NamedTuple):
