@@ -1,6 +1,7 @@
 """A real rsyslogd for the forwarding tests and benchmark: run in the
 foreground with a private configuration and work directory, listening on a
-free loopback port, killed and restarted by pid."""
+free loopback port (RELP, optionally over TLS, or TCP), killed and restarted
+by pid."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import List, NamedTuple, Optional
 
 RSYSLOGD = shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"
 MODULES = "/usr/lib/x86_64-linux-gnu/rsyslog"
@@ -26,14 +27,30 @@ AVAILABLE = os.path.exists(RSYSLOGD) and os.path.exists(os.path.join(MODULES, "i
 # test, where rsyslog kept up).
 CONFIG = """\
 global(workDirectory="{work}" maxMessageSize="64k" net.enableDNS="off")
-module(load="{modules}/imrelp.so")
+module(load="{modules}/imrelp.so"{tls_library})
 module(load="{modules}/imtcp.so")
 template(name="line" type="string" string="%msgid% %procid% %msg%\\n")
 ruleset(name="forwarded" queue.type="Direct") {{
   action(type="omfile" file="{output}" template="line" flushOnTXEnd="on" asyncWriting="off")
 }}
-input(type="{input}" port="{port}" ruleset="forwarded")
+input(type="{input}" port="{port}" ruleset="forwarded"{tls})
 """
+
+# imrelp over TLS: "certvalid" asks the client for a certificate and checks
+# it against tls.cacert (not its name). With librelp's OpenSSL driver: its
+# default GnuTLS one (Debian's librelp 1.11 has both), in certvalid mode,
+# accepted a self-signed client certificate that tls.cacert did not hold.
+TLS = ' tls="on" tls.cacert="{cacert}" tls.mycert="{cert}" tls.myprivkey="{key}" tls.authMode="certvalid"'
+TLS_LIBRARY = ' tls.tlslib="openssl"'
+
+
+class Tls(NamedTuple):
+    """imrelp's TLS files: its certificate and key, and the certificates of
+    the clients it accepts."""
+
+    cert: Path
+    key: Path
+    clients: Path
 
 
 def free_port() -> int:
@@ -44,10 +61,13 @@ def free_port() -> int:
 
 
 class Rsyslog:
-    """One rsyslogd receiving over ``protocol`` (``"relp"`` or ``"tcp"``) and
-    writing each message as ``MSGID PROCID MSG`` to :attr:`output`."""
+    """One rsyslogd receiving over ``protocol`` (``"relp"`` or ``"tcp"``;
+    RELP over TLS with ``tls``) and writing each message as ``MSGID PROCID
+    MSG`` to :attr:`output`."""
 
-    def __init__(self, directory: Path, protocol: str = "relp", port: Optional[int] = None) -> None:
+    def __init__(
+        self, directory: Path, protocol: str = "relp", port: Optional[int] = None, tls: Optional[Tls] = None
+    ) -> None:
         self.directory = directory
         self.port = port or free_port()
         self.output = directory / "received.log"
@@ -61,6 +81,8 @@ class Rsyslog:
                 output=self.output,
                 input="imrelp" if protocol == "relp" else "imtcp",
                 port=self.port,
+                tls=TLS.format(cacert=tls.clients, cert=tls.cert, key=tls.key) if tls else "",
+                tls_library=TLS_LIBRARY if tls else "",
             )
         )
         self.process: Optional[subprocess.Popen] = None
