@@ -27,7 +27,7 @@ from ._rotation import (
     parse_size,
     stamp_now,
 )
-from ._safefs import open_append
+from ._safefs import open_append, write_and_close
 from ._stderr import report
 
 __all__ = ["FileHandler"]
@@ -405,13 +405,7 @@ class FileHandler(logging.Handler):
         target = candidates[-1] if candidates else base
         try:
             like = os.fstat(self._fd) if self._fd >= 0 else self._last_stat
-            fd = open_append(target, like)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-            finally:
-                os.close(fd)
+            write_and_close(open_append(target, like), data)
         except OSError as exc:
             self._enter_fault(exc)
             self._hold([data])

@@ -18,6 +18,9 @@ their own at any name in it, and remove or rename what is there. So:
 
 A regular file someone else put at the live file's name is still opened: a log
 handed to another user by ``chown`` is an ordinary setup.
+
+:func:`write_and_close` writes bytes whole to a file so opened (``os.write``
+may write less than it is given) and closes it.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import os
 import stat
 from typing import Optional
 
-__all__ = ["copy_owner_and_mode", "create_like", "open_append", "open_regular"]
+__all__ = ["copy_owner_and_mode", "create_like", "open_append", "open_regular", "write_and_close"]
 
 _APPEND = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
 # A log's first file: as before, and as the stdlib's FileHandler makes one (less the umask).
@@ -154,3 +157,13 @@ def open_regular(path: str) -> int:
         os.close(fd)
         raise OSError(errno.EINVAL, "not a regular file", path)
     return fd
+
+
+def write_and_close(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd``, then close ``fd`` (also when a write fails)."""
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)

@@ -1,7 +1,8 @@
-"""SyslogHandler over TLS (RFC 5425) against a real TLS receiver of the test's
-own, with certificates made by ``openssl``: every record from 4 workers
-received once, none of it in clear on the wire; a receiver whose certificate
-the client does not trust is refused, reported, and sent nothing."""
+"""SyslogHandler over TLS, with certificates made by ``openssl``: octet-counted
+syslog (RFC 5425) to a TLS receiver of the test's own, and RELP to the real
+rsyslogd's imrelp with ``tls="on"``. Every record from 4 workers received
+once, none of it in clear on the wire; a certificate the other side does not
+trust is refused, reported, and nothing is sent."""
 
 from __future__ import annotations
 
@@ -15,9 +16,14 @@ import pytest
 
 import mplog
 from tests.conftest import join_all, requires, wait_until
+from tests.rsyslog import AVAILABLE as RSYSLOG_AVAILABLE
+from tests.rsyslog import Rsyslog, Tls
 from tests.tlsreceiver import AVAILABLE, Relay, TlsReceiver, make_certificate
 
 NEEDS_OPENSSL = requires(AVAILABLE, "needs the openssl command (apt-get install openssl)")
+NEEDS_RSYSLOG_TLS = requires(
+    AVAILABLE and RSYSLOG_AVAILABLE, "needs openssl, rsyslogd and its RELP module (apt-get install rsyslog-relp)"
+)
 MARK = "secret-payload"
 LINE = re.compile(rb"\bw(\d+) (\d+) " + MARK.encode() + rb"\Z")
 
@@ -100,3 +106,95 @@ def test_untrusted_receiver_is_refused_reported_and_sent_nothing(certificates, c
     assert "cannot forward to 127.0.0.1" in err and "CERTIFICATE_VERIFY_FAILED" in err
     assert re.search(r"stopped with \d+ records not forwarded, which are lost", err)
     assert MARK.encode() not in wire and b"<14>1 " not in wire  # long enough not to occur by chance
+
+
+# --- RELP over TLS, to the real rsyslogd (imrelp with tls="on") -------------------
+
+#: A record as tests/rsyslog.py's rsyslogd writes it: MSGID PROCID MSG.
+RSYSLOG_LINE = re.compile(r"\S+ \d+ w(\d+) (\d+) " + MARK)
+
+
+@pytest.fixture
+def relp_tls(tmp_path):
+    """rsyslogd's certificate and key, a client certificate it accepts, and
+    one it does not know (each self-signed for 127.0.0.1, made by ``openssl``)."""
+    return {name: make_certificate(tmp_path, name) for name in ("server", "client", "stranger")}
+
+
+@NEEDS_RSYSLOG_TLS
+@pytest.mark.timeout(120)
+def test_relp_over_tls_to_rsyslog_delivers_every_record_once(tmp_path, relp_tls) -> None:
+    """RELP over TLS to rsyslogd's imrelp (tls="on", the client's certificate
+    checked): 4 forked workers' 10,000 records each written by rsyslog
+    exactly once, none torn, and none of their text on the wire."""
+    (cert, key), (client_cert, client_key) = relp_tls["server"], relp_tls["client"]
+    rsyslog = Rsyslog(tmp_path / "rsyslog", tls=Tls(cert, key, clients=client_cert))
+    rsyslog.start()
+    relay = Relay(rsyslog.port)
+    context = ssl.create_default_context(cafile=str(cert))
+    context.load_cert_chain(str(client_cert), str(client_key))
+    handler = mplog.SyslogHandler(("127.0.0.1", relay.port), "relp", ssl_context=context, drain_timeout=30.0)
+    workers, count = 4, 2500
+    try:
+        with mplog.setup(handler, level="INFO"):
+            _run_workers(workers, count)
+        lines = rsyslog.lines()
+    finally:
+        relay.stop()
+        rsyslog.stop()
+    seen = collections.Counter()
+    torn = []
+    for line in lines:
+        match = RSYSLOG_LINE.fullmatch(line)
+        if match:
+            seen[(int(match.group(1)), int(match.group(2)))] += 1
+        else:
+            torn.append(line)
+    wire = relay.sent
+    print(f"\nRELP over TLS to rsyslogd: {workers * count} records, received {len(seen)}, ", end="")
+    print(f"duplicates {sum(seen.values()) - len(seen)}, other lines {len(torn)}, {len(wire)} bytes on the wire")
+    assert set(seen) == {(w, s) for w in range(workers) for s in range(count)}
+    assert sum(seen.values()) == workers * count and torn == []
+    assert handler.forwarded == workers * count
+    assert wire[:1] == b"\x16" and MARK.encode() not in wire and b" syslog " not in wire
+
+
+@NEEDS_RSYSLOG_TLS
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("refused_by", ["client", "rsyslog"])
+def test_relp_over_tls_untrusted_certificate_is_refused_and_reported(tmp_path, relp_tls, refused_by, capfd) -> None:
+    """An untrusted certificate on either side: rsyslogd's, which the client
+    does not trust (the handshake fails in the client, certificate
+    verification named), or the client's, which rsyslogd does not accept (it
+    ends the session). Either way the failure is said on stderr, nothing is
+    forwarded or written, and the records are reported lost at the stop."""
+    (cert, key), (client_cert, client_key) = relp_tls["server"], relp_tls["client"]
+    stranger_cert, stranger_key = relp_tls["stranger"]
+    rsyslog = Rsyslog(tmp_path / "rsyslog", tls=Tls(cert, key, clients=client_cert))
+    rsyslog.start()
+    if refused_by == "client":  # trusts another certificate than rsyslogd's
+        context = ssl.create_default_context(cafile=str(stranger_cert))
+        context.load_cert_chain(str(client_cert), str(client_key))
+    else:  # trusts rsyslogd, but presents a certificate rsyslogd does not accept
+        context = ssl.create_default_context(cafile=str(cert))
+        context.load_cert_chain(str(stranger_cert), str(stranger_key))
+    handler = mplog.SyslogHandler(("127.0.0.1", rsyslog.port), "relp", ssl_context=context, drain_timeout=1.0)
+    said = []
+    try:
+        with mplog.setup(handler, level="INFO"):
+            _run_workers(2, 100)
+            wait_until(lambda: said.append(capfd.readouterr().err) or "cannot forward" in "".join(said), "a report", 30)
+        said.append(capfd.readouterr().err)
+        lines = rsyslog.lines()
+    finally:
+        rsyslog.stop()
+    err = "".join(said)
+    rsyslogd_said = (tmp_path / "rsyslog" / "rsyslogd-1.err").read_text()
+    print(f"\nrefused by {refused_by}: stderr {err!r}; rsyslogd: {rsyslogd_said[-400:]!r}")
+    assert lines == [] and handler.forwarded == 0
+    assert "cannot forward to 127.0.0.1" in err
+    if refused_by == "client":
+        assert "CERTIFICATE_VERIFY_FAILED" in err
+    else:  # rsyslogd's alert, as the client read it; rsyslogd says why in its own log
+        assert "TLSV1_ALERT_UNKNOWN_CA" in err and "authentication error" in rsyslogd_said
+    assert re.search(r"stopped with \d+ records not forwarded, which are lost", err)

@@ -17,9 +17,6 @@ import json
 import logging
 import multiprocessing
 import os
-import shutil
-import signal
-import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -29,8 +26,8 @@ import pytest
 import mplog
 from tests import workload
 from tests.conftest import join_all, requires, wait_until
+from tests.rsyslog import RSYSLOGD, Rsyslog
 
-RSYSLOGD = shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"
 pytestmark = requires(os.path.exists(RSYSLOGD), "needs rsyslogd (Debian: apt-get install rsyslog)")
 
 WORKERS = 4
@@ -43,7 +40,6 @@ ROTATIONS = {
     "time": {"when": "S", "late_records": "live"},
 }
 _CONFIG = """\
-global(workDirectory="{work}")
 module(load="imfile" mode="inotify")
 template(name="line" type="string" string="%msg%\\n")
 input(type="imfile" file="{live}" tag="app" ruleset="forward")
@@ -88,14 +84,13 @@ def test_imfile_forwards_every_record_through_rotation_with_gzip(tmp_path, rotat
     48 KiB rotations (over 50), or per-second ones (over 5), rotated files
     gzipped after ``compress_delay``: every record reaches rsyslog's output
     once, whole."""
-    logs, work = tmp_path / "logs", tmp_path / "work"
+    logs = tmp_path / "logs"
     logs.mkdir()
-    work.mkdir()
-    live, out, config = logs / "app.log", tmp_path / "forwarded.log", tmp_path / "rsyslog.conf"
-    config.write_text(_CONFIG.format(work=work, live=live, out=out))
+    live, out = logs / "app.log", tmp_path / "forwarded.log"
+    rsyslogd = Rsyslog(tmp_path / "rsyslog", config=_CONFIG.format(live=live, out=out))
     handler = mplog.FileHandler(live, compress="gzip", compress_delay=2, **ROTATIONS[rotation])
     handler.setFormatter(mplog.JsonFormatter())
-    rsyslogd = subprocess.Popen([RSYSLOGD, "-n", "-C", "-f", str(config), "-i", str(tmp_path / "rsyslogd.pid")])
+    rsyslogd.start()
     try:
         with mplog.setup(handler, level="INFO"):
             # rsyslog is reading once the first line is forwarded.
@@ -110,12 +105,7 @@ def test_imfile_forwards_every_record_through_rotation_with_gzip(tmp_path, rotat
         while not expected <= set(_forwarded(out)[0]) and time.monotonic() < deadline:
             time.sleep(0.5)  # rsyslog reads and forwards behind the load
     finally:
-        rsyslogd.send_signal(signal.SIGTERM)
-        try:
-            rsyslogd.wait(30)
-        except subprocess.TimeoutExpired:
-            rsyslogd.kill()
-            rsyslogd.wait()
+        rsyslogd.stop()
     found, torn = _forwarded(out)
     missing = sorted(expected - set(found))
     assert not missing, f"{len(missing)} of {len(expected)} records not forwarded, e.g. {missing[:10]}"

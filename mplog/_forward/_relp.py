@@ -15,7 +15,7 @@ import socket
 import time
 from typing import Deque, List, Optional, Tuple
 
-from ._tcp import ProtocolError, readable
+from ._tcp import ProtocolError, readable, refusal
 
 __all__ = ["RelpTransport"]
 
@@ -55,7 +55,10 @@ class RelpTransport:
         self._front_acked = 0
         self._unacked = 0
         self._acked_batches = 0
-        self._command(b"open", _OFFERS)
+        try:
+            self._command(b"open", _OFFERS)
+        except ConnectionError as exc:  # refused after the handshake?
+            raise refusal(sock, exc) from exc
         data = self._response(ACK_SECONDS)
         if not data.startswith(b"200"):
             raise ProtocolError(f"the RELP receiver refused the session: {data[:200]!r}")

@@ -18,6 +18,7 @@ import struct
 from typing import Dict, List, Sequence, Tuple
 
 from .. import _fork
+from .._safefs import write_and_close
 from ..exceptions import SpoolInUse
 
 __all__ = ["Position", "Spool", "SpoolInUse"]
@@ -89,13 +90,7 @@ class Spool:
                 offset += 4 + len(message)
             ends.append((number, offset))
         data = b"".join(chunks)
-        fd = os.open(self._path(number), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-        finally:
-            os.close(fd)
+        write_and_close(os.open(self._path(number), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), data)
         self._sizes[number] = len(data)
         return ends
 

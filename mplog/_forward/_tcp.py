@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, List, Optional, Tuple
 if TYPE_CHECKING:  # ssl costs milliseconds to import; only TLS needs it
     import ssl
 
-__all__ = ["OctetTransport", "ProtocolError", "closed", "connect"]
+__all__ = ["OctetTransport", "ProtocolError", "closed", "connect", "refusal"]
 
 #: How long connecting, and each send, may take before the receiver counts as down.
 CONNECT_SECONDS = 5.0
@@ -69,6 +69,29 @@ def closed(sock: socket.socket) -> bool:
         raise
     finally:
         sock.settimeout(SEND_SECONDS)
+
+
+def refusal(sock: socket.socket, error: OSError) -> OSError:
+    """Why the receiver ended the connection, if it said so (a TLS alert: it
+    does not accept this client's certificate, say), else ``error``.
+
+    Over TLS 1.3 the client's handshake ends before the receiver has checked
+    the client's certificate: the receiver's alert and close may come before
+    the client's first send, which then fails with a broken pipe that names
+    no reason, while the alert waits to be read.
+    """
+    ssl = sys.modules.get("ssl")  # loaded if the socket is a TLS one
+    if ssl is None or not isinstance(sock, ssl.SSLSocket):
+        return error
+    sock.settimeout(0)
+    try:
+        sock.recv(1)
+    except OSError as exc:  # an alert is an SSLError; a clean close or nothing yet, not a reason
+        if isinstance(exc, ssl.SSLError) and not isinstance(exc, (ssl.SSLWantReadError, ssl.SSLZeroReturnError)):
+            error = exc
+    finally:
+        sock.settimeout(SEND_SECONDS)
+    return error
 
 
 class OctetTransport:

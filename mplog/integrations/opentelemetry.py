@@ -20,6 +20,12 @@ the handler waits for room instead (the listener's backlog and back-pressure
 take over), and counts what is exported, what the exporter failed to export
 and anything dropped all the same, and says so on stderr.
 
+Both handlers keep the records of OpenTelemetry's own loggers (``opentelemetry``
+and below: the SDK, its exporters) out of the export: logged in the listener's
+process, they reach every handler, and the exporter's report of a failed
+export would be exported and fail in turn, once per failed export for as long
+as the collector is down. The other handlers (a file) still get them.
+
 Importing this module imports the OpenTelemetry SDK (``opentelemetry-sdk``).
 """
 
@@ -40,7 +46,32 @@ from opentelemetry.sdk.resources import Resource
 from .. import _stderr
 from .._spans import CARRIERS, exception_fields, span_ids
 
-__all__ = ["ExportCounts", "ExportHandler", "SpanContextHandler"]
+__all__ = ["ExportCounts", "ExportHandler", "OwnRecordsFilter", "SpanContextHandler"]
+
+
+class OwnRecordsFilter(logging.Filter):
+    """Keeps out the records of OpenTelemetry's own loggers (``opentelemetry``
+    and below: the SDK, its exporters, instrumentations), and counts them.
+
+    On a handler that exports to OpenTelemetry: the exporter logs each export
+    it fails, so exporting those records would make one more failed export,
+    and one more record, for as long as the collector is down.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: How many records this filter has kept out.
+        self.kept_out = 0
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Whether ``record`` comes from a logger other than OpenTelemetry's own."""
+        name = record.name
+        if name != "opentelemetry" and not name.startswith("opentelemetry."):
+            return True
+        with self._lock:  # a handler may be called from several threads
+            self.kept_out += 1
+        return False
 
 
 class SpanContextHandler(logging.Handler):
@@ -65,6 +96,14 @@ class SpanContextHandler(logging.Handler):
     def __init__(self, handler: logging.Handler, level: int = logging.NOTSET) -> None:
         super().__init__(level)
         self.handler = handler
+        self._own_records = OwnRecordsFilter()
+        self.addFilter(self._own_records)
+
+    @property
+    def kept_out(self) -> int:
+        """How many records of OpenTelemetry's own loggers were kept out of
+        the export (in this process: a listener process counts its own)."""
+        return self._own_records.kept_out
 
     def emit(self, record: logging.LogRecord) -> None:
         """Have the wrapped handler handle ``record`` inside its worker's span."""
@@ -312,5 +351,6 @@ class ExportHandler(SpanContextHandler):
         if counts.failed or counts.pending:
             _stderr.report(
                 f"OpenTelemetry export: of {counts.accepted} log records, {counts.exported} were exported, "
-                f"{counts.failed} failed to export and {counts.pending} were dropped"
+                f"{counts.failed} failed to export and {counts.pending} were dropped; "
+                f"records of OpenTelemetry's own loggers kept out of the export: {self.kept_out}"
             )
