@@ -293,6 +293,11 @@ class QueueListener(ForkParticipation, logging.handlers.QueueListener):
         assert self._dispatcher is not None
         self._dispatcher.on_text(route, frames)
 
+    def has_route(self, route: int) -> bool:
+        """Whether ``route`` is one of this listener's."""
+        dispatcher = self._dispatcher
+        return dispatcher is not None and 0 <= route < len(dispatcher.routes)
+
     def on_batch_end(self) -> None:
         """Pass on the lines gathered and the records handlers logged; say
         once which handler has stalled."""

@@ -22,6 +22,7 @@ from ._connection import RECV_SIZE, Connection, answer_taken, hello_pipe, read_c
 from ._draining import DRAIN_SECONDS, PENDING_LIMIT, Draining
 from ._framing import FrameError
 from ._listening import bind_listening
+from ._order import Merge
 from ._pipes import seal
 from ._sink import Sink
 
@@ -111,6 +112,8 @@ class Server(Draining):
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, _WAKE)
+        # What a wake-up read, handed on in the order it was logged (see _order).
+        self._merge = Merge(self._deliver_text, self._deliver)
 
     def serve(self, control_fd: int, busy: threading.RLock, reopen: Callable[[], None]) -> None:
         """Handle frames until ``control_fd`` says stop (or is at EOF), then drain.
@@ -120,7 +123,8 @@ class Server(Draining):
         """
         self._selector.register(control_fd, selectors.EVENT_READ, _CONTROL)
         while True:
-            events = self._selector.select(WATCH_SECONDS)
+            # Records that a wake-up read but left for the next go on soon.
+            events = self._selector.select(0 if self._merge.holding else WATCH_SECONDS)
             self._received = 0
             with busy:
                 stopping = self._handle_events(events, control_fd, reopen)
@@ -129,6 +133,7 @@ class Server(Draining):
                     self._deadline = time.monotonic() + self._drain_timeout
                     self._sink.on_stopping()
                     self._drain()
+                    self._merge.hand_on(None)
                 self._sink.on_batch_end()
                 if stopping:
                     return
@@ -143,7 +148,6 @@ class Server(Draining):
     ) -> bool:
         """Handle what one wake-up brought; return whether the control pipe said stop."""
         stopping = False
-        ready: List[Connection] = []
         for key, _ in events:
             if key.data is None:
                 self._accept_pending()
@@ -153,9 +157,7 @@ class Server(Draining):
                 self._drain_wake_pipe()
             elif key.data.sock is not None:
                 self._introduce(key.data, stopping=False)
-            else:
-                ready.append(key.data)
-        self._read_round(ready)
+        self.sweep()
         return stopping
 
     def _command(self, command: bytes, reopen: Callable[[], None]) -> bool:
@@ -181,18 +183,32 @@ class Server(Draining):
             pass
 
     def sweep(self) -> None:
-        """Read every pipe that has something in it now, and hand on its
-        frames: everything written before this call is then handed on.
+        """Read every pipe that has something in it now, and hand on, in the
+        order it was logged, everything logged before this call; what was
+        logged since waits for the next (see ``_order``).
 
         Called by the serving thread, or by another holding ``busy``."""
-        if not self._connections:  # no process has connected: no system call
+        if not self._connections and not self._merge.holding:  # no process has connected: no system call
             return
+        began = time.monotonic_ns()
         for key, _ in self._selector.select(0):
             conn = key.data
             if isinstance(conn, Connection) and conn.sock is None:
-                for _ in range(_SWEEP_READS):
-                    if not self._read_pipe(conn, stopping=False):
-                        break
+                self._read_out(conn)
+        # Only once all that was read is parsed: a frame that the limit would
+        # have dropped may have been completed by a read parsed after it.
+        if self._pending > PENDING_LIMIT:
+            self._shed_pending()
+        self._merge.hand_on(began)
+
+    def _read_out(self, conn: Connection) -> None:
+        """Read ``conn``'s pipe until a read leaves it empty (so everything
+        written to it before this call is read), or for as many reads as it
+        holds (while its process writes on)."""
+        for _ in range(_SWEEP_READS):
+            data = read_chunk(conn)
+            if data is None or not self._take(conn, data, stopping=False) or len(data) < RECV_SIZE:
+                return
 
     def peers(self) -> List[int]:
         """The pid of each pipe served now (call holding ``busy``)."""
@@ -240,7 +256,8 @@ class Server(Draining):
                 self._refuse_peer(sock, peer)
                 continue
             sock.setblocking(False)
-            conn = Connection(sock, peer.pid, self._deliver, self._deliver_text)
+            merge = self._merge
+            conn = Connection(sock, peer.pid, merge.take_record, merge.take_text)
             self._connections.add(conn)
             self._selector.register(sock, selectors.EVENT_READ, conn)
 
@@ -279,43 +296,6 @@ class Server(Draining):
         if got and self._pending > PENDING_LIMIT:
             self._shed_pending()
         return conn in self._connections
-
-    def _read_round(self, ready: List[Connection]) -> None:
-        """Read once from each pipe that was ready, then hand on the frames:
-        first, read to their end, those of pipes whose process has exited by
-        now, then the others, in the order they became ready.
-
-        Everything a process wrote came before its exit, and so before any
-        record logged after its exit was seen (after a join, say): such a
-        record may be in a pipe read here, while the exited process's last
-        frames reached its pipe after this wake-up began."""
-        if not ready:  # nothing read: nothing to put after an exit
-            return
-        chunks = {conn: read_chunk(conn) for conn in ready}
-        for conn in self._exited():
-            self._take_chunk(conn, chunks.pop(conn, None))
-            for _ in range(_SWEEP_READS):
-                if not self._read_pipe(conn, stopping=False):
-                    break
-        for conn, data in chunks.items():
-            self._take_chunk(conn, data)
-        # Only once all that was read is parsed: a frame that the limit would
-        # have dropped may have been completed by a read parsed after it.
-        if self._pending > PENDING_LIMIT:
-            self._shed_pending()
-
-    def _exited(self) -> List[Connection]:
-        """The connections whose pipe's writer has closed it (its process has exited)."""
-        return [
-            key.data
-            for key, events in self._selector.select(0)
-            if events & selectors.EVENT_WRITE and isinstance(key.data, Connection) and key.data.sock is None
-        ]
-
-    def _take_chunk(self, conn: Connection, data: Optional[bytes]) -> None:
-        """Hand on the frames ``data`` read from ``conn`` completes (None: nothing was read)."""
-        if data is not None and conn in self._connections:
-            self._take(conn, data, stopping=False)
 
     def _read_pipe(self, conn: Connection, stopping: bool) -> Optional[bool]:
         """Read once from ``conn``'s pipe and hand on the frames completed:
@@ -364,6 +344,9 @@ class Server(Draining):
             pipe = hello_pipe(conn, data, fds)
         except ValueError as exc:
             return self._refuse(conn, str(exc))
+        if self._strict and not self._sink.has_route(conn.route):
+            os.close(pipe)
+            return self._refuse(conn, f"pid {conn.pid} asked for route {conn.route}, which this listener does not have")
         os.set_blocking(pipe, False)
         self._selector.unregister(sock)
         answer_taken(sock)
@@ -425,15 +408,22 @@ class Server(Draining):
         self._disconnect(conn)
         return False
 
-    def _deliver_text(self, frames: _codec.Frames, conn: Connection) -> None:
+    def _deliver_text(self, route: int, frames: bytes) -> None:
         try:
-            self._sink.on_text(conn.route, frames)
-        except ValueError as exc:
-            self._misframed(conn, exc)
+            self._sink.on_text(route, frames)
+        except ValueError as exc:  # no such route
+            self._report(f"dropped log lines: {exc}")
         except Exception:  # a handler bug must not stop the listener
             _stderr.report_exception("error while handling log lines")
 
     def _deliver(self, payload: "bytes | bytearray", conn: Connection) -> None:
+        try:
+            self._deliver_frame(payload, conn)
+        except FrameError as exc:  # strict: its connection is closed
+            if conn in self._connections:
+                self._refuse(conn, f"pid {conn.pid} {exc}")
+
+    def _deliver_frame(self, payload: "bytes | bytearray", conn: Connection) -> None:
         try:
             route, created, record, texts = _codec.decode(payload)
             if self._strict and route != conn.route:
