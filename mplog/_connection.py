@@ -21,7 +21,7 @@ RECV_SIZE = 256 * 1024
 class Connection:
     """One worker process's channel: its socket until it has sent its pipe, then the pipe."""
 
-    __slots__ = ("sock", "pipe", "pid", "route", "parser", "key", "prefix")
+    __slots__ = ("sock", "pipe", "pid", "route", "parser", "key", "prefix", "marked")
 
     def __init__(
         self,
@@ -38,6 +38,7 @@ class Connection:
         # The time of the last mark read (see _order), and its piece's prefix.
         self.key = 0
         self.prefix = NO_MARK
+        self.marked = False  # whether it sent a mark (every mplog process does)
 
     def channel(self) -> "socket.socket | int":
         """What the selector watches for this connection."""

@@ -243,7 +243,7 @@ class QueueListener(ForkParticipation, logging.handlers.QueueListener):
             try:
                 # Whatever any process wrote before this call goes first.
                 if self._server is not None:
-                    self._server.sweep()
+                    self._server.catch_up()
                 dispatcher.deliver(record, route, nested=False)
             finally:
                 self._sweeping = 0

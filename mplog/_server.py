@@ -48,6 +48,9 @@ WATCH_SECONDS = 1.0
 # A pipe has at most this many reads of RECV_SIZE in it (PIPE_BYTES and a
 # frame's rest): a sweep reads no more of a pipe still being written.
 _SWEEP_READS = 8
+# Sweeps to hand on everything written before a call, while processes write
+# faster than the listener reads: then what they write waits a little.
+_CATCH_UP_SWEEPS = 8
 # What a connection that asks something, instead of sending a pipe, starts with.
 _REQUEST_STARTS = (_sync.REQUEST[:1], _declare.START_BYTE)
 # After a wake-up that read less than COALESCE_BELOW bytes, the listener
@@ -157,7 +160,9 @@ class Server(Draining):
                 self._drain_wake_pipe()
             elif key.data.sock is not None:
                 self._introduce(key.data, stopping=False)
-        self.sweep()
+        # One read of each pipe a wake-up: what more a pipe holds waits for
+        # the next, and meanwhile its writer waits (back-pressure).
+        self.sweep(1)
         return stopping
 
     def _command(self, command: bytes, reopen: Callable[[], None]) -> bool:
@@ -182,33 +187,46 @@ class Server(Draining):
         except OSError:  # full (it will wake anyway), or closed at stop
             pass
 
-    def sweep(self) -> None:
-        """Read every pipe that has something in it now, and hand on, in the
-        order it was logged, everything logged before this call; what was
-        logged since waits for the next (see ``_order``).
+    def catch_up(self) -> None:
+        """Hand on everything written before this call (a sweep, or a few
+        while processes write faster than one reads).
 
         Called by the serving thread, or by another holding ``busy``."""
+        for _ in range(_CATCH_UP_SWEEPS):
+            if self.sweep(_SWEEP_READS):
+                return
+
+    def sweep(self, reads: int) -> bool:
+        """Read every pipe that has something in it now (up to ``reads``
+        times each), and hand on, in the order it was logged, what was logged
+        before this call; what was logged since waits for the next sweep (see
+        ``_order``). Return False if a pipe still held more, of which what
+        was logged before this call waits too."""
         if not self._connections and not self._merge.holding:  # no process has connected: no system call
-            return
-        began = time.monotonic_ns()
+            return True
+        until = began = time.monotonic_ns()
         for key, _ in self._selector.select(0):
             conn = key.data
-            if isinstance(conn, Connection) and conn.sock is None:
-                self._read_out(conn)
+            if isinstance(conn, Connection) and conn.sock is None and not self._read_out(conn, reads):
+                # What is still in its pipe was marked after what was read
+                # of it (or is more of its last write), and may have come
+                # before what other pipes gave.
+                until = min(until, conn.key + 1)
         # Only once all that was read is parsed: a frame that the limit would
         # have dropped may have been completed by a read parsed after it.
         if self._pending > PENDING_LIMIT:
             self._shed_pending()
-        self._merge.hand_on(began)
+        self._merge.hand_on(until, began)
+        return until == began
 
-    def _read_out(self, conn: Connection) -> None:
-        """Read ``conn``'s pipe until a read leaves it empty (so everything
-        written to it before this call is read), or for as many reads as it
-        holds (while its process writes on)."""
-        for _ in range(_SWEEP_READS):
+    def _read_out(self, conn: Connection, reads: int) -> bool:
+        """Read ``conn``'s pipe until a read leaves it empty, for at most
+        ``reads`` reads; return False if it may hold more."""
+        for _ in range(reads):
             data = read_chunk(conn)
             if data is None or not self._take(conn, data, stopping=False) or len(data) < RECV_SIZE:
-                return
+                return True
+        return not conn.marked
 
     def peers(self) -> List[int]:
         """The pid of each pipe served now (call holding ``busy``)."""
@@ -340,6 +358,10 @@ class Server(Draining):
             return self._request(conn, sock, data)
         if _descriptors.cannot_hold(fds, flags):
             return self._turn_away(conn, fds)
+        return self._take_pipe(conn, sock, data, fds)
+
+    def _take_pipe(self, conn: Connection, sock: socket.socket, data: bytes, fds: List[int]) -> bool:
+        """Take the pipe a hello passed, and say so; from then on, read it."""
         try:
             pipe = hello_pipe(conn, data, fds)
         except ValueError as exc:
@@ -372,7 +394,7 @@ class Server(Draining):
         """Hand everything written so far on, then have the sink answer ``sock``
         once it is handled; the connection is then the sink's. Return False."""
         self._release(conn, sock)
-        self.sweep()
+        self.catch_up()
         self._sink.on_sync(sock)
         return False
 
@@ -408,7 +430,7 @@ class Server(Draining):
         self._disconnect(conn)
         return False
 
-    def _deliver_text(self, route: int, frames: bytes) -> None:
+    def _deliver_text(self, route: int, frames: _codec.Frames) -> None:
         try:
             self._sink.on_text(route, frames)
         except ValueError as exc:  # no such route
