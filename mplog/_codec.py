@@ -49,6 +49,9 @@ from ._marshalcheck import check_counts
 RECORD_START = 0xFE
 #: Ends a text frame; never part of its UTF-8 text.
 TEXT_END = b"\xff"
+#: A text frame that starts with this byte (never in UTF-8) is a mark: the
+#: time its write began, for the listener's order across processes (``_order``).
+MARK_START = 0xFC
 #: Text frames as the listener passes them on: bytes or a bytearray of whole
 #: frames, or a memoryview of exactly one frame (a long line, not copied).
 Frames = Union[bytes, bytearray, memoryview]
@@ -172,6 +175,9 @@ def readable_lines(frames: bytes) -> List[str]:
         else:
             end = frames.find(TEXT_END, pos)
             end = len(frames) if end < 0 else end
+            if frames[pos] == MARK_START:  # the time a write began (see _order): for the listener only
+                pos = end + 1
+                continue
             line, pos = frames[pos:end].decode("utf-8", "backslashreplace").rstrip("\n"), end + 1
         lines.append(line)
     return lines

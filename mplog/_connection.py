@@ -10,6 +10,7 @@ from typing import Callable, List, Optional
 
 from . import _codec, _pipes
 from ._framing import Buffer, FrameParser
+from ._order import NO_MARK
 
 __all__ = ["RECV_SIZE", "Connection", "answer_taken", "hello_pipe", "read_chunk"]
 
@@ -20,7 +21,7 @@ RECV_SIZE = 256 * 1024
 class Connection:
     """One worker process's channel: its socket until it has sent its pipe, then the pipe."""
 
-    __slots__ = ("sock", "pipe", "pid", "route", "parser")
+    __slots__ = ("sock", "pipe", "pid", "route", "parser", "key", "prefix", "marked")
 
     def __init__(
         self,
@@ -34,6 +35,10 @@ class Connection:
         self.pid = pid
         self.route = -1  # until the connection's hello names it
         self.parser = FrameParser(on_record, on_text, self)
+        # The time of the last mark read (see _order), and its piece's prefix.
+        self.key = 0
+        self.prefix = NO_MARK
+        self.marked = False  # whether it sent a mark (every mplog process does)
 
     def channel(self) -> "socket.socket | int":
         """What the selector watches for this connection."""

@@ -147,11 +147,13 @@ class FrameParser:
 
     def _take_long_lines(self, buf: bytes, pos: int, end: int) -> int:
         """Hand on the lines from ``pos`` one by one as views while they are
-        long; return where the first short one starts."""
+        long (with the mark before each, if any); return where the first
+        short one starts."""
         view = memoryview(buf)
         while pos < end:
             stop = buf.find(_codec.TEXT_END, pos, end) + 1
-            if stop - pos < LONG_FRAME:
+            # A mark (the time its write began) goes along with the long line after it.
+            if stop - pos < LONG_FRAME and not (buf[pos] == _codec.MARK_START and _long_at(buf, stop, end)):
                 break
             self._on_text(view[pos:stop], self._context)
             pos = stop
@@ -161,3 +163,8 @@ class FrameParser:
         pending = self.pending
         if len(pending) > TEXT_FRAME_LIMIT and pending[0] != _codec.RECORD_START:
             raise FrameError(f"sent a line of over {_codec.MAX_PAYLOAD} bytes")
+
+
+def _long_at(buf: bytes, pos: int, end: int) -> bool:
+    """Whether the text frame at ``pos`` (before ``end``) is a long line."""
+    return pos < end and buf.find(_codec.TEXT_END, pos, end) + 1 - pos >= LONG_FRAME

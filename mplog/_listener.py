@@ -243,7 +243,7 @@ class QueueListener(ForkParticipation, logging.handlers.QueueListener):
             try:
                 # Whatever any process wrote before this call goes first.
                 if self._server is not None:
-                    self._server.sweep()
+                    self._server.catch_up()
                 dispatcher.deliver(record, route, nested=False)
             finally:
                 self._sweeping = 0
@@ -292,6 +292,11 @@ class QueueListener(ForkParticipation, logging.handlers.QueueListener):
         """Text frames from a process."""
         assert self._dispatcher is not None
         self._dispatcher.on_text(route, frames)
+
+    def has_route(self, route: int) -> bool:
+        """Whether ``route`` is one of this listener's."""
+        dispatcher = self._dispatcher
+        return dispatcher is not None and 0 <= route < len(dispatcher.routes)
 
     def on_batch_end(self) -> None:
         """Pass on the lines gathered and the records handlers logged; say

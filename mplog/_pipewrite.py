@@ -18,12 +18,14 @@ import io
 import operator
 import os
 import select
+from time import monotonic_ns
 from types import FrameType
 from typing import NoReturn, Optional
 
 from ._buffered import BUFFER_BYTES, SpilledError, spill
 from ._hello import connect
 from ._marks import here, on_this_stack
+from ._order import MARK, mark
 
 __all__ = ["ATOMIC_BYTES", "HELD_BYTES", "SPARE_BYTES", "PipeSender", "PipeWrite", "take_all"]
 
@@ -175,10 +177,10 @@ class PipeSender:
             self._spill(data, exc)
         # A copy to write, so that other threads can go on adding frames (a
         # bytearray cannot grow while it is being written).
-        data = bytes(buffer)
-        size = len(data)
+        size = len(buffer)
         if not size:
             return
+        data = mark() + buffer[:size]  # the time, for the order across processes
         write = self._begin_write(pipe, data)
         write.take(buffer, size)  # the frames are in the buffer or the write, whatever is raised
         try:
@@ -207,6 +209,7 @@ class PipeSender:
             pipe = self._pipe
             if pipe < 0:
                 pipe = self._open_pipe()
+            data = MARK % monotonic_ns() + data  # the time, for the order across processes (after a wait to connect)
             if len(data) <= ATOMIC_BYTES:
                 try:
                     os.write(pipe, data)  # atomic: a signal can interrupt it only before a byte is in

@@ -43,6 +43,7 @@ from . import _codec, _stderr
 from ._buffered import spill
 from ._hello import connect
 from ._marks import here
+from ._order import is_mark, mark
 from ._pipewrite import take_all
 from ._queue import Queue
 from ._sync import _wait_handled
@@ -115,7 +116,7 @@ class ResumingQueue(Queue):
         """Store ``data`` and write what the pipe has not got (the lock held)."""
         try:
             self._writing = here()
-            self._push(data)
+            self._push(mark() + data)
         finally:
             self._writing = None
             if self._held:
@@ -125,7 +126,7 @@ class ResumingQueue(Queue):
         """Take the frames out of ``buffer`` and send them as ``_send_locked`` does."""
         data = take_all(buffer)
         if data:
-            self._push(data)
+            self._push(mark() + data)
 
     def _push(self, data: bytes) -> None:
         if self._pipe < 0:
@@ -353,6 +354,6 @@ def _frame_count(frames: "bytes | bytearray") -> int:
     """How many frames ``frames`` holds."""
     count = pos = 0
     while pos < len(frames):
+        count += not is_mark(frames, pos)
         pos = _frame_end(frames, pos)
-        count += 1
     return count

@@ -151,7 +151,7 @@ class ServeListener(QueueListener):
         successors = handler_map(self.config, new)
         with self._busy:  # the serving thread is between two wake-ups
             if self._server is not None:
-                self._server.sweep()  # everything written before goes to the old handlers
+                self._server.catch_up()  # everything written before goes to the old handlers
             replaced = self._files.replace(new.handlers, lambda: dispatcher.replace_handlers(successors))
             self.all_handlers = new.handlers
             self.config = new

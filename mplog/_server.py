@@ -22,6 +22,7 @@ from ._connection import RECV_SIZE, Connection, answer_taken, hello_pipe, read_c
 from ._draining import DRAIN_SECONDS, PENDING_LIMIT, Draining
 from ._framing import FrameError
 from ._listening import bind_listening
+from ._order import Merge
 from ._pipes import seal
 from ._sink import Sink
 
@@ -47,6 +48,9 @@ WATCH_SECONDS = 1.0
 # A pipe has at most this many reads of RECV_SIZE in it (PIPE_BYTES and a
 # frame's rest): a sweep reads no more of a pipe still being written.
 _SWEEP_READS = 8
+# Sweeps to hand on everything written before a call, while processes write
+# faster than the listener reads: then what they write waits a little.
+_CATCH_UP_SWEEPS = 8
 # What a connection that asks something, instead of sending a pipe, starts with.
 _REQUEST_STARTS = (_sync.REQUEST[:1], _declare.START_BYTE)
 # After a wake-up that read less than COALESCE_BELOW bytes, the listener
@@ -111,6 +115,8 @@ class Server(Draining):
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, _WAKE)
+        # What a wake-up read, handed on in the order it was logged (see _order).
+        self._merge = Merge(self._deliver_text, self._deliver)
 
     def serve(self, control_fd: int, busy: threading.RLock, reopen: Callable[[], None]) -> None:
         """Handle frames until ``control_fd`` says stop (or is at EOF), then drain.
@@ -120,7 +126,8 @@ class Server(Draining):
         """
         self._selector.register(control_fd, selectors.EVENT_READ, _CONTROL)
         while True:
-            events = self._selector.select(WATCH_SECONDS)
+            # Records that a wake-up read but left for the next go on soon.
+            events = self._selector.select(0 if self._merge.holding else WATCH_SECONDS)
             self._received = 0
             with busy:
                 stopping = self._handle_events(events, control_fd, reopen)
@@ -129,6 +136,7 @@ class Server(Draining):
                     self._deadline = time.monotonic() + self._drain_timeout
                     self._sink.on_stopping()
                     self._drain()
+                    self._merge.hand_on(None)
                 self._sink.on_batch_end()
                 if stopping:
                     return
@@ -143,7 +151,6 @@ class Server(Draining):
     ) -> bool:
         """Handle what one wake-up brought; return whether the control pipe said stop."""
         stopping = False
-        ready: List[Connection] = []
         for key, _ in events:
             if key.data is None:
                 self._accept_pending()
@@ -153,9 +160,9 @@ class Server(Draining):
                 self._drain_wake_pipe()
             elif key.data.sock is not None:
                 self._introduce(key.data, stopping=False)
-            else:
-                ready.append(key.data)
-        self._read_round(ready)
+        # One read of each pipe a wake-up: what more a pipe holds waits for
+        # the next, and meanwhile its writer waits (back-pressure).
+        self.sweep(1)
         return stopping
 
     def _command(self, command: bytes, reopen: Callable[[], None]) -> bool:
@@ -180,19 +187,46 @@ class Server(Draining):
         except OSError:  # full (it will wake anyway), or closed at stop
             pass
 
-    def sweep(self) -> None:
-        """Read every pipe that has something in it now, and hand on its
-        frames: everything written before this call is then handed on.
+    def catch_up(self) -> None:
+        """Hand on everything written before this call (a sweep, or a few
+        while processes write faster than one reads).
 
         Called by the serving thread, or by another holding ``busy``."""
-        if not self._connections:  # no process has connected: no system call
-            return
+        for _ in range(_CATCH_UP_SWEEPS):
+            if self.sweep(_SWEEP_READS):
+                return
+
+    def sweep(self, reads: int) -> bool:
+        """Read every pipe that has something in it now (up to ``reads``
+        times each), and hand on, in the order it was logged, what was logged
+        before this call; what was logged since waits for the next sweep (see
+        ``_order``). Return False if a pipe still held more, of which what
+        was logged before this call waits too."""
+        if not self._connections and not self._merge.holding:  # no process has connected: no system call
+            return True
+        until = began = time.monotonic_ns()
         for key, _ in self._selector.select(0):
             conn = key.data
-            if isinstance(conn, Connection) and conn.sock is None:
-                for _ in range(_SWEEP_READS):
-                    if not self._read_pipe(conn, stopping=False):
-                        break
+            if isinstance(conn, Connection) and conn.sock is None and not self._read_out(conn, reads):
+                # What is still in its pipe was marked after what was read
+                # of it (or is more of its last write), and may have come
+                # before what other pipes gave.
+                until = min(until, conn.key + 1)
+        # Only once all that was read is parsed: a frame that the limit would
+        # have dropped may have been completed by a read parsed after it.
+        if self._pending > PENDING_LIMIT:
+            self._shed_pending()
+        self._merge.hand_on(until, began)
+        return until == began
+
+    def _read_out(self, conn: Connection, reads: int) -> bool:
+        """Read ``conn``'s pipe until a read leaves it empty, for at most
+        ``reads`` reads; return False if it may hold more."""
+        for _ in range(reads):
+            data = read_chunk(conn)
+            if data is None or not self._take(conn, data, stopping=False) or len(data) < RECV_SIZE:
+                return True
+        return not conn.marked
 
     def peers(self) -> List[int]:
         """The pid of each pipe served now (call holding ``busy``)."""
@@ -240,7 +274,8 @@ class Server(Draining):
                 self._refuse_peer(sock, peer)
                 continue
             sock.setblocking(False)
-            conn = Connection(sock, peer.pid, self._deliver, self._deliver_text)
+            merge = self._merge
+            conn = Connection(sock, peer.pid, merge.take_record, merge.take_text)
             self._connections.add(conn)
             self._selector.register(sock, selectors.EVENT_READ, conn)
 
@@ -279,43 +314,6 @@ class Server(Draining):
         if got and self._pending > PENDING_LIMIT:
             self._shed_pending()
         return conn in self._connections
-
-    def _read_round(self, ready: List[Connection]) -> None:
-        """Read once from each pipe that was ready, then hand on the frames:
-        first, read to their end, those of pipes whose process has exited by
-        now, then the others, in the order they became ready.
-
-        Everything a process wrote came before its exit, and so before any
-        record logged after its exit was seen (after a join, say): such a
-        record may be in a pipe read here, while the exited process's last
-        frames reached its pipe after this wake-up began."""
-        if not ready:  # nothing read: nothing to put after an exit
-            return
-        chunks = {conn: read_chunk(conn) for conn in ready}
-        for conn in self._exited():
-            self._take_chunk(conn, chunks.pop(conn, None))
-            for _ in range(_SWEEP_READS):
-                if not self._read_pipe(conn, stopping=False):
-                    break
-        for conn, data in chunks.items():
-            self._take_chunk(conn, data)
-        # Only once all that was read is parsed: a frame that the limit would
-        # have dropped may have been completed by a read parsed after it.
-        if self._pending > PENDING_LIMIT:
-            self._shed_pending()
-
-    def _exited(self) -> List[Connection]:
-        """The connections whose pipe's writer has closed it (its process has exited)."""
-        return [
-            key.data
-            for key, events in self._selector.select(0)
-            if events & selectors.EVENT_WRITE and isinstance(key.data, Connection) and key.data.sock is None
-        ]
-
-    def _take_chunk(self, conn: Connection, data: Optional[bytes]) -> None:
-        """Hand on the frames ``data`` read from ``conn`` completes (None: nothing was read)."""
-        if data is not None and conn in self._connections:
-            self._take(conn, data, stopping=False)
 
     def _read_pipe(self, conn: Connection, stopping: bool) -> Optional[bool]:
         """Read once from ``conn``'s pipe and hand on the frames completed:
@@ -360,10 +358,17 @@ class Server(Draining):
             return self._request(conn, sock, data)
         if _descriptors.cannot_hold(fds, flags):
             return self._turn_away(conn, fds)
+        return self._take_pipe(conn, sock, data, fds)
+
+    def _take_pipe(self, conn: Connection, sock: socket.socket, data: bytes, fds: List[int]) -> bool:
+        """Take the pipe a hello passed, and say so; from then on, read it."""
         try:
             pipe = hello_pipe(conn, data, fds)
         except ValueError as exc:
             return self._refuse(conn, str(exc))
+        if self._strict and not self._sink.has_route(conn.route):
+            os.close(pipe)
+            return self._refuse(conn, f"pid {conn.pid} asked for route {conn.route}, which this listener does not have")
         os.set_blocking(pipe, False)
         self._selector.unregister(sock)
         answer_taken(sock)
@@ -389,7 +394,7 @@ class Server(Draining):
         """Hand everything written so far on, then have the sink answer ``sock``
         once it is handled; the connection is then the sink's. Return False."""
         self._release(conn, sock)
-        self.sweep()
+        self.catch_up()
         self._sink.on_sync(sock)
         return False
 
@@ -425,15 +430,22 @@ class Server(Draining):
         self._disconnect(conn)
         return False
 
-    def _deliver_text(self, frames: _codec.Frames, conn: Connection) -> None:
+    def _deliver_text(self, route: int, frames: _codec.Frames) -> None:
         try:
-            self._sink.on_text(conn.route, frames)
-        except ValueError as exc:
-            self._misframed(conn, exc)
+            self._sink.on_text(route, frames)
+        except ValueError as exc:  # no such route
+            self._report(f"dropped log lines: {exc}")
         except Exception:  # a handler bug must not stop the listener
             _stderr.report_exception("error while handling log lines")
 
     def _deliver(self, payload: "bytes | bytearray", conn: Connection) -> None:
+        try:
+            self._deliver_frame(payload, conn)
+        except FrameError as exc:  # strict: its connection is closed
+            if conn in self._connections:
+                self._refuse(conn, f"pid {conn.pid} {exc}")
+
+    def _deliver_frame(self, payload: "bytes | bytearray", conn: Connection) -> None:
         try:
             route, created, record, texts = _codec.decode(payload)
             if self._strict and route != conn.route:

@@ -27,6 +27,9 @@ class Sink(Protocol):
     def on_text(self, route: int, frames: _codec.Frames) -> None:
         """A run of complete text frames."""
 
+    def has_route(self, route: int) -> bool:
+        """Whether ``route`` is one of this listener's."""
+
     def on_batch_end(self) -> None:
         """Everything one wake-up brought in has been handed on (and at least
         every WATCH_SECONDS)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import os
 import random
 import socket
 import struct
@@ -15,6 +16,7 @@ import pytest
 
 import mplog
 from mplog import _codec
+from mplog._hello import connect
 from tests.conftest import Collect, file_handler, run_in_child, wait_until
 
 
@@ -119,16 +121,19 @@ def test_frames_split_anywhere_arrive_whole_and_in_order(log_path, handler_kind)
     else:
         handler = file_handler(log_path)
     with mplog.setup(handler) as session:
-        queue = mplog.Queue(session.queue.address)
+        # The bytes as they are (a worker's queue would put a mark before each piece).
+        pipe = connect(session.queue.address, 0)
         pos = 0
         while pos < len(stream):
             piece = rng.choice([1, 7, 100, 4000, 5000, 40_000, 100_000])
-            queue._send(stream[pos : pos + piece])
+            with memoryview(stream)[pos : pos + piece] as view:
+                while view:
+                    view = view[os.write(pipe, view) :]
             pos += piece
             # The listener has read all of it before the next piece goes in:
             # each piece is a read of its own (or, if long, several).
-            wait_until(lambda: _unread(queue._pipe) == 0, f"the listener reading up to byte {pos}", 30, poll=0.0005)
-        queue.close()
+            wait_until(lambda: _unread(pipe) == 0, f"the listener reading up to byte {pos}", 30, poll=0.0005)
+        os.close(pipe)
     assert open(log_path, encoding="utf-8").read() == "".join(lines)
 
 

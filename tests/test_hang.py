@@ -204,39 +204,3 @@ def test_setup_checks_the_timeouts(option):
         mplog.setup(logging.NullHandler(), **{option: 0})
     with pytest.raises(TypeError, match=f"{option} must be a number of seconds"):
         mplog.setup(logging.NullHandler(), **{option: "5"})
-
-
-def _answer_tasks(tasks, results) -> None:
-    """A live worker: for each task, log, then hand the result back."""
-    for trial in iter(tasks.get, None):
-        logging.getLogger("order").info("worker %d", trial)
-        results.put(trial)
-
-
-@pytest.mark.timeout(120)
-def test_hand_offs_through_a_queue_keep_their_order(log_path):
-    """Listener thread, a live fork worker, 50 trials of: the parent logs and
-    sends a task; the worker logs and hands the result back; the parent logs.
-    Every trial's three lines land in that order."""
-    context = multiprocessing.get_context("fork")
-    tasks, results = context.Queue(), context.Queue()
-    with mplog.setup(file_handler(log_path, "%(message)s"), level="INFO"):
-        worker = context.Process(target=_answer_tasks, args=(tasks, results))
-        worker.start()
-        try:
-            for trial in range(ORDER_TRIALS):
-                logging.getLogger("order").info("parent sends %d", trial)
-                tasks.put(trial)
-                assert results.get(timeout=30) == trial
-                logging.getLogger("order").info("parent got %d", trial)
-        finally:
-            tasks.put(None)
-            join_all([worker])
-    with open(log_path, encoding="utf-8") as file:
-        position = {line: index for index, line in enumerate(file.read().splitlines())}
-    late = [
-        trial
-        for trial in range(ORDER_TRIALS)
-        if not position[f"parent sends {trial}"] < position[f"worker {trial}"] < position[f"parent got {trial}"]
-    ]
-    assert late == [], f"{len(late)} of {ORDER_TRIALS} trials out of order"

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 import mplog
 from mplog import _codec, _lanes, _server
+from mplog._hello import connect
 from tests import workload
 from tests.conftest import (
     Collect,
@@ -288,22 +289,22 @@ def _stalled_writer(address: str, worker: int, state_dir: str, release: str) -> 
     """Send all of a 60 MiB line's text frame but its end, say how that went
     (``held``, or ``refused`` if the listener closed the pipe), wait for
     ``release``, then send the end, and say again."""
-    queue = mplog.Queue(address)
+    queue = _RawPipe(address)
     # workload.message(worker, 0, STALLED_SIZE), a piece at a time
     text = workload.message(worker, 0, 0).replace("size=0", f"size={STALLED_SIZE}").encode()
     letter = workload.message(worker, 0, 1)[-1].encode()
     state = "held"
     try:
-        queue._send(text)
+        queue.send(text)
         for _ in range(STALLED_SIZE // _CHUNK):
-            queue._send(letter * _CHUNK)  # the line, 1 MiB at a time: the frame is one write or many
+            queue.send(letter * _CHUNK)  # the line, 1 MiB at a time: the frame is one write or many
     except BrokenPipeError:
         state = "refused"
     _say(state_dir, worker, state)
     wait_for_path(release)
     if state == "held":
         try:
-            queue._send(b"\n" + _codec.TEXT_END)
+            queue.send(b"\n" + _codec.TEXT_END)
         except BrokenPipeError:  # the listener closed it after the write returned
             state = "refused"
     _say(state_dir, worker, state + " at the end")
@@ -375,31 +376,50 @@ def test_memory_for_incomplete_frames_is_capped(tmp_path):
 MiB = 1024 * 1024
 
 
+class _RawPipe:
+    """A pipe to the listener, written as it is: a worker's queue would put
+    a mark (the time) before each write, which a frame sent in pieces, as
+    here, cannot have between its pieces."""
+
+    def __init__(self, address: str) -> None:
+        self.pipe = connect(address, 0)
+
+    def send(self, data: bytes) -> None:
+        """Write all of ``data``.
+
+        Raises:
+            BrokenPipeError: the listener closed the pipe.
+        """
+        with memoryview(data) as view:
+            while view:
+                view = view[os.write(self.pipe, view) :]
+
+
 class _Line:
-    """One workload record sent by hand as a text frame on a pipe of its own
-    (a raw ``mplog.Queue``), in pieces; ``held`` counts the bytes sent of it,
-    which the listener holds until the line ends."""
+    """One workload record sent by hand as a text frame on a pipe of its own,
+    in pieces; ``held`` counts the bytes sent of it, which the listener holds
+    until the line ends."""
 
     def __init__(self, address: str, worker: int, size: int) -> None:
-        self.queue = mplog.Queue(address)
+        self.queue = _RawPipe(address)
         self.size = size
         self.letter = workload.message(worker, 0, 1)[-1].encode()
         self.sent = 0  # of the letters
         head = workload.message(worker, 0, 0).replace("size=0", f"size={size}").encode()
-        self.queue._send(head)
+        self.queue.send(head)
         self.held = len(head)
 
     def send(self, count: int) -> None:
         """Send ``count`` more letters of the line, a MiB at a time."""
         while count:
             piece = min(count, MiB)
-            self.queue._send(self.letter * piece)
+            self.queue.send(self.letter * piece)
             self.sent, self.held, count = self.sent + piece, self.held + piece, count - piece
 
     def end(self, then: bytes = b"") -> None:
         """Send the rest of the line, its end, and ``then``."""
         self.send(self.size - self.sent)
-        self.queue._send(b"\n" + _codec.TEXT_END + then)
+        self.queue.send(b"\n" + _codec.TEXT_END + then)
 
 
 def test_the_cap_never_drops_a_record_whose_write_returned(log_path):
