@@ -13,12 +13,12 @@ import selectors
 import socket
 import threading
 import time
-from typing import Callable, List, Optional, Set, Tuple
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from . import _codec, _declare, _descriptors, _pipes, _stderr, _sync
 from ._access import Access, Peer, peer_of
 from ._address import remove_address
-from ._connection import RECV_SIZE, Connection, answer_taken, hello_pipe, read_chunk
+from ._connection import RECV_SIZE, Connection, answer_taken, hello_pipe, read_chunk, rest_of_hello
 from ._draining import DRAIN_SECONDS, PENDING_LIMIT, Draining
 from ._framing import FrameError
 from ._listening import bind_listening
@@ -67,7 +67,8 @@ class Server(Draining):
     for at most ``drain_timeout`` seconds. ``strict``: a connection that
     sends a frame that cannot be handled is closed (else the frame is dropped).
     ``listening``: a listening socket at ``address`` to serve (systemd's),
-    rather than one bound here.
+    rather than one bound here. ``committed``: by stream id, the offset up to
+    which a resuming client's stream is in the files (skipped if sent again).
     """
 
     def __init__(
@@ -79,8 +80,10 @@ class Server(Draining):
         access: Optional[Access] = None,
         strict: bool = False,
         listening: Optional[socket.socket] = None,
+        committed: Optional[Callable[[int], int]] = None,
     ) -> None:
         self.address = address
+        self._committed = committed
         self._sink = sink
         self._drain_timeout = drain_timeout
         self._deadline = float("inf")  # of the drain, once stopping
@@ -193,6 +196,11 @@ class Server(Draining):
                 for _ in range(_SWEEP_READS):
                     if not self._read_pipe(conn, stopping=False):
                         break
+
+    def positions(self) -> Dict[int, int]:
+        """Each resuming client's stream served now: the offset just past
+        the last whole frame handed on (call holding ``busy``)."""
+        return {conn.stream: conn.position() for conn in self._connections if conn.stream and conn.sock is None}
 
     def peers(self) -> List[int]:
         """The pid of each pipe served now (call holding ``busy``)."""
@@ -333,6 +341,9 @@ class Server(Draining):
             self._disconnect(conn, stopping)
             return False
         self._received += len(data)
+        conn.read += len(data)
+        if conn.skip:
+            data = conn.skipped(data)
         held = len(conn.parser.pending)
         try:
             conn.parser.feed(data)
@@ -353,6 +364,7 @@ class Server(Draining):
         except OSError:
             data, ancillary, flags = b"", [], 0
         fds = _pipes.received_fds(ancillary)
+        data += rest_of_hello(sock, data)
         if not data and not fds:  # gone before it said anything
             self._disconnect(conn, stopping)
             return False
@@ -365,6 +377,7 @@ class Server(Draining):
         except ValueError as exc:
             return self._refuse(conn, str(exc))
         os.set_blocking(pipe, False)
+        conn.skip_committed(self._committed)
         self._selector.unregister(sock)
         answer_taken(sock)
         sock.close()
