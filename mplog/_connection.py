@@ -54,8 +54,9 @@ class Connection:
         return data[cut:]
 
     def position(self) -> int:
-        """The offset in the client's stream just past the last whole frame read."""
-        return self.read - len(self.parser.pending)
+        """The offset in the client's stream just past the last whole frame
+        handed on (or to be skipped)."""
+        return self.read + self.skip - len(self.parser.pending)
 
     def channel(self) -> "socket.socket | int":
         """What the selector watches for this connection."""

@@ -148,7 +148,7 @@ class Journal:
         with self._lock:
             if self._fd < 0 or mark.number <= self._written:
                 return
-            changed = {stream: at for stream, at in mark.positions.items() if self._committed.get(stream) != at}
+            changed = {stream: at for stream, at in mark.positions.items() if at > self._committed.get(stream, 0)}
             if not self._append(_line(changed, mark.files)):
                 return
             self._committed.update(changed)
