@@ -12,8 +12,8 @@ import fcntl
 import os
 import socket
 import time
-from time import sleep as _sleep
-from typing import Optional, Tuple  # bound now: a gevent patch applied later does not reach it
+from time import sleep as _sleep  # bound now: a gevent patch applied later does not reach it
+from typing import Optional, Tuple
 
 from . import _codec
 

@@ -133,6 +133,7 @@ class ServeListener(QueueListener):
         journal = journal_path(address)
         # Makes the files exactly once across a SIGKILL (None: no path for it).
         self._journal = Journal(journal) if journal is not None else None
+        self._mark_now = False  # a client waits for a confirmation: mark at once
 
     def reload(self, path: str) -> str:
         """Replace the handlers by those of the configuration at ``path``
@@ -236,7 +237,13 @@ class ServeListener(QueueListener):
         super().on_batch_end()
         server, dispatcher = self._server, self._dispatcher
         if self._journal is not None and server is not None and dispatcher is not None:
-            self._journal.mark(dispatcher.lanes, server.positions())
+            now, self._mark_now = self._mark_now, False
+            self._journal.mark(dispatcher.lanes, server.positions(), now)
+
+    def on_sync(self, sock: socket.socket) -> None:
+        """Answer once everything is handled, and committed (see :mod:`mplog._journal`)."""
+        self._mark_now = True
+        super().on_sync(sock)
 
     def _journal_paused(self) -> ContextManager[None]:
         return self._journal.paused() if self._journal is not None else contextlib.nullcontext()
