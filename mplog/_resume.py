@@ -289,6 +289,8 @@ class ResumingQueue(Queue):
             self._forget(self._in_pipe)
         elif _reader_gone(self._pipe):
             self._lost_pipe()
+        else:  # not answered (its backlog full, say): ask again a little later
+            time.sleep(_BLOCKED_RETRY)
 
     def _drop_inherited_pipe(self) -> None:
         super()._drop_inherited_pipe()
