@@ -60,6 +60,11 @@ _HELLO_START = 0xFD
 HEADER = struct.Struct("<BI")
 #: What a process sends on the socket with its pipe: 0xFD and the route of everything it sends.
 HELLO = struct.Struct("<BH")
+#: What follows HELLO in a resuming client's hello (first byte RESUME_START
+#: instead of 0xFD): its stream's id, and the offset in its stream of the
+#: first byte it writes to this pipe (see mplog._resume).
+RESUME = struct.Struct("<QQ")
+RESUME_START = 0xFA
 #: The listener's answer on the socket once it holds the pipe a hello passed.
 HELLO_TAKEN = b"\x06"
 
@@ -147,9 +152,12 @@ def encode(record: Optional[logging.LogRecord], texts: Texts = None, route: int 
     return HEADER.pack(RECORD_START, len(payload)) + payload
 
 
-def hello(route: int) -> bytes:
-    """The hello a process sends, with its pipe, for frames of ``route``."""
-    return HELLO.pack(_HELLO_START, route)
+def hello(route: int, stream: Optional[Tuple[int, int]] = None) -> bytes:
+    """The hello a process sends, with its pipe, for frames of ``route``;
+    ``stream``: a resuming client's stream id and offset (see :data:`RESUME`)."""
+    if stream is None:
+        return HELLO.pack(_HELLO_START, route)
+    return HELLO.pack(RESUME_START, route) + RESUME.pack(*stream)
 
 
 def parse_hello(data: Union[bytes, bytearray]) -> int:
@@ -158,7 +166,7 @@ def parse_hello(data: Union[bytes, bytearray]) -> int:
     Raises:
         ValueError: they are not a hello.
     """
-    if len(data) < HELLO.size or data[0] != _HELLO_START:
+    if len(data) < HELLO.size or data[0] not in (_HELLO_START, RESUME_START):
         raise ValueError(f"a connection did not start with a hello: {bytes(data[: HELLO.size])!r}")
     _, route = HELLO.unpack_from(data)
     return int(route)

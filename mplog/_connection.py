@@ -12,7 +12,7 @@ from . import _codec, _pipes
 from ._framing import Buffer, FrameParser
 from ._order import NO_MARK
 
-__all__ = ["RECV_SIZE", "Connection", "answer_taken", "hello_pipe", "read_chunk"]
+__all__ = ["RECV_SIZE", "Connection", "answer_taken", "hello_pipe", "read_chunk", "rest_of_hello"]
 
 #: The most the listener reads from one pipe at a time.
 RECV_SIZE = 256 * 1024
@@ -21,7 +21,7 @@ RECV_SIZE = 256 * 1024
 class Connection:
     """One worker process's channel: its socket until it has sent its pipe, then the pipe."""
 
-    __slots__ = ("sock", "pipe", "pid", "route", "parser", "key", "prefix", "marked")
+    __slots__ = ("sock", "pipe", "pid", "route", "parser", "key", "prefix", "marked", "stream", "read", "skip")
 
     def __init__(
         self,
@@ -39,6 +39,29 @@ class Connection:
         self.key = 0
         self.prefix = NO_MARK
         self.marked = False  # whether it sent a mark (every mplog process does)
+        #: A resuming client's stream id (0: none), the offset in that stream
+        #: of the next byte read, and how many bytes from there are skipped
+        #: (written before the server was killed: see mplog._journal).
+        self.stream = 0
+        self.read = 0
+        self.skip = 0
+
+    def skip_committed(self, committed: Optional[Callable[[int], int]]) -> None:
+        """Skip what a resuming client sends again that ``committed`` (offset
+        by stream id) says is in the files already."""
+        if self.stream and committed is not None:
+            self.skip = max(0, committed(self.stream) - self.read)
+
+    def skipped(self, data: bytes) -> bytes:
+        """``data`` without the bytes still to skip."""
+        cut = min(self.skip, len(data))
+        self.skip -= cut
+        return data[cut:]
+
+    def position(self) -> int:
+        """The offset in the client's stream just past the last whole frame
+        handed on (or to be skipped)."""
+        return self.read + self.skip - len(self.parser.pending)
 
     def channel(self) -> "socket.socket | int":
         """What the selector watches for this connection."""
@@ -66,6 +89,10 @@ def hello_pipe(conn: Connection, data: bytes, fds: List[int]) -> int:
         os.close(extra)
     try:
         conn.route = _codec.parse_hello(data)
+        if data[0] == _codec.RESUME_START:
+            if len(data) != _codec.HELLO.size + _codec.RESUME.size:
+                raise ValueError(f"pid {conn.pid} sent a resuming hello cut short")
+            conn.stream, conn.read = _codec.RESUME.unpack_from(data, _codec.HELLO.size)
         if pipe < 0 or not _pipes.is_read_end(pipe):
             raise ValueError(f"pid {conn.pid} sent a hello without the read end of a pipe")
     except ValueError:
@@ -91,3 +118,14 @@ def answer_taken(sock: socket.socket) -> None:
         sock.send(_codec.HELLO_TAKEN, socket.MSG_NOSIGNAL)
     except OSError:  # it is gone: its pipe is at its end, and read as such
         pass
+
+
+def rest_of_hello(sock: socket.socket, start: bytes) -> bytes:
+    """After a resuming hello's ``start``, the stream id and offset that
+    follow it (sent with it: there now, or the hello is refused as cut short)."""
+    if start[:1] != bytes([_codec.RESUME_START]):
+        return b""
+    try:
+        return sock.recv(_codec.RESUME.size)
+    except OSError:
+        return b""

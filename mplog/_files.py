@@ -361,6 +361,15 @@ class FileHandler(logging.Handler):
         elif stat.st_size < self._size:
             self._size = stat.st_size
 
+    def written(self) -> Tuple[int, int, int]:
+        """The live file's device, inode and size (``(0, 0, 0)``: there is none)."""
+        with self.lock:  # type: ignore[union-attr]
+            try:
+                stat = os.fstat(self._fd) if self._fd >= 0 else os.stat(self.path)
+            except FileNotFoundError:
+                return (0, 0, 0)
+            return (stat.st_dev, stat.st_ino, stat.st_size)
+
     def reopen(self) -> None:
         """Close and reopen the file by name (e.g. after an external rotation)."""
         with self.lock:  # type: ignore[union-attr]

@@ -13,6 +13,7 @@ import os
 import socket
 import time
 from time import sleep as _sleep  # bound now: a gevent patch applied later does not reach it
+from typing import Optional, Tuple
 
 from . import _codec
 
@@ -30,9 +31,10 @@ RETRY_FIRST_SECONDS = 0.001
 RETRY_MAX_SECONDS = 0.05
 
 
-def connect(address: str, route: int) -> int:
+def connect(address: str, route: int, stream: Optional[Tuple[int, int]] = None) -> int:
     """Introduce this process to the listener at ``address`` for frames of
-    ``route``; return the write end of the pipe it now holds.
+    ``route``; return the write end of the pipe it now holds. ``stream``: a
+    resuming client's stream id and the offset of what it writes first.
 
     While the listener turns the pipe away (it is out of file descriptors),
     try again with a new one, waiting a little longer each time (up to
@@ -44,7 +46,7 @@ def connect(address: str, route: int) -> int:
     delay = RETRY_FIRST_SECONDS
     give_up = 0.0  # set at the first refusal: a wait for a busy listener's answer is not one
     while True:
-        pipe = _introduce(address, route)
+        pipe = _introduce(address, _codec.hello(route, stream))
         if pipe >= 0:
             return pipe
         give_up = give_up or time.monotonic() + REFUSED_SECONDS
@@ -58,7 +60,7 @@ def connect(address: str, route: int) -> int:
         delay = min(delay * 2, RETRY_MAX_SECONDS)
 
 
-def _introduce(address: str, route: int) -> int:
+def _introduce(address: str, hello: bytes) -> int:
     """Send the listener a hello with a new pipe's read end, and wait for
     its answer: return the pipe's write end, or -1 if it turned the pipe away.
 
@@ -81,7 +83,7 @@ def _introduce(address: str, route: int) -> int:
         sock = _socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.connect(address)
-            taken = _hello_taken(sock, read_end, route)
+            taken = _hello_taken(sock, read_end, hello)
         finally:
             sock.close()
     except BaseException:  # a signal handler's exception too: no descriptor may leak
@@ -95,8 +97,8 @@ def _introduce(address: str, route: int) -> int:
     return write_end
 
 
-def _hello_taken(sock: "_socket.socket", read_end: int, route: int) -> bool:
-    """Send the hello for ``route`` with ``read_end`` on a connected socket;
+def _hello_taken(sock: "_socket.socket", read_end: int, hello: bytes) -> bool:
+    """Send ``hello`` with ``read_end`` on a connected socket;
     return whether the listener took them (False: it closed the socket instead).
 
     Waiting for the answer is back-pressure like a full pipe's: a listener busy
@@ -104,7 +106,7 @@ def _hello_taken(sock: "_socket.socket", read_end: int, route: int) -> bool:
     """
     try:
         fds = array.array("i", [read_end])
-        sock.sendmsg([_codec.hello(route)], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+        sock.sendmsg([hello], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
         return sock.recv(1) == _codec.HELLO_TAKEN
     except (BrokenPipeError, ConnectionResetError):  # closed before it read the hello
         return False

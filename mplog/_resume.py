@@ -16,8 +16,15 @@ everything written was read, and written to the files, before the server
 exited; only the frames that did not get in are sent again. After a SIGKILL,
 every frame not confirmed is sent again: those still in the pipe were never
 read, but those the server had read may or may not have reached the files
-before it died, so each of those may be written twice. They are counted
-and said on stderr (at most ``ACK_BYTES`` and a pipe's worth of frames).
+before it died. They are counted and said on stderr (at most ``ACK_BYTES``
+and a pipe's worth of frames), and the restarted server skips those its
+journal says were written (:mod:`mplog._journal`): each queue's stream has a
+random id and every byte of it an offset, both sent in the hello.
+
+A client that exits waits (at ``atexit``, up to ``MPLOG_HOLD_TIMEOUT``) for
+the server to confirm what it sent: after a SIGKILL, the restarted server
+removes what it had written and not yet journalled, which only a client
+still alive can send again.
 
 While the server is
 away and the store is full (``MPLOG_HOLD_BYTES``), ``MPLOG_WHEN_FULL`` says
@@ -35,6 +42,7 @@ import atexit
 import fcntl
 import marshal
 import os
+import select
 import termios
 import time
 from typing import Callable, Optional, Tuple
@@ -100,6 +108,11 @@ class ResumingQueue(Queue):
         self._retry_wait = _RETRY_FIRST
         self._gave_up = False  # a blocked call waited HOLD_TIMEOUT in vain: drop until the server is back
         self._connected = False  # once: a later connection is to a new server
+        # The stream's id, and the offset in it of the first stored byte. One
+        # attribute, not two: CPython 3.13 gave up the instance's compact
+        # (shared-key) dict at 30 attributes, which cost each logging call
+        # about 3,000 instructions (callgrind).
+        self._stream = [_new_stream_id(), 0]
         #: For a taken-over file handler: asks a new server for the handler's route
         #: (routes past the configured ones are handed out by each server anew).
         self.redeclare: Optional[Callable[[], int]] = None
@@ -159,7 +172,7 @@ class ResumingQueue(Queue):
             return False
         try:
             self._reroute()
-            self._pipe = connect(self.address, self.route)
+            self._pipe = connect(self.address, self.route, (self._stream[0], self._stream[1]))
         except OSError:
             self._retry_at = now + self._retry_wait
             self._retry_wait = min(self._retry_wait * 2, _RETRY_MAX)
@@ -200,10 +213,16 @@ class ResumingQueue(Queue):
             self._in_pipe = start + written
         if self._in_pipe < ACK_BYTES:
             return
-        if _wait_handled(self.address, time.monotonic() + max(self.hold_timeout, _ACK_TIMEOUT)):
+        if self._confirmed(time.monotonic() + max(self.hold_timeout, _ACK_TIMEOUT)):
             self._forget(self._in_pipe)  # all of it written: the store was all in the pipe
         elif len(self._store) > self.hold_bytes:  # unconfirmed (a handler stalled?): keep only what is unread
             self._forget(self._in_pipe - _unread(self._pipe))
+
+    def _confirmed(self, deadline: float) -> bool:
+        """Whether the server confirms, by ``deadline``, having handled all
+        that was written to the pipe: an answer counts only if the pipe's
+        reader is still there (else another server, started since, answered)."""
+        return _wait_handled(self.address, deadline) and not _reader_gone(self._pipe)
 
     def _lost_pipe(self) -> None:
         """The server is gone: keep from the first frame it did not read
@@ -224,6 +243,7 @@ class ResumingQueue(Queue):
         start = len(self._store) if read >= len(self._store) else _frame_start(self._store, read)
         del self._store[:start]
         self._in_pipe -= start
+        self._stream[1] += start
 
     def _report_dropped(self, when: str) -> None:
         if self.dropped:
@@ -237,33 +257,47 @@ class ResumingQueue(Queue):
         if self.resent:
             _stderr.report(
                 f"pid {os.getpid()} sent {self.resent} record(s) again that the mplog server at {self.address} "
-                "had read but not confirmed as written before it was killed: each may be in the files twice"
+                "had read but not confirmed as written before it was killed: its file handlers skip those it "
+                "had written; other handlers may get them twice"
             )
             self.resent = 0
 
     def _at_exit(self) -> None:
-        """At exit: wait up to ``hold_timeout`` for an absent server to take
-        what is held; else write it to stderr, and say what was dropped."""
+        """At exit: wait up to ``hold_timeout`` for the server to confirm what
+        is held (reconnecting to an absent one); else write what it did not
+        get to stderr, and say what was dropped."""
         if self._pipe_pid != os.getpid():
             return
         self.flush()
         with self._lock:
             deadline = time.monotonic() + self.hold_timeout
-            while self._store and self._pipe < 0 and time.monotonic() < deadline:
+            while self._store and time.monotonic() < deadline:
                 self._retry_at = 0.0
-                if not self._try_connect():
+                if self._pipe < 0 and not self._try_connect():
                     time.sleep(_BLOCKED_RETRY)
-            if self._pipe >= 0:
+                    continue
                 self._pump()
+                if self._pipe >= 0 and self._store:
+                    self._confirm_at_exit(deadline)
             if self._store and self._pipe < 0:
                 held = take_all(self._store)
                 spill(held, f"pid {os.getpid()} exits while the mplog server at {self.address} is away")
             self._report_dropped("at exit")
 
+    def _confirm_at_exit(self, deadline: float) -> None:
+        """Let go of what the server confirms; if it is gone, keep what it did not read."""
+        if self._confirmed(deadline):
+            self._forget(self._in_pipe)
+        elif _reader_gone(self._pipe):
+            self._lost_pipe()
+        else:  # not answered (its backlog full, say): ask again a little later
+            time.sleep(_BLOCKED_RETRY)
+
     def _drop_inherited_pipe(self) -> None:
         super()._drop_inherited_pipe()
         self._store = bytearray()  # the parent's to send
         self._in_pipe = 0
+        self._stream = [_new_stream_id(), 0]  # the parent's stream goes on there
         self.dropped = self.resent = 0
 
 
@@ -282,6 +316,18 @@ def new_queue(
     queue = ResumingQueue(address, route, flush_interval)
     queue.redeclare = redeclare
     return queue
+
+
+def _new_stream_id() -> int:
+    """A random, non-zero id for a queue's stream (64 bits: no two clients share one)."""
+    return int.from_bytes(os.urandom(8), "little") or 1
+
+
+def _reader_gone(pipe: int) -> bool:
+    """Whether nobody holds ``pipe``'s read end any more (the server is gone)."""
+    poller = select.poll()
+    poller.register(pipe, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
 
 
 def _unread(pipe: int) -> int:

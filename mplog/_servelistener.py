@@ -6,17 +6,19 @@ write: a client can never make it open a file of the client's choosing."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import socket
 import threading
-from typing import Any, Callable, Dict, Optional, Sequence, TypeVar
+from typing import Any, Callable, ContextManager, Dict, Optional, Sequence, TypeVar
 
 from . import _declare, _stderr
 from ._access import Access, peer_of
 from ._adoption import Adoption
 from ._config import WorkerConfig, explicit_logger_levels
+from ._journal import Journal, journal_path
 from ._lanes import STALL_SECONDS, join_lanes
 from ._listener import DRAIN_TIMEOUT, QueueListener
 from ._queue import Queue
@@ -128,6 +130,10 @@ class ServeListener(QueueListener):
         self.worker_config = worker_config_of(address, config)
         #: Configurations reloaded (``SIGHUP``).
         self.reloads = 0
+        journal = journal_path(address)
+        # Makes the files exactly once across a SIGKILL (None: no path for it).
+        self._journal = Journal(journal) if journal is not None else None
+        self._mark_now = False  # a client waits for a confirmation: mark at once
 
     def reload(self, path: str) -> str:
         """Replace the handlers by those of the configuration at ``path``
@@ -149,15 +155,16 @@ class ServeListener(QueueListener):
                 f"{path}: not reloaded: {why or 'the server is stopping'}; restart the server to apply it"
             )
         successors = handler_map(self.config, new)
-        with self._busy:  # the serving thread is between two wake-ups
-            if self._server is not None:
-                self._server.catch_up()  # everything written before goes to the old handlers
-            replaced = self._files.replace(new.handlers, lambda: dispatcher.replace_handlers(successors))
-            self.all_handlers = new.handlers
-            self.config = new
-        for lane in replaced.values():
-            lane.stop()
-        finished, _ = join_lanes(replaced, self.drain_timeout)
+        with self._journal_paused():  # old and new handlers may write the same files meanwhile
+            with self._busy:  # the serving thread is between two wake-ups
+                if self._server is not None:
+                    self._server.catch_up()  # everything written before goes to the old handlers
+                replaced = self._files.replace(new.handlers, lambda: dispatcher.replace_handlers(successors))
+                self.all_handlers = new.handlers
+                self.config = new
+            for lane in replaced.values():
+                lane.stop()
+            finished, _ = join_lanes(replaced, self.drain_timeout)
         close_handlers(finished)
         self.reloads += 1
         return f"reloaded {path}: {len(new.handlers)} handler(s)"
@@ -218,9 +225,44 @@ class ServeListener(QueueListener):
         self._start_thread()
         self._owner_pid = os.getpid()
 
+    def stop(self) -> None:
+        """Stop as :class:`QueueListener` does; everything is in the files
+        then: the journal goes."""
+        super().stop()
+        if self._journal is not None:
+            self._journal.close()
+
+    def on_batch_end(self) -> None:
+        """Hand on as :class:`QueueListener` does, then mark the lanes for the journal."""
+        super().on_batch_end()
+        server, dispatcher = self._server, self._dispatcher
+        if self._journal is not None and server is not None and dispatcher is not None:
+            now, self._mark_now = self._mark_now, False
+            self._journal.mark(dispatcher.lanes, server.positions(), now)
+
+    def on_sync(self, sock: socket.socket) -> None:
+        """Answer once everything is handled, and committed (see :mod:`mplog._journal`)."""
+        self._mark_now = True
+        super().on_sync(sock)
+
+    def _journal_paused(self) -> ContextManager[None]:
+        return self._journal.paused() if self._journal is not None else contextlib.nullcontext()
+
     def _new_server(self) -> Server:
+        # This server owns the address now: take back what a killed one left.
+        committed = None
+        if self._journal is not None:
+            for notice in self._journal.recover(self.all_handlers):
+                _stderr.report(notice)
+            committed = self._journal.committed
         return Server(
-            self.queue.address, self, self.drain_timeout, access=self._access, strict=True, listening=self._listening
+            self.queue.address,
+            self,
+            self.drain_timeout,
+            access=self._access,
+            strict=True,
+            listening=self._listening,
+            committed=committed,
         )
 
     def _answer(self, request: Dict[str, Any]) -> Dict[str, Any]:

@@ -13,12 +13,13 @@ import selectors
 import socket
 import threading
 import time
-from typing import Callable, List, Optional, Set, Tuple
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from . import _codec, _declare, _descriptors, _pipes, _stderr, _sync
 from ._access import Access, Peer, peer_of
 from ._address import remove_address
-from ._connection import RECV_SIZE, Connection, answer_taken, hello_pipe, read_chunk
+from ._connection import RECV_SIZE, Connection, answer_taken, hello_pipe, read_chunk, rest_of_hello
+from ._delivering import Delivering
 from ._draining import DRAIN_SECONDS, PENDING_LIMIT, Draining
 from ._framing import FrameError
 from ._listening import bind_listening
@@ -62,7 +63,7 @@ COALESCE_BELOW = 64 * 1024
 COALESCE_SECONDS = 0.002
 
 
-class Server(Draining):
+class Server(Draining, Delivering):
     """Accepts worker connections and turns their frames into records and texts.
 
     Processes of the listener's own uid, of root and of ``worker_uid`` (if
@@ -71,7 +72,8 @@ class Server(Draining):
     for at most ``drain_timeout`` seconds. ``strict``: a connection that
     sends a frame that cannot be handled is closed (else the frame is dropped).
     ``listening``: a listening socket at ``address`` to serve (systemd's),
-    rather than one bound here.
+    rather than one bound here. ``committed``: by stream id, the offset up to
+    which a resuming client's stream is in the files (skipped if sent again).
     """
 
     def __init__(
@@ -83,8 +85,10 @@ class Server(Draining):
         access: Optional[Access] = None,
         strict: bool = False,
         listening: Optional[socket.socket] = None,
+        committed: Optional[Callable[[int], int]] = None,
     ) -> None:
         self.address = address
+        self._committed = committed
         self._sink = sink
         self._drain_timeout = drain_timeout
         self._deadline = float("inf")  # of the drain, once stopping
@@ -216,7 +220,9 @@ class Server(Draining):
         # have dropped may have been completed by a read parsed after it.
         if self._pending > PENDING_LIMIT:
             self._shed_pending()
-        self._merge.hand_on(until, began)
+        # A server that keeps a journal notes what it handed on by each
+        # stream's offset: it keeps nothing back (order within a wake-up).
+        self._merge.hand_on(until if self._committed is None else None, began)
         return until == began
 
     def _read_out(self, conn: Connection, reads: int) -> bool:
@@ -227,6 +233,11 @@ class Server(Draining):
             if data is None or not self._take(conn, data, stopping=False) or len(data) < RECV_SIZE:
                 return True
         return not conn.marked
+
+    def positions(self) -> Dict[int, int]:
+        """Each resuming client's stream served now: the offset just past
+        the last whole frame handed on (call holding ``busy``)."""
+        return {conn.stream: conn.position() for conn in self._connections if conn.stream and conn.sock is None}
 
     def peers(self) -> List[int]:
         """The pid of each pipe served now (call holding ``busy``)."""
@@ -331,6 +342,9 @@ class Server(Draining):
             self._disconnect(conn, stopping)
             return False
         self._received += len(data)
+        conn.read += len(data)
+        if conn.skip:
+            data = conn.skipped(data)
         held = len(conn.parser.pending)
         try:
             conn.parser.feed(data)
@@ -351,6 +365,7 @@ class Server(Draining):
         except OSError:
             data, ancillary, flags = b"", [], 0
         fds = _pipes.received_fds(ancillary)
+        data += rest_of_hello(sock, data)
         if not data and not fds:  # gone before it said anything
             self._disconnect(conn, stopping)
             return False
@@ -370,6 +385,7 @@ class Server(Draining):
             os.close(pipe)
             return self._refuse(conn, f"pid {conn.pid} asked for route {conn.route}, which this listener does not have")
         os.set_blocking(pipe, False)
+        conn.skip_committed(self._committed)
         self._selector.unregister(sock)
         answer_taken(sock)
         sock.close()
@@ -429,48 +445,6 @@ class Server(Draining):
         conn.parser.pending = bytearray()
         self._disconnect(conn)
         return False
-
-    def _deliver_text(self, route: int, frames: _codec.Frames) -> None:
-        try:
-            self._sink.on_text(route, frames)
-        except ValueError as exc:  # no such route
-            self._report(f"dropped log lines: {exc}")
-        except Exception:  # a handler bug must not stop the listener
-            _stderr.report_exception("error while handling log lines")
-
-    def _deliver(self, payload: "bytes | bytearray", conn: Connection) -> None:
-        try:
-            self._deliver_frame(payload, conn)
-        except FrameError as exc:  # strict: its connection is closed
-            if conn in self._connections:
-                self._refuse(conn, f"pid {conn.pid} {exc}")
-
-    def _deliver_frame(self, payload: "bytes | bytearray", conn: Connection) -> None:
-        try:
-            route, created, record, texts = _codec.decode(payload)
-            if self._strict and route != conn.route:
-                raise ValueError(f"a frame for route {route} on its pipe for route {conn.route}")
-        except ValueError as exc:
-            self._misframed(conn, exc)
-            return
-        try:
-            self._sink.on_frame(route, created, record, texts, len(payload))
-        except ValueError as exc:  # no such route
-            self._misframed(conn, exc)
-        except Exception:  # a handler or filter bug must not stop the listener
-            _stderr.report_exception("error while handling a record")
-
-    def _misframed(self, conn: Connection, exc: ValueError) -> None:
-        """A frame that cannot be handled (undecodable, or for no route of
-        this listener's): dropped and said, or, ``strict``, the connection is
-        closed (the exception ends the parsing of its stream).
-
-        Raises:
-            FrameError: ``strict``.
-        """
-        if self._strict:
-            raise FrameError(f"sent a frame that cannot be handled: {exc}")
-        self._report(f"dropped a frame from pid {conn.pid}: {exc}")
 
     def _disconnect(self, conn: Connection, stopping: bool = False) -> None:
         self._connections.discard(conn)
