@@ -10,10 +10,11 @@ from typing import Callable, List, Optional
 
 from . import _codec, _pipes
 from ._framing import Buffer, FrameParser
-from ._order import NO_MARK
 
 __all__ = ["RECV_SIZE", "Connection", "answer_taken", "hello_pipe", "read_chunk", "rest_of_hello"]
 
+#: The prefix (see ``_order``) of what a process sent before its first mark.
+NO_MARK = b"0" * 16 + _codec.TEXT_END
 #: The most the listener reads from one pipe at a time.
 RECV_SIZE = 256 * 1024
 

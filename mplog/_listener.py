@@ -18,7 +18,7 @@ import socket
 import threading
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple, Union
 
-from . import _codec, _fork, _stderr, _sync
+from . import _codec, _fork, _handled, _stderr
 from ._address import claim_address, remove_address
 from ._adoption import Adoption
 from ._config import check_handlers, check_seconds, check_worker_user
@@ -319,7 +319,7 @@ class QueueListener(ForkParticipation, logging.handlers.QueueListener):
         """Answer ``sock`` once everything handed on so far is handled."""
         assert self._dispatcher is not None
         self.on_batch_end()
-        self._dispatcher.pass_marker(lambda: _sync.answer_handled(sock))
+        self._dispatcher.pass_marker(lambda: _handled.answer_handled(sock))
 
     def on_declare(self, sock: socket.socket, header: bytes) -> None:
         """A process asks to have a file handler taken over."""

@@ -33,7 +33,7 @@ from ._framing import LONG_FRAME, FrameError
 if TYPE_CHECKING:
     from ._connection import Connection
 
-__all__ = ["MARK", "NO_MARK", "Merge", "is_mark", "mark"]
+__all__ = ["MARK", "Merge", "is_mark", "mark"]
 
 #: A mark, for ``MARK % time.monotonic_ns()``.
 MARK = b"\xfc%016x\xff"
@@ -41,8 +41,6 @@ _MARK_BYTE = bytes([MARK_START])
 _KEY_SIZE = 16
 #: What a piece starts with: its time as 16 hex digits, then ``TEXT_END``.
 _PREFIX_SIZE = _KEY_SIZE + 1
-#: The prefix of what a process sent before its first mark.
-NO_MARK = b"0" * _KEY_SIZE + _codec.TEXT_END
 _BODY = operator.itemgetter(slice(_PREFIX_SIZE, None))
 _ORDER = operator.itemgetter(0, 1)
 #: A mark further ahead of the listener's clock than this is not a time this

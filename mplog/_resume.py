@@ -49,12 +49,12 @@ from typing import Callable, Optional, Tuple
 
 from . import _codec, _stderr
 from ._buffered import spill
+from ._handled import wait_handled
 from ._hello import connect
 from ._marks import here
 from ._order import is_mark, mark
 from ._pipewrite import take_all
 from ._queue import Queue
-from ._sync import _wait_handled
 
 __all__ = ["ACK_BYTES", "HOLD_BYTES", "HOLD_TIMEOUT", "ResumingQueue", "hold_policy", "new_queue"]
 
@@ -222,7 +222,7 @@ class ResumingQueue(Queue):
         """Whether the server confirms, by ``deadline``, having handled all
         that was written to the pipe: an answer counts only if the pipe's
         reader is still there (else another server, started since, answered)."""
-        return _wait_handled(self.address, deadline) and not _reader_gone(self._pipe)
+        return wait_handled(self.address, deadline) and not _reader_gone(self._pipe)
 
     def _lost_pipe(self) -> None:
         """The server is gone: keep from the first frame it did not read

@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Callable, Dict, List, Optional, Set, Tuple
 
-from . import _codec, _declare, _descriptors, _pipes, _stderr, _sync
+from . import _codec, _declare, _descriptors, _handled, _pipes, _stderr
 from ._access import Access, Peer, peer_of
 from ._address import remove_address
 from ._connection import RECV_SIZE, Connection, answer_taken, hello_pipe, read_chunk, rest_of_hello
@@ -53,7 +53,7 @@ _SWEEP_READS = 8
 # faster than the listener reads: then what they write waits a little.
 _CATCH_UP_SWEEPS = 8
 # What a connection that asks something, instead of sending a pipe, starts with.
-_REQUEST_STARTS = (_sync.REQUEST[:1], _declare.START_BYTE)
+_REQUEST_STARTS = (_handled.REQUEST[:1], _declare.START_BYTE)
 # After a wake-up that read less than COALESCE_BELOW bytes, the listener
 # sleeps COALESCE_SECONDS (bounded added latency; a worker's pipe holds far
 # more than it can log in that time, so no sender blocks on it). Each wake-up
@@ -398,7 +398,7 @@ class Server(Draining, Delivering):
     def _request(self, conn: Connection, sock: socket.socket, header: bytes) -> bool:
         """A connection that asks something instead of sending a pipe: hand it
         to the sink to answer. Return False (it is no longer served here)."""
-        if header == _sync.REQUEST:
+        if header == _handled.REQUEST:
             return self._sync(conn, sock)
         if _declare.request_length(header) < 0:
             return self._refuse(conn, f"pid {conn.pid} sent an unknown request {header!r}")
