@@ -14,6 +14,7 @@ from typing import Optional, Protocol
 
 from . import _codec, _fork, _sigterm, _stderr
 from ._marks import here, on_this_stack
+from ._threads import start_thread
 
 __all__ = [
     "BUFFER_BYTES",
@@ -156,7 +157,12 @@ class _Flusher:
     def _start(self) -> None:
         self._pid = os.getpid()
         self._due = stdlib_queue.SimpleQueue()  # looked up now: gevent's, if it has patched queue
-        threading.Thread(target=self._run, args=(self._due,), name="mplog-flusher", daemon=True).start()
+        # Not waiting for the thread to start: this runs inside a logging call,
+        # perhaps under logging's lock, which the new thread's first steps may
+        # need (logging's weakref callback, if the garbage collector frees a
+        # handler there): Thread.start() would then wait for ever.
+        due = self._due
+        start_thread(lambda: self._run(due), "mplog-flusher")
         # Ways out of a process that skip the flusher's next tick:
         atexit.register(_stop_buffering)  # normal exit (logging.shutdown flushes handlers too)
         for name in ("multiprocessing.util", "multiprocess.util"):
