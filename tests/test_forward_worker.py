@@ -103,7 +103,7 @@ def _log_cases(route_name: str) -> None:
             except ValueError:
                 exc_info = sys.exc_info()
         args, extra = case.get("args", ()), case.get("extra")
-        record = logger.makeRecord(case["name"], case["level"], __file__, 10, case["msg"], args, exc_info, extra)
+        record = logger.makeRecord(case["name"], case["level"], __file__, 10, case["msg"], args, exc_info, extra=extra)
         record.created = T0 + index * 1.000123
         record.msecs = (record.created - int(record.created)) * 1000
         record.process = 4242
