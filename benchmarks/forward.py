@@ -10,15 +10,17 @@ listener *process* whose only handler is:
     ``mplog.SyslogHandler`` to an rsyslogd started here (RELP, or TCP with
     octet counting), which writes every message to a file.
 
-Reported per run: how long the workers took to log and their slowest
-logging call (a call waits only when the listener is behind: its handler's
-backlog full, which is back-pressure, or its reading thread short of CPU),
-the rate they logged at, the rate at which
-rsyslogd had written everything, the listener process's CPU time per record
-(user + system, read from /proc before it stops), and the spool's largest
-size (records spill there when the receiver is slower than the load). Every
-record is counted in rsyslogd's file: lost or duplicated ones make the exit
-status 1.
+Reported per run: how long the workers took to log (paced: from the
+scheduled start to the last record, so that 1.00 s for 1 s of load is
+keeping pace) and their slowest logging call (a call waits only when the
+listener is behind: its handler's backlog full, which is back-pressure, or
+its reading thread short of CPU), the rate they logged at, the rate at which
+rsyslogd had written everything, the CPU time per record (user + system) of
+the listener process (read from /proc before it stops), of the workers
+(their own ``time.process_time``, the records' share of the machine's two
+cores they need) and of rsyslogd, and the spool's largest size (records
+spill there when the receiver is slower than the load). Every record is
+counted in rsyslogd's file: lost or duplicated ones make the exit status 1.
 
 Usage::
 
@@ -50,10 +52,11 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 
 def _worker(worker: int, records: int, rate: float, start: float, results) -> None:
     """Log ``records`` records at ``rate`` a second (0: unpaced); report the
-    time taken and the slowest logging call."""
+    time taken (paced: since ``start``), the slowest logging call and the CPU time."""
     log = logging.getLogger("bench")
     clock = time.perf_counter
-    began = clock()
+    began = clock() - (time.time() - start if rate else 0.0)
+    cpu = time.process_time()
     slowest = 0.0
     for seq in range(records):
         if rate and seq % 100 == 0:
@@ -63,13 +66,31 @@ def _worker(worker: int, records: int, rate: float, start: float, results) -> No
         before = clock()
         log.info("w%d %d payload of a typical length for a request log line", worker, seq, extra={"user": "u1"})
         slowest = max(slowest, clock() - before)
-    results.put((clock() - began, slowest))
+    results.put((clock() - began, slowest, time.process_time() - cpu))
 
 
 def _cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+class _Lines:
+    """Counts the lines of a growing file, reading only what is new."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._offset = 0
+        self.count = 0
+
+    def __call__(self) -> int:
+        if self._path.exists():
+            with open(self._path, "rb") as file:
+                file.seek(self._offset)
+                data = file.read()
+            self._offset += len(data)
+            self.count += data.count(b"\n")
+        return self.count
 
 
 def _largest_spool(directory: Path, stop: threading.Event, largest: List[int]) -> None:
@@ -97,6 +118,9 @@ def run(kind: str, workers: int, records: int, rate: float, directory: Path) -> 
     with mplog.setup(handler, level="INFO", listener="process") as session:
         pid = session.listener._process_pid
         cpu_before = _cpu_seconds(pid)
+        rsyslog_pid = rsyslog.process.pid if rsyslog is not None and rsyslog.process is not None else 0
+        rsyslog_before = _cpu_seconds(rsyslog_pid) if rsyslog_pid else 0.0
+        received = _Lines(rsyslog.output) if rsyslog is not None else None
         began = time.monotonic()
         start = time.time() + 0.2
         per_worker = rate / workers
@@ -106,14 +130,15 @@ def run(kind: str, workers: int, records: int, rate: float, directory: Path) -> 
         for process in processes:
             process.start()
         reports = [results.get(timeout=600) for _ in processes]
-        logging_seconds = max(seconds for seconds, _ in reports)
+        logging_seconds = max(report[0] for report in reports)
         for process in processes:
             process.join()
         mplog.complete(600)
-        while rsyslog is not None and len(rsyslog.lines()) < total and time.monotonic() - began < 600:
+        while received is not None and received() < total and time.monotonic() - began < 600:
             time.sleep(0.05)
         delivered = time.monotonic() - began - (0.2 if rate else 0.0)
         cpu = _cpu_seconds(pid) - cpu_before
+        rsyslog_cpu = _cpu_seconds(rsyslog_pid) - rsyslog_before if rsyslog_pid else 0.0
     stop.set()
     lines = rsyslog.lines() if rsyslog is not None else []
     if rsyslog is not None:
@@ -121,10 +146,12 @@ def run(kind: str, workers: int, records: int, rate: float, directory: Path) -> 
     distinct = len(set(line.split(" ", 2)[2] for line in lines if line.startswith("bench ")))
     return {
         "logging_s": logging_seconds,
-        "slowest_ms": max(slowest for _, slowest in reports) * 1e3,
+        "slowest_ms": max(report[1] for report in reports) * 1e3,
         "logged_per_s": total / logging_seconds,
         "delivered_per_s": total / delivered if rsyslog is not None else 0.0,
         "listener_us": cpu / total * 1e6,
+        "workers_us": sum(report[2] for report in reports) / total * 1e6,
+        "rsyslogd_us": rsyslog_cpu / total * 1e6,
         "spool_peak": largest[0],
         "lost": total - distinct if rsyslog is not None else 0,
         "duplicates": len(lines) - distinct if rsyslog is not None else 0,
@@ -144,8 +171,8 @@ def main() -> int:
         f"{args.workers} workers x {args.records} records, rate {args.rate or 'unpaced'}"
     )
     print(
-        "handler  logging s  slowest call ms  logged/s  delivered/s  listener us/record  spool peak B  lost  dup"
-        "  (median of runs)"
+        "handler  logging s  slowest call ms  logged/s  delivered/s  CPU us/record: listener  workers  rsyslogd"
+        "  spool peak B  lost  dup  (median of runs)"
     )
     failed = False
     for kind in args.handlers:
@@ -159,7 +186,8 @@ def main() -> int:
         print(
             f"{kind:7}  {median['logging_s']:9.2f}  {median['slowest_ms']:15.1f}  {median['logged_per_s']:8.0f}"
             f"  {median['delivered_per_s']:11.0f}"
-            f"  {median['listener_us']:18.1f}  {median['spool_peak']:12.0f}  {lost:4d}  {dup:3d}"
+            f"  {median['listener_us']:23.1f}  {median['workers_us']:7.1f}  {median['rsyslogd_us']:8.1f}"
+            f"  {median['spool_peak']:12.0f}  {lost:4d}  {dup:3d}"
         )
     return 1 if failed else 0
 

@@ -41,7 +41,7 @@ import logging
 import marshal
 import operator
 import struct
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import AbstractSet, Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from ._marshalcheck import check_counts
 
@@ -268,8 +268,15 @@ def _harmless(extras: Dict[Any, Any]) -> Dict[Any, Any]:
     return {key: value for key, value in extras.items() if type(key) is str and key not in _CLASS_NAMES}
 
 
+def in_record_order(state: Dict[str, Any], names: AbstractSet[str]) -> Iterable[str]:
+    """``names``, keys of a record's ``state``, in the record's order (a set's
+    order differs between processes): formatters show extra fields in the
+    order they were given, whichever process formats."""
+    return [name for name in state if name in names] if len(names) > 1 else names
+
+
 def _extras_of(state: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-    extras = {key: state[key] for key in state.keys() - STANDARD_ATTRIBUTES}
+    extras = {key: state[key] for key in in_record_order(state, state.keys() - STANDARD_ATTRIBUTES)}
     if state.get("taskName") is not None:
         extras["taskName"] = state["taskName"]
     return extras or None

@@ -37,20 +37,35 @@ ENVIRONMENT_VARIABLE = "MPLOG_CONFIG"
 
 class TextTarget(NamedTuple):
     """How to format a record for one listener handler that only writes text
-    (a plain ``StreamHandler``/``FileHandler`` with a plain ``Formatter``), so the
-    worker formats and the listener only writes."""
+    (a plain ``StreamHandler``/``FileHandler`` with a plain ``Formatter``), or
+    only sends it (a plain ``mplog.SyslogHandler``), so the worker formats and
+    the listener only writes."""
 
     level: int
     fmt: Optional[str]
     datefmt: Optional[str]
     style: str  # "%", "{", "$", or "json" for mplog.JsonFormatter
     utc: bool
-    #: When the handler can take text frames (UTF-8 bytes, newline-terminated,
-    #: written as they are): how the worker encodes them, as in ``str.encode``.
+    #: When the handler can take text frames (UTF-8 bytes, terminated as the
+    #: handler terminates lines, written as they are): how the worker encodes
+    #: them, as in ``str.encode``.
     raw_errors: Optional[str] = None
+    #: For a ``SyslogHandler``: its RFC 5424 fields (facility code, hostname,
+    #: app-name, SD-ID); the worker formats the whole message, whose text is
+    #: the formatter above (``fmt`` None: the default message).
+    syslog: Optional[Tuple[int, str, str, str]] = None
 
     def formatter(self) -> logging.Formatter:
         """A formatter equal to the handler's."""
+        if self.syslog is None:
+            return self._line_formatter()
+        # Imported here: only a worker whose listener forwards needs it.
+        from ._forward._rfc5424 import Rfc5424Formatter
+
+        default = self.fmt is None and self.style == "%"
+        return Rfc5424Formatter(self.syslog, None if default else self._line_formatter())
+
+    def _line_formatter(self) -> logging.Formatter:
         if self.style == "json":
             return JsonFormatter()
         if self.style == "%":
@@ -176,7 +191,7 @@ class WorkerConfig(NamedTuple):
                 address,
                 root_level,
                 tuple(
-                    RouteConfig(name, propagate, level, tuple(TextTarget(*t) for t in targets), send_record)
+                    RouteConfig(name, propagate, level, tuple(map(_text_target, targets)), send_record)
                     for name, propagate, level, targets, send_record in routes
                 ),
                 tuple((name, level) for name, level in logger_levels),
@@ -187,6 +202,15 @@ class WorkerConfig(NamedTuple):
             )
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{ENVIRONMENT_VARIABLE} is not an mplog config: {text!r} ({exc})") from None
+
+
+def _text_target(fields: Any) -> TextTarget:
+    """A :class:`TextTarget` from its JSON form (a list; its ``syslog`` too)."""
+    target = TextTarget(*fields)
+    if target.syslog is None:
+        return target
+    facility, hostname, app_name, sd_id = target.syslog
+    return target._replace(syslog=(int(facility), str(hostname), str(app_name), str(sd_id)))
 
 
 def check_handlers(handlers: Iterable[object], caller: str) -> None:

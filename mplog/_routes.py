@@ -40,6 +40,8 @@ class Route:
         # A lone text handler that takes UTF-8 bytes gets text frames, written as they came.
         target = text_target_of(handlers[0]) if len(handlers) == 1 else None
         self.raw_errors = target.raw_errors if target is not None else None
+        # What ends each line in its text frames ("\n"; nothing for a SyslogHandler's messages).
+        self.line_end: str = getattr(handlers[0], "terminator", "\n") if self.raw_errors is not None else "\n"
         self.raw_pending: List[_codec.Frames] = []
         self.write_frames = frame_writer_for(handlers[0]) if self.raw_errors is not None else no_frames
         # Records with an exception then carry the tracebacks that the worker rendered for them.
@@ -53,7 +55,7 @@ class Route:
         if texts is None or len(texts) != len(self.pending):  # a worker that did not format
             return self.handlers
         if self.raw_errors is not None:  # keep the order of the text frames around it
-            lines = [text + "\n" for text in texts if text is not None]
+            lines = [text + self.line_end for text in texts if text is not None]
             self.raw_pending.append(_codec.text_frames(lines, self.raw_errors))
             return ()
         for pending, text in zip(self.pending, texts):

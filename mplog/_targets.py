@@ -1,6 +1,7 @@
 """Which of the listener's handlers take lines the workers formatted (a plain
-``StreamHandler`` or ``FileHandler`` with a plain ``Formatter``), and which of
-those take them as UTF-8 bytes, written as they arrive."""
+``StreamHandler``, ``FileHandler`` or ``mplog.SyslogHandler`` with a plain
+``Formatter``), and which of those take them as UTF-8 bytes, written (or
+sent) as they arrive."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import codecs
 import io
 import locale
 import logging
+import sys
 import time
 from typing import Optional, Sequence, Tuple
 
@@ -66,19 +68,40 @@ def traceback_formatters(handlers: Sequence[logging.Handler]) -> Tuple[Optional[
 def text_target_of(handler: logging.Handler) -> Optional[TextTarget]:
     """The target for ``handler``, or ``None`` if only the handler itself can
     format and write its records (a subclass, filters, a custom formatter)."""
-    if type(handler) not in _TEXT_HANDLERS or handler.filters:
+    syslog = _syslog_fields(handler)
+    if (syslog is None and type(handler) not in _TEXT_HANDLERS) or handler.filters:
         return None
-    formatter = handler.formatter or logging.Formatter()
-    raw_errors = _raw_errors(handler)
+    target = _formatter_target(handler.formatter or logging.Formatter(), handler.level)
+    if target is None:
+        return None
+    if syslog is not None:
+        # The whole message is made by the worker; fmt None: the default message.
+        fmt = target.fmt if handler.formatter is not None else None
+        return target._replace(fmt=fmt, raw_errors="replace", syslog=syslog)
+    return target._replace(raw_errors=_raw_errors(handler))
+
+
+def _formatter_target(formatter: logging.Formatter, level: int) -> Optional[TextTarget]:
+    """The target of a handler at ``level`` with ``formatter``, if a worker
+    can format as it does (without ``raw_errors``)."""
     if type(formatter) is JsonFormatter:
-        return TextTarget(handler.level, None, None, "json", False, raw_errors)
+        return TextTarget(level, None, None, "json", False)
     if not _is_stock_formatter(formatter):
         return None
     style = next((char for char, kind in _STYLES.items() if type(formatter._style) is kind), None)
     if style is None:
         return None
-    utc = formatter.converter is time.gmtime
-    return TextTarget(handler.level, formatter._fmt, formatter.datefmt, style, utc, raw_errors)
+    return TextTarget(level, formatter._fmt, formatter.datefmt, style, formatter.converter is time.gmtime)
+
+
+def _syslog_fields(handler: logging.Handler) -> Optional[Tuple[int, str, str, str]]:
+    """The RFC 5424 fields of a plain ``mplog.SyslogHandler`` (not a
+    subclass: it may make its messages its own way), else ``None``."""
+    forward = sys.modules.get("mplog._forward._handler")  # loaded if there is one
+    if forward is None or type(handler) is not forward.SyslogHandler:
+        return None
+    fields: Tuple[int, str, str, str] = handler.rfc5424  # type: ignore[attr-defined]
+    return fields
 
 
 def _is_stock_formatter(formatter: logging.Formatter) -> bool:

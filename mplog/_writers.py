@@ -41,10 +41,11 @@ Writer = Callable[[List[Tuple[float, str]]], None]
 
 def writer_for(handler: logging.Handler) -> Writer:
     """How the listener writes preformatted lines to a text handler."""
-    if isinstance(handler, FileHandler):  # files each line by its time
-        return handler.write_lines
-    assert isinstance(handler, logging.StreamHandler)  # text_target_of admits nothing else
-    return functools.partial(_write_to_stream, handler)
+    if isinstance(handler, logging.StreamHandler):
+        return functools.partial(_write_to_stream, handler)
+    # mplog's own: a FileHandler (which files each line by its time) or a SyslogHandler.
+    write_lines: Writer = handler.write_lines  # type: ignore[attr-defined]
+    return write_lines
 
 
 def no_frames(frames: List[_codec.Frames]) -> None:
@@ -54,10 +55,11 @@ def no_frames(frames: List[_codec.Frames]) -> None:
 
 def frame_writer_for(handler: logging.Handler) -> Callable[[List[_codec.Frames]], None]:
     """How the listener writes text frames to a handler whose target has ``raw_errors``."""
-    if isinstance(handler, FileHandler):
-        return handler.write_frames
-    assert isinstance(handler, logging.StreamHandler)
-    return functools.partial(_write_frames_to_stream, handler)
+    if isinstance(handler, logging.StreamHandler):
+        return functools.partial(_write_frames_to_stream, handler)
+    # mplog's own: a FileHandler or a SyslogHandler.
+    write_frames: Callable[[List[_codec.Frames]], None] = handler.write_frames  # type: ignore[attr-defined]
+    return write_frames
 
 
 def _write_frames_to_stream(handler: logging.StreamHandler, frames: List[_codec.Frames]) -> None:  # type: ignore[type-arg]

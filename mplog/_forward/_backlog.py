@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import collections
 import threading
-from typing import Callable, Deque, List, Optional
+from typing import Callable, Deque, Iterable, List, Optional
 
 from .. import _stderr
 from ._spool import Position, Spool
@@ -66,17 +66,29 @@ class Backlog:
         """Queue one message; never waits for the receiver. ``keep``: never
         drop it (mplog's own reports, which are few), even beyond the limits."""
         with self._lock:
-            if self._memory_bytes >= self._memory_limit:
-                self._spill()
-                if self._memory_bytes >= self._memory_limit and not keep:
-                    self._drop_newest()
-                    return
-            self._memory.append(message)
-            self._memory_bytes += len(message)
-            self._notice_last = False
-            self._gap = 0
+            self._put(message, keep)
             if self._waiting:
                 self._ready.notify()
+
+    def put_all(self, messages: Iterable[bytes]) -> None:
+        """Queue ``messages`` in order, as :meth:`put` would one by one (under
+        one lock: the workers' lines come in runs)."""
+        with self._lock:
+            for message in messages:
+                self._put(message, False)
+            if self._waiting:
+                self._ready.notify()
+
+    def _put(self, message: bytes, keep: bool) -> None:
+        if self._memory_bytes >= self._memory_limit:
+            self._spill()
+            if self._memory_bytes >= self._memory_limit and not keep:
+                self._drop_newest()
+                return
+        self._memory.append(message)
+        self._memory_bytes += len(message)
+        self._notice_last = False
+        self._gap = 0
 
     def take(self, limit: int, timeout: float) -> Optional[Batch]:
         """The next batch of at most ``limit`` messages, now in flight; waits

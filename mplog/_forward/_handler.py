@@ -9,13 +9,14 @@ import logging
 import os
 import socket
 import sys
-from typing import TYPE_CHECKING, Optional, Tuple
+from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 
 from .. import _fork, _stderr
+from .._codec import TEXT_END, Frames
 from .._config import check_seconds
 from ._backlog import Backlog
 from ._relp import RelpTransport
-from ._rfc5424 import FACILITIES, Rfc5424
+from ._rfc5424 import FACILITIES, Rfc5424, default_text
 from ._sender import Sender, Transport
 from ._spool import Spool
 from ._tcp import OctetTransport, connect
@@ -55,7 +56,13 @@ class SyslogHandler(logging.Handler):
 
     The record's logger name is the MSGID, its process id the PROCID, its
     ``extra`` fields the parameters of the structured data element
-    ``sd_id``; the message is the handler's formatter's output.
+    ``sd_id`` (in the order given); the message is the handler's formatter's output.
+
+    In a session, the workers make each message and the listener only
+    queues it (as they format lines for a plain file handler), unless this
+    handler has filters, a formatter other than a plain ``logging.Formatter``
+    (or :class:`mplog.JsonFormatter`), or is a subclass: then the listener
+    makes the message from the record. The message is the same either way.
 
     Args:
         address: the receiver's ``(host, port)``.
@@ -109,6 +116,17 @@ class SyslogHandler(logging.Handler):
         self._closed = False
         _fork.register(self)
 
+    #: What ends each message in the lines workers make for this handler:
+    #: nothing (the transport frames each message).
+    terminator = ""
+
+    @property
+    def rfc5424(self) -> Tuple[int, str, str, str]:
+        """What a worker needs to make this handler's messages: the arguments
+        of its :class:`~mplog._forward._rfc5424.Rfc5424` (facility code,
+        hostname, app-name, SD-ID)."""
+        return self._rfc5424.args
+
     @property
     def dropped(self) -> int:
         """How many records were dropped because memory and spool were full (or there was no spool)."""
@@ -133,13 +151,35 @@ class SyslogHandler(logging.Handler):
         except Exception:
             self.handleError(record)
 
+    def write_frames(self, frames: Sequence[Frames]) -> None:
+        """Queue the messages that workers made, as text frames (each
+        followed by ``TEXT_END``), in chunks as the listener read them."""
+        messages: List[bytes] = []
+        for chunk in frames:
+            if type(chunk) is memoryview:  # one frame: a long message
+                messages.append(bytes(chunk[:-1]))
+            else:
+                messages += bytes(chunk).split(TEXT_END)[:-1]
+        self._put_all(messages)
+
+    def write_lines(self, lines: Sequence[Tuple[float, str]]) -> None:
+        """Queue the messages that workers made, sent with records other
+        handlers of the route needed, as ``(time, message)``."""
+        self._put_all([text.encode("utf-8", "replace") for _, text in lines])
+
+    def _put_all(self, messages: List[bytes]) -> None:
+        try:
+            if self._sender_pid != os.getpid():
+                self._start()
+            self._backlog.put_all(messages)
+        except Exception:
+            self.handleError(self._record(logging.WARNING, f"mplog: forwarding {len(messages)} messages failed"))
+
     def _text(self, record: logging.LogRecord) -> str:
-        """``self.format(record)``; without a formatter, for a record with no
-        traceback or stack, the message alone, as the default formatter makes
-        it (a third of the cost of going through it)."""
-        if self.formatter is None and not (record.exc_info or record.exc_text or record.stack_info):
-            record.message = record.getMessage()
-            return record.message
+        """``self.format(record)``, or without a formatter logging's default
+        formatter's output (see :func:`default_text`)."""
+        if self.formatter is None:
+            return default_text(record)
         return self.format(record)
 
     def close(self) -> None:
@@ -179,8 +219,11 @@ class SyslogHandler(logging.Handler):
         self._backlog.put(self._mplog_message(logging.WARNING, message), keep=True)
 
     def _mplog_message(self, level: int, message: str) -> bytes:
-        record = logging.LogRecord("mplog", level, __file__, 0, message, None, None)
-        return self._rfc5424.encode(record, message)
+        return self._rfc5424.encode(self._record(level, message), message)
+
+    @staticmethod
+    def _record(level: int, message: str) -> logging.LogRecord:
+        return logging.LogRecord("mplog", level, __file__, 0, message, None, None)
 
     def __repr__(self) -> str:
         return f"<SyslogHandler {self.protocol} {self.address[0]}:{self.address[1]}>"
