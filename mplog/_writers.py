@@ -94,7 +94,7 @@ def _write_to_stream(handler: logging.StreamHandler, lines: List[Tuple[float, st
             if handler.stream is None:  # a FileHandler opened with delay=True
                 handler.stream = handler._open()  # type: ignore[attr-defined]
             if sum(map(len, texts)) <= WRITE_CHUNK:
-                handler.stream.write(terminator.join(texts) + terminator)
+                _write_group(handler, texts, terminator)
             else:
                 group: List[str] = []
                 size = 0
@@ -102,10 +102,26 @@ def _write_to_stream(handler: logging.StreamHandler, lines: List[Tuple[float, st
                     group.append(text)
                     size += len(text)
                     if size >= WRITE_CHUNK:
-                        handler.stream.write(terminator.join(group) + terminator)
+                        _write_group(handler, group, terminator)
                         group, size = [], 0
                 if group:
-                    handler.stream.write(terminator.join(group) + terminator)
+                    _write_group(handler, group, terminator)
             handler.stream.flush()
         except Exception:
             handler.handleError(notice(f"mplog: writing {len(lines)} lines to {handler!r} failed"))
+
+
+def _write_group(handler: logging.StreamHandler, texts: List[str], terminator: str) -> None:  # type: ignore[type-arg]
+    """Write ``texts`` to the handler's stream in one write; if the stream
+    cannot encode them (a lone surrogate, say), line by line, as the stdlib's
+    handler writes records, so that only the lines it cannot encode are lost
+    (each reported as the handler reports an error). A text stream encodes
+    all it is given before it writes any of it."""
+    try:
+        handler.stream.write(terminator.join(texts) + terminator)
+    except UnicodeEncodeError:
+        for text in texts:
+            try:
+                handler.stream.write(text + terminator)
+            except UnicodeEncodeError:
+                handler.handleError(notice(f"mplog: a line {handler!r} cannot encode was not written: {text!r}"))

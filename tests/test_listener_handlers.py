@@ -224,3 +224,25 @@ def test_records_a_handler_logs_reach_the_handlers_once(tmp_path, capfd, runner,
     assert [line for line in err[1:] if " INFO echo: " not in line] == [], err
     deeper = [line.split(" INFO echo: ")[1] for line in err[1:]]
     assert sorted(deeper) == sorted(f"echo echo {m}" for m in sent), err[:5]
+
+
+def _log_a_lone_surrogate() -> None:
+    for number in range(5):
+        logging.getLogger("surrogate").warning("line %d%s", number, "\udc80" if number == 2 else "")
+
+
+def test_a_line_a_stream_cannot_encode_costs_only_that_line(tmp_path, capfd):
+    """Two plain file handlers (the listener writes lines the worker
+    formatted to each), and a worker's third of five records holds a lone
+    surrogate, which the files' UTF-8 cannot encode: as with the stdlib's own
+    handlers, only that line is lost, and said; the other four are in both
+    files."""
+    paths = [str(tmp_path / "a.log"), str(tmp_path / "b.log")]
+    with mplog.setup(*(file_handler(path, "%(message)s") for path in paths), level="INFO"):
+        worker = multiprocessing.get_context("fork").Process(target=_log_a_lone_surrogate)
+        worker.start()
+        join_all([worker])
+    for path in paths:
+        with open(path, encoding="utf-8") as file:
+            assert file.read().splitlines() == ["line 0", "line 1", "line 3", "line 4"], path
+    assert "cannot encode was not written" in capfd.readouterr().err
