@@ -60,7 +60,7 @@ class TextTarget(NamedTuple):
         if self.syslog is None:
             return self._line_formatter()
         # Imported here: only a worker whose listener forwards needs it.
-        from ._forward._rfc5424 import Rfc5424Formatter
+        from ._rfc5424 import Rfc5424Formatter
 
         default = self.fmt is None and self.style == "%"
         return Rfc5424Formatter(self.syslog, None if default else self._line_formatter())

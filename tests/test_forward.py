@@ -23,7 +23,7 @@ import pytest
 
 import mplog
 from mplog._forward import _relp
-from mplog._forward._rfc5424 import Rfc5424
+from mplog._rfc5424 import Rfc5424
 from mplog.exceptions import SpoolInUse
 from tests.conftest import join_all, requires, wait_until
 from tests.rsyslog import AVAILABLE, Rsyslog

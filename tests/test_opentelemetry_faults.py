@@ -215,7 +215,7 @@ def test_exporter_in_a_listener_process(otelsink_on, tmp_path) -> None:
 def test_carriers_are_not_syslog_structured_data() -> None:
     """mplog's carriers for OpenTelemetry (span ids, exception type) are not
     sent as a syslog message's structured data; a user's extra field is."""
-    from mplog._forward._rfc5424 import Rfc5424
+    from mplog._rfc5424 import Rfc5424
     from mplog._spans import EXCEPTION, SPAN_CONTEXT
 
     record = logging.LogRecord("app", logging.ERROR, __file__, 1, "m", None, None)

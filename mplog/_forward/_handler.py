@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 from .. import _fork, _stderr
 from .._codec import TEXT_END, Frames
 from .._config import check_seconds
+from .._rfc5424 import FACILITIES, Rfc5424, default_text
 from ._backlog import Backlog
 from ._relp import RelpTransport
-from ._rfc5424 import FACILITIES, Rfc5424, default_text
 from ._sender import Sender, Transport
 from ._spool import Spool
 from ._tcp import OctetTransport, connect
@@ -123,7 +123,7 @@ class SyslogHandler(logging.Handler):
     @property
     def rfc5424(self) -> Tuple[int, str, str, str]:
         """What a worker needs to make this handler's messages: the arguments
-        of its :class:`~mplog._forward._rfc5424.Rfc5424` (facility code,
+        of its :class:`~mplog._rfc5424.Rfc5424` (facility code,
         hostname, app-name, SD-ID)."""
         return self._rfc5424.args
 

@@ -13,8 +13,8 @@ import re
 import time
 from typing import Any, Dict, Optional, Tuple
 
-from .._codec import STANDARD_ATTRIBUTES, in_record_order
-from .._spans import CARRIERS
+from ._codec import STANDARD_ATTRIBUTES, in_record_order
+from ._spans import CARRIERS
 
 __all__ = ["FACILITIES", "Rfc5424", "Rfc5424Formatter", "default_text", "severity"]
 
