@@ -15,7 +15,7 @@ import socket
 import time
 from typing import Deque, List, Optional, Tuple
 
-from ._tcp import ProtocolError, readable, refusal
+from ._tcp import SEND_SECONDS, ProtocolError, readable, refusal
 
 __all__ = ["RelpTransport"]
 
@@ -119,14 +119,20 @@ class RelpTransport:
     def _response(self, timeout: float) -> bytes:
         """The data of the answer to the last command."""
         deadline = time.monotonic() + timeout
-        while True:
-            frame = self._frame()
-            if frame is not None:
-                return frame[2]
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not readable(self._sock, remaining):
-                raise ProtocolError("the RELP receiver did not answer")
-            self._read()
+        try:
+            while True:
+                frame = self._frame()
+                if frame is not None:
+                    return frame[2]
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not readable(self._sock, remaining):
+                    raise ProtocolError("the RELP receiver did not answer")
+                # Readable may be TLS 1.3 session tickets only: the read then
+                # waits for data, no longer than the answer may take.
+                self._sock.settimeout(remaining)
+                self._read()
+        finally:
+            self._sock.settimeout(SEND_SECONDS)
 
     def _frame(self) -> Optional[Tuple[int, bytes, bytes]]:
         """The first whole frame received (taken from the buffer): its
