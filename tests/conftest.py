@@ -23,6 +23,10 @@ from mplog import _lanes, _setup
 
 START_METHODS = ["fork", "spawn", "forkserver"]
 IN_CI = os.environ.get("CI") == "true"
+# Every Python process a test starts can print its threads' stacks: a server
+# that does not stop gets SIGABRT from stop_server before SIGKILL, so a hang in
+# CI leaves its stacks in the server's output instead of nothing.
+os.environ.setdefault("PYTHONFAULTHANDLER", "1")
 
 
 def requires(available: bool, reason: str) -> pytest.MarkDecorator:

@@ -35,7 +35,8 @@ def descendants(pid: int) -> List[int]:
 
 
 def stop_server(process: subprocess.Popen, timeout: float = 30.0) -> None:
-    """SIGTERM the server; after ``timeout``, SIGKILL it and everything it started."""
+    """SIGTERM the server; after ``timeout``, SIGABRT it (for its stacks), then
+    SIGKILL it and everything it started."""
     family = descendants(process.pid)
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
@@ -43,8 +44,14 @@ def stop_server(process: subprocess.Popen, timeout: float = 30.0) -> None:
             process.wait(timeout)
         except subprocess.TimeoutExpired:
             family = descendants(process.pid)
-            process.kill()
-            process.wait(10)
+            # PYTHONFAULTHANDLER (conftest) makes a Python server print every
+            # thread's stack on SIGABRT: the only trace a hang in CI leaves.
+            process.send_signal(signal.SIGABRT)
+            try:
+                process.wait(3)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
     for pid in family:
         try:
             os.kill(pid, signal.SIGKILL)
