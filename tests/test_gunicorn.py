@@ -37,6 +37,14 @@ def _start(tmp_path: Path, *args: str, conf_extra: str = "") -> subprocess.Popen
         return subprocess.Popen(command, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
 
 
+def _output(tmp_path: Path) -> str:
+    """The ends of the master's output (its stacks, if stop_server had to
+    abort it) and of gunicorn's error log: what a failed stop leaves to read."""
+    error_log = tmp_path / "gunicorn-error.log"
+    errors = error_log.read_text(errors="replace")[-3000:] if error_log.exists() else ""
+    return f"{(tmp_path / 'stdout.txt').read_text(errors='replace')[-6000:]}\n--- gunicorn-error.log:\n{errors}"
+
+
 def _check_logs(tmp_path: Path, answered) -> None:
     error_lines = (tmp_path / "gunicorn-error.log").read_text().splitlines()
     access_lines = (tmp_path / "gunicorn-access.log").read_text().splitlines()
@@ -100,7 +108,7 @@ def test_gunicorn_under_load_reload_recycling_and_timeouts(tmp_path, worker_clas
         )
     finally:
         stop_server(server)
-    assert server.returncode == 0, (tmp_path / "stdout.txt").read_text()[-3000:]
+    assert server.returncode == 0, _output(tmp_path)
     # Reloads and recycling are graceful: only a worker killed for a sleeping
     # request drops requests, those in flight on it (at most one per
     # connection of the load). Seen: sync 18 of 20000, gthread and gevent 0.
@@ -245,7 +253,7 @@ def test_master_supervises_while_a_handler_is_stuck(tmp_path):
         load.run()
     finally:
         stop_server(server)
-    assert server.returncode == 0, (tmp_path / "stdout.txt").read_text()[-3000:]
+    assert server.returncode == 0, _output(tmp_path)
     assert len(load.answered) == 50
     errors = Path(error_log).read_text()
     assert "Shutting down: Master" in errors
