@@ -102,13 +102,14 @@ class QueueHandler(logging.handlers.QueueHandler):
             if record.levelno < level:
                 return
             try:
-                frame = render(record).encode("utf-8", errors) + _codec.TEXT_END
+                # Without its TEXT_END: the queue adds it with the write's mark, in one step.
+                line = render(record).encode("utf-8", errors)
                 created_in = record.process
             except Exception:  # unrenderable, or made without LogRecord's fields: the general path copes
-                frame = b""
-            if 0 < len(frame) <= _codec.MAX_PAYLOAD:
+                line = b""
+            if 0 < len(line) < _codec.MAX_PAYLOAD:
                 try:
-                    queue._send(frame, created_in)
+                    queue._send(line, created_in, _codec.TEXT_END)
                 except OSError as exc:
                     self._fail_over(exc, record)
                 return

@@ -33,10 +33,13 @@ from ._framing import LONG_FRAME, FrameError
 if TYPE_CHECKING:
     from ._connection import Connection
 
-__all__ = ["MARK", "Merge", "is_mark", "mark"]
+__all__ = ["MARKED", "Merge", "is_mark", "mark"]
 
 #: A mark, for ``MARK % time.monotonic_ns()``.
 MARK = b"\xfc%016x\xff"
+#: A write: its mark, its frames and what completes the last, for
+#: ``MARKED % (time.monotonic_ns(), frames, end)`` (one step, no concatenation).
+MARKED = MARK + b"%b%b"
 _MARK_BYTE = bytes([MARK_START])
 _KEY_SIZE = 16
 #: What a piece starts with: its time as 16 hex digits, then ``TEXT_END``.

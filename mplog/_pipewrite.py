@@ -25,7 +25,7 @@ from typing import NoReturn, Optional
 from ._buffered import BUFFER_BYTES, SpilledError, spill
 from ._hello import connect
 from ._marks import here, on_this_stack
-from ._order import MARK, mark
+from ._order import MARKED, mark
 
 __all__ = ["ATOMIC_BYTES", "HELD_BYTES", "SPARE_BYTES", "PipeSender", "PipeWrite", "take_all"]
 
@@ -193,8 +193,9 @@ class PipeSender:
         spill(data, f"pid {os.getpid()} cannot reach the log listener at {self.address} ({exc})")
         raise SpilledError(*exc.args) from exc
 
-    def _send_locked(self, data: bytes) -> None:
-        """Write whole frames to this process's pipe, connecting first if need be.
+    def _send_locked(self, data: bytes, end: bytes = b"") -> None:
+        """Write whole frames to this process's pipe, connecting first if need be
+        (``data``: the frames, ``end``: what completes the last one).
 
         Whatever an exception (a signal handler's) cuts short, the frames go
         into the pipe whole or not at all; a write it interrupts is finished
@@ -209,7 +210,8 @@ class PipeSender:
             pipe = self._pipe
             if pipe < 0:
                 pipe = self._open_pipe()
-            data = MARK % monotonic_ns() + data  # the time, for the order across processes (after a wait to connect)
+            # The time, for the order across processes (after a wait to connect).
+            data = MARKED % (monotonic_ns(), data, end)
             if len(data) <= ATOMIC_BYTES:
                 try:
                     os.write(pipe, data)  # atomic: a signal can interrupt it only before a byte is in

@@ -121,18 +121,21 @@ class Queue(PipeSender):
             return
         self._send(_codec.encode(record, route=self.route), getattr(record, "process", None))
 
-    def _send(self, frame: bytes, created_in: Optional[int] = None) -> None:
+    def _send(self, frame: bytes, created_in: Optional[int] = None, end: bytes = b"") -> None:
         """Write one encoded frame to this process's pipe (opening it first
         if needed), or add it to the buffer.
 
         Args:
             frame: an encoded frame.
             created_in: the pid of the process that created the frame's record
-                (``record.process``), if known. Buffered, a frame whose record
-                was created in the process this queue last saw is added
-                without asking the kernel for the pid (a ``getpid`` system call
-                per record: 2-4% of a buffered logging call); the pid is
-                checked when the buffer is sent instead.
+                (``record.process``), if known. A frame whose record was
+                created in the process this queue last saw is sent without
+                asking the kernel for the pid (a ``getpid`` system call per
+                record: 2-4% of a logging call). A fork that the at-fork hooks
+                miss is still seen at its first record created in the child;
+                buffered, the pid is also checked when the buffer is sent.
+            end: what completes the frame (``TEXT_END`` after a line):
+                durable, it is added with the write's mark in one step.
 
         A call made while this thread is itself in the middle of a send (from
         a signal handler or a finalizer that interrupted it) holds ``frame``,
@@ -143,16 +146,16 @@ class Queue(PipeSender):
             SpilledError: (buffered) the listener cannot be reached; ``frame``
                 and the records buffered with it went to stderr.
         """
-        if self.flush_interval is None:
-            self._check_fork()
-            with self._lock:
-                if self._held or self._writing is not None:  # (_send_nested tells a write under way)
-                    self._send_nested(frame)
-                    return
-                self._send_locked(frame)
-            return
         if created_in != self._pipe_pid:
             self._check_fork()
+        if self.flush_interval is None:
+            with self._lock:
+                if self._held or self._writing is not None:  # (_send_nested tells a write under way)
+                    self._send_nested(frame + end)
+                    return
+                self._send_locked(frame, end)
+            return
+        frame += end
         if (self._writing or self._held) and self._sent_nested(frame):
             return
         # No lock to add a frame: ``bytearray +=`` is one step under the GIL,

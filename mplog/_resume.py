@@ -52,7 +52,7 @@ from ._buffered import spill
 from ._handled import wait_handled
 from ._hello import connect
 from ._marks import here
-from ._order import is_mark, mark
+from ._order import MARKED, is_mark, mark
 from ._pipewrite import take_all
 from ._queue import Queue
 
@@ -125,11 +125,11 @@ class ResumingQueue(Queue):
     def __reduce__(self) -> Tuple[type, Tuple[str, int, Optional[float]]]:
         return (ResumingQueue, (self.address, self.route, self.flush_interval))
 
-    def _send_locked(self, data: bytes) -> None:
-        """Store ``data`` and write what the pipe has not got (the lock held)."""
+    def _send_locked(self, data: bytes, end: bytes = b"") -> None:
+        """Store ``data`` (completed by ``end``) and write what the pipe has not got (the lock held)."""
         try:
             self._writing = here()
-            self._push(mark() + data)
+            self._push(MARKED % (time.monotonic_ns(), data, end))
         finally:
             self._writing = None
             if self._held:
