@@ -172,6 +172,11 @@ def parse_hello(data: Union[bytes, bytearray]) -> int:
     return int(route)
 
 
+def is_mark(frames: "bytes | bytearray | memoryview", pos: int) -> bool:
+    """Whether the text frame at ``pos`` is a mark."""
+    return frames[pos] == MARK_START
+
+
 def readable_lines(frames: bytes) -> List[str]:
     """The lines in a run of frames (no hello), for a human: text frames as
     they are, record frames as their first text or their message."""
@@ -183,7 +188,7 @@ def readable_lines(frames: bytes) -> List[str]:
         else:
             end = frames.find(TEXT_END, pos)
             end = len(frames) if end < 0 else end
-            if frames[pos] == MARK_START:  # the time a write began (see _order): for the listener only
+            if is_mark(frames, pos):  # the time a write began (see _order): for the listener only
                 pos = end + 1
                 continue
             line, pos = frames[pos:end].decode("utf-8", "backslashreplace").rstrip("\n"), end + 1

@@ -13,8 +13,6 @@ from ._framing import Buffer, FrameParser
 
 __all__ = ["RECV_SIZE", "Connection", "answer_taken", "hello_pipe", "read_chunk", "rest_of_hello"]
 
-#: The prefix (see ``_order``) of what a process sent before its first mark.
-NO_MARK = b"0" * 16 + _codec.TEXT_END
 #: The most the listener reads from one pipe at a time.
 RECV_SIZE = 256 * 1024
 
@@ -22,7 +20,7 @@ RECV_SIZE = 256 * 1024
 class Connection:
     """One worker process's channel: its socket until it has sent its pipe, then the pipe."""
 
-    __slots__ = ("sock", "pipe", "pid", "route", "parser", "key", "prefix", "marked", "stream", "read", "skip")
+    __slots__ = ("sock", "pipe", "pid", "route", "parser", "key", "marked", "stream", "read", "skip")
 
     def __init__(
         self,
@@ -36,9 +34,9 @@ class Connection:
         self.pid = pid
         self.route = -1  # until the connection's hello names it
         self.parser = FrameParser(on_record, on_text, self)
-        # The time of the last mark read (see _order), and its piece's prefix.
+        # The time of the last mark read (see _order), plus a nanosecond for
+        # each piece of its write read since.
         self.key = 0
-        self.prefix = NO_MARK
         self.marked = False  # whether it sent a mark (every mplog process does)
         #: A resuming client's stream id (0: none), the offset in that stream
         #: of the next byte read, and how many bytes from there are skipped

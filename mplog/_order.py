@@ -27,21 +27,23 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from . import _codec
-from ._codec import MARK_START
 from ._framing import LONG_FRAME, FrameError
 
 if TYPE_CHECKING:
     from ._connection import Connection
 
-__all__ = ["MARKED", "Merge", "is_mark", "mark"]
+__all__ = ["MARKED", "Merge", "mark"]
 
 #: A mark, for ``MARK % time.monotonic_ns()``.
 MARK = b"\xfc%016x\xff"
 #: A write: its mark, its frames and what completes the last, for
 #: ``MARKED % (time.monotonic_ns(), frames, end)`` (one step, no concatenation).
 MARKED = MARK + b"%b%b"
-_MARK_BYTE = bytes([MARK_START])
+_MARK_BYTE = bytes([_codec.MARK_START])
 _KEY_SIZE = 16
+_KEY = b"%016x"
+#: A piece that goes on with a write marked in an earlier read: its time, then the text.
+_CONTINUED = _KEY + _codec.TEXT_END + b"%b"
 #: What a piece starts with: its time as 16 hex digits, then ``TEXT_END``.
 _PREFIX_SIZE = _KEY_SIZE + 1
 _BODY = operator.itemgetter(slice(_PREFIX_SIZE, None))
@@ -63,11 +65,6 @@ _Item = Tuple[bytes, int, Any, "Optional[Connection]"]
 def mark() -> bytes:
     """The mark to write before a write's frames (its time, now)."""
     return MARK % time.monotonic_ns()
-
-
-def is_mark(frames: "bytes | bytearray", pos: int) -> bool:
-    """Whether the text frame at ``pos`` is a mark."""
-    return frames[pos] == MARK_START
 
 
 class Merge:
@@ -109,13 +106,13 @@ class Merge:
             self._take_view(run, conn)
             return
         if len(run) >= LONG_FRAME and run.find(_MARK_BYTE) < 0:  # the rest of a long write: kept uncopied
-            self._items_of(conn.route).append((_continued(conn)[:_KEY_SIZE], next(self._arrival), run, None))
+            self._items_of(conn.route).append((_KEY % _next_time(conn), next(self._arrival), run, None))
             return
         pieces = bytes(run).split(_MARK_BYTE)
         marked = len(pieces) > 1
         first = pieces[0]
         if first:  # the rest of a write whose mark came in an earlier read
-            pieces[0] = _continued(conn) + first
+            pieces[0] = _CONTINUED % (_next_time(conn), first)
         else:
             del pieces[0]
         if marked:  # the last mark is the time of what follows
@@ -129,15 +126,14 @@ class Merge:
 
     def _take_view(self, view: memoryview, conn: "Connection") -> None:
         """Keep a long line, uncopied, or take the mark before one."""
-        if view[0] == MARK_START:
+        if _codec.is_mark(view, 0):
             _set_mark(conn, view[1:].tobytes())
             return
-        key = _continued(conn)[:_KEY_SIZE]
-        self._items_of(conn.route).append((key, next(self._arrival), view, None))
+        self._items_of(conn.route).append((_KEY % _next_time(conn), next(self._arrival), view, None))
 
     def take_record(self, payload: "bytes | bytearray", conn: "Connection") -> None:
         """Keep a record frame that ``conn`` sent (it follows ``conn``'s last mark)."""
-        key = _continued(conn)[:_KEY_SIZE]  # after what came before it in its write
+        key = _KEY % _next_time(conn)  # after what came before it in its write
         self._items_of(conn.route).append((key, next(self._arrival), payload, conn))
 
     def _items_of(self, route: int) -> List[_Item]:
@@ -199,17 +195,15 @@ def _set_mark(conn: "Connection", piece: bytes) -> None:
         conn.key = int(piece[:_KEY_SIZE], 16)
     except ValueError:
         raise FrameError(f"sent a mark that is not one: {piece[:_PREFIX_SIZE]!r}") from None
-    conn.prefix = piece[:_PREFIX_SIZE]
     conn.marked = True
 
 
-def _continued(conn: "Connection") -> bytes:
-    """The prefix for more of the write ``conn`` marked last: its time and a
+def _next_time(conn: "Connection") -> int:
+    """The time for more of the write ``conn`` marked last: its time and a
     nanosecond more for each such piece, so that they sort after one another
     (and before its next write, which began microseconds later at least)."""
     conn.key += 1
-    conn.prefix = b"%016x\xff" % conn.key
-    return conn.prefix
+    return conn.key
 
 
 def _cut(ordered: List[Any], before: Any, future: Any) -> int:

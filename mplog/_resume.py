@@ -52,7 +52,7 @@ from ._buffered import spill
 from ._handled import wait_handled
 from ._hello import connect
 from ._marks import here
-from ._order import MARKED, is_mark, mark
+from ._order import MARKED, mark
 from ._pipewrite import take_all
 from ._queue import Queue
 
@@ -400,6 +400,6 @@ def _frame_count(frames: "bytes | bytearray") -> int:
     """How many frames ``frames`` holds."""
     count = pos = 0
     while pos < len(frames):
-        count += not is_mark(frames, pos)
+        count += not _codec.is_mark(frames, pos)
         pos = _frame_end(frames, pos)
     return count

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,26 @@ from tests.servers import stop_server
 #: A client's line: ``<tag> <seq>`` (tag: which client, seq: its record number).
 FORMAT = "%(message)s"
 ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")])))
+
+
+#: A program's own logging configuration, as the source of a module with
+#: ``configure(log)``: the server's file, rotated (a client's handler is taken
+#: over: the server's own, configured with 20 KB, is what writes it).
+USER_CONFIG = """
+import logging.config
+
+def configure(log):
+    logging.config.dictConfig({
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": "%(message)s"}},
+        "handlers": {"app": {
+            "class": "logging.handlers.RotatingFileHandler", "filename": log,
+            "maxBytes": 20000, "backupCount": 100000, "formatter": "plain",
+        }},
+        "root": {"handlers": ["app"], "level": "INFO"},
+    })
+"""
 
 
 def rotating_config(log: Path, max_bytes: int = 20_000) -> Dict[str, Any]:
@@ -99,8 +120,21 @@ class Server:
         self.process = None
         return code
 
+    def kill(self) -> None:
+        """SIGKILL it: it drains nothing, and its journal stays as it was."""
+        assert self.process is not None, "the server is not running"
+        self.process.kill()
+        self.process.wait()
+        self.process = None
+
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")
+
+
+def said_sent_again(client_stderr: str) -> int:
+    """How many records clients said they sent again after a server restart
+    (not confirmed as written before it)."""
+    return sum(int(n) for n in re.findall(r"sent (\d+) record\(s\) again", client_stderr))
 
 
 def run_client(script: str, *args: str, timeout: float = 120.0, env: Optional[Dict[str, str]] = None) -> str:

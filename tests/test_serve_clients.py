@@ -27,7 +27,7 @@ from mplog import _codec
 from mplog.exceptions import SetupError
 from tests.conftest import NEEDS_ROOT, run_in_child, wait_until
 from tests.servers import RotatedLog
-from tests.serving import ENV, lines_of, rotating_config, running_server
+from tests.serving import ENV, USER_CONFIG, lines_of, rotating_config, running_server
 
 MAX_BYTES = 20_000
 CRON_RUNS = 5
@@ -35,23 +35,6 @@ CRON_RECORDS = 1000
 POOL_TASKS = 6
 TASK_RECORDS = 1000
 
-# The user's own configuration, the same in every program: the server's file,
-# rotated (the server's own handler, configured with 20 KB, is what writes it).
-USER_CONFIG = """
-import logging.config
-
-def configure(log):
-    logging.config.dictConfig({
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"plain": {"format": "%(message)s"}},
-        "handlers": {"app": {
-            "class": "logging.handlers.RotatingFileHandler", "filename": log,
-            "maxBytes": 20000, "backupCount": 100000, "formatter": "plain",
-        }},
-        "root": {"handlers": ["app"], "level": "INFO"},
-    })
-"""
 
 CRON = """
 import logging, sys

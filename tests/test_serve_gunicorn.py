@@ -22,24 +22,15 @@ import pytest
 
 from tests.conftest import WITHOUT_MPLOG_RUN_ONCE
 from tests.servers import Load, kill_a_worker, stop_server, wait_for_line
-from tests.serving import ENV, Server, lines_of, rotating_config, socket_directory
+from tests.serving import ENV, USER_CONFIG, Server, lines_of, rotating_config, socket_directory
 
 REQUESTS = 4000
 WORKERS = 3
 
 APP = """
-import logging, logging.config, os
+import logging, os
 
-logging.config.dictConfig({
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(message)s"}},
-    "handlers": {"app": {
-        "class": "logging.handlers.RotatingFileHandler", "filename": LOG,
-        "maxBytes": 20000, "backupCount": 100000, "formatter": "plain",
-    }},
-    "root": {"handlers": ["app"], "level": "INFO"},
-})
+configure(LOG)
 log = logging.getLogger("app")
 
 
@@ -55,7 +46,7 @@ APP_LINE = re.compile(r"app rid=(\d+) pid=\d+")
 
 def start_gunicorn(tmp_path: Path, log: Path, address: Optional[str]) -> subprocess.Popen:
     """gunicorn with WORKERS sync workers, as a client of ``address`` (or without mplog)."""
-    (tmp_path / "app.py").write_text(f"LOG = {str(log)!r}\n" + textwrap.dedent(APP))
+    (tmp_path / "app.py").write_text(f"LOG = {str(log)!r}\n" + textwrap.dedent(USER_CONFIG) + textwrap.dedent(APP))
     gunicorn = ["-m", "gunicorn", "--workers", str(WORKERS), "--bind", "127.0.0.1:0"]
     gunicorn += ["--error-logfile", str(tmp_path / "error.log"), "app:app"]
     mplog = ["-m", "mplog", "run", "--connect", address, "--"] if address else []

@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import pytest
 
 from tests.conftest import wait_until
-from tests.serving import ENV, FORMAT, Server, lines_of, rotating_config, socket_directory
+from tests.serving import ENV, FORMAT, Server, lines_of, rotating_config, said_sent_again, socket_directory
 
 CLIENTS = 2
 RECORDS = 20_000
@@ -95,9 +95,7 @@ def restarted(tmp_path: Path, kill: bool, env: Optional[Dict[str, str]] = None) 
         assert server.process is not None
         assert all(client.poll() is None for client in clients), "the clients finished before the restart"
         if kill:
-            server.process.kill()
-            server.process.wait()
-            server.process = None
+            server.kill()
         else:
             server.stop()
         time.sleep(0.5)  # clients keep logging while it is away
@@ -106,7 +104,7 @@ def restarted(tmp_path: Path, kill: bool, env: Optional[Dict[str, str]] = None) 
         assert "cannot reach" not in stderr, stderr[-2000:]
     finally:
         server.stop()
-    resent = sum(int(n) for n in re.findall(r"sent (\d+) record\(s\) again", stderr))
+    resent = said_sent_again(stderr)
     return counted(log, tags, RECORDS), resent
 
 
@@ -189,17 +187,14 @@ def test_sigkilled_several_times_exactly_once(tmp_path: Path, handlers: str) -> 
             at = int(CLIENTS * KILL_RECORDS * fraction)
             wait_until(lambda at=at: newlines_in(log) >= at, f"{at} records", poll=0.01)  # type: ignore[misc]
             assert any(client.poll() is None for client in clients), "the clients finished before the kill"
-            assert server.process is not None
-            server.process.kill()
-            server.process.wait()
-            server.process = None
+            server.kill()
             time.sleep(rng.uniform(0.02, 0.2))  # clients keep logging while it is away
             server.start()
         stderr = finish(clients)
         assert "cannot reach" not in stderr, stderr[-2000:]
     finally:
         server.stop()
-    resent = sum(int(n) for n in re.findall(r"sent (\d+) record\(s\) again", stderr))
+    resent = said_sent_again(stderr)
     took_back = server.stderr().count("took back")
     print(f"seed {seed}; sent again unconfirmed (said): {resent}; restarts that took back a tail: {took_back}")
     for path in [log, copy] if handlers == "mplog+stdlib" else [log]:
