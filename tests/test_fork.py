@@ -11,18 +11,20 @@ import os
 import sys
 import threading
 import time
+from typing import Any
 
 import mplog
 from tests import workload
 from tests.conftest import file_handler, join_all, run_in_child
 
-FORKS = 300
+FORKS = 100
 
 
 def test_fork_while_listener_busy(tmp_path, log_path):
-    """300 forks while two workers keep the listener writing large records to a
-    FileHandler and to a StreamHandler on a plain buffered file; each child logs,
-    runs logging.shutdown() (as a normal exit would) and a GC pass, and must exit 0."""
+    """100 forks while two workers keep the listener writing large records to a
+    FileHandler and to a StreamHandler on a plain buffered file (until the last
+    fork is done); each child logs, runs logging.shutdown() (as a normal exit
+    would) and a GC pass, and must exit 0."""
     # A plain buffered file: forking while a listener thread of the stdlib's
     # wrote to one (CPython 3.11-3.13), 100% of the children deadlocked in
     # their first flush of it; through FileHandler or StreamHandler(stderr),
@@ -30,17 +32,31 @@ def test_fork_while_listener_busy(tmp_path, log_path):
     stream = open(tmp_path / "stream.log", "w")
     stream_handler = logging.StreamHandler(stream)
     context = multiprocessing.get_context("fork")
+    stop = context.Event()
+    logged = [context.Value("i", 0) for _ in range(2)]
     with mplog.setup(file_handler(log_path), stream_handler, level="INFO"):
-        busy = [context.Process(target=workload.log_records, args=(100 + w, 3000, (20000, 500))) for w in range(2)]
+        busy = [context.Process(target=_log_until, args=(100 + w, stop, logged[w])) for w in range(2)]
         for process in busy:
             process.start()
         for child in range(FORKS):
             assert run_in_child(_log_shut_down_and_collect, child, timeout=30) == 0, f"fork {child} failed"
+        assert all(process.is_alive() for process in busy), "the listener went idle before the last fork"
+        stop.set()
         join_all(busy)
     stream.close()
+    counts = {100 + w: logged[w].value for w in range(2)}
     tally = workload.tally(log_path)
-    tally.assert_complete({**{1000 + c: 1 for c in range(FORKS)}, 100: 3000, 101: 3000})
-    assert workload.tally(str(tmp_path / "stream.log")).count(100) == 3000
+    tally.assert_complete({**{1000 + c: 1 for c in range(FORKS)}, **counts})
+    assert workload.tally(str(tmp_path / "stream.log")).count(100) == counts[100]
+
+
+def _log_until(worker: int, stop: Any, logged: Any) -> None:
+    """Log large and small records until ``stop`` is set; say how many in ``logged``."""
+    seq = 0
+    while not stop.is_set():
+        workload.log_records(worker, 100, (20000, 500), start=seq)
+        seq += 100
+    logged.value = seq
 
 
 def _log_shut_down_and_collect(child: int) -> None:
