@@ -378,10 +378,13 @@ def test_the_serve_snippets_log_through_a_real_server(tmp_path):
 
 @requires(rsyslog.AVAILABLE, "needs rsyslogd and rsyslog-relp (Debian packages)")
 def test_the_forwarding_snippet_reaches_a_real_rsyslogd(tmp_path):
-    """forwarding.py, as printed, with rsyslogd's RELP input on 127.0.0.1:2514:
-    its 1,000 records reach rsyslog once each."""
-    shutil.copy(SNIPPETS / "forwarding.py", tmp_path / "forwarding.py")
-    receiver = rsyslog.Rsyslog(tmp_path / "rsyslog", "relp", port=2514)
+    """forwarding.py, as printed but for its port (2514 may be taken: a free
+    one instead), with rsyslogd's RELP input there: its 1,000 records reach
+    rsyslog once each."""
+    snippet = (SNIPPETS / "forwarding.py").read_text()
+    assert snippet.count("2514") == 1, "the snippet no longer names port 2514 once"
+    receiver = rsyslog.Rsyslog(tmp_path / "rsyslog", "relp")
+    (tmp_path / "forwarding.py").write_text(snippet.replace("2514", str(receiver.port)))
     receiver.start()
     try:
         environment = {k: v for k, v in os.environ.items() if not k.startswith("MPLOG")}
