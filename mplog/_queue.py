@@ -27,12 +27,14 @@ from . import _codec, _fork, _sigterm
 from ._address import new_private_address
 from ._buffered import BUFFER_BYTES, SpilledError, check_flush_interval, flusher, spill
 from ._marks import here, on_this_stack
-from ._pipewrite import PipeSender, take_all
+from ._pipewrite import ATOMIC_BYTES, PipeSender, take_all
 
 __all__ = ["LocalHandle", "Queue"]
 
 #: How a listener thread takes records from its own process: ``handle(record, route)``.
 LocalHandle = Callable[[logging.LogRecord, int], None]
+# A frame up to this long goes out in one atomic write, with its mark and end.
+_SURELY_ATOMIC = ATOMIC_BYTES - 64
 
 
 class Queue(PipeSender):
@@ -134,6 +136,10 @@ class Queue(PipeSender):
                 record: 2-4% of a logging call). A fork that the at-fork hooks
                 miss is still seen at its first record created in the child;
                 buffered, the pid is also checked when the buffer is sent.
+                Durable, a frame too long for one atomic write is always
+                checked: in a child such a fork made, a record created before
+                it (a ``MemoryHandler``'s, say) may go through its parent's
+                pipe only in one write, which no write of the parent's can tear.
             end: what completes the frame (``TEXT_END`` after a line):
                 durable, it is added with the write's mark in one step.
 
@@ -146,7 +152,7 @@ class Queue(PipeSender):
             SpilledError: (buffered) the listener cannot be reached; ``frame``
                 and the records buffered with it went to stderr.
         """
-        if created_in != self._pipe_pid:
+        if created_in != self._pipe_pid or len(frame) > _SURELY_ATOMIC:
             self._check_fork()
         if self.flush_interval is None:
             with self._lock:
@@ -155,7 +161,10 @@ class Queue(PipeSender):
                     return
                 self._send_locked(frame, end)
             return
-        frame += end
+        self._add(frame + end)
+
+    def _add(self, frame: bytes) -> None:
+        """(Buffered.) Add ``frame`` to the buffer; send the buffer once full."""
         if (self._writing or self._held) and self._sent_nested(frame):
             return
         # No lock to add a frame: ``bytearray +=`` is one step under the GIL,

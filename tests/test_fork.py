@@ -135,6 +135,36 @@ def test_fork_from_c_drops_a_parents_record_handled_in_the_child(log_path):
     workload.tally(log_path).assert_complete({1: 10, 3: 1})
 
 
+def test_fork_from_c_a_parents_long_record_in_the_child_takes_a_pipe_of_its_own(log_path):
+    """Durable: a record the parent created before a C fork and the child handles
+    (as a MemoryHandler both hold would) is sent without a pid check when one
+    atomic write takes it (it cannot tear a frame of the parent's in the
+    parent's pipe); a record too long for that is checked, and goes through a
+    pipe of the child's own. Each lands once."""
+    with mplog.setup(file_handler(log_path), level="INFO", listener="process"):
+        workload.log_records(1, 10)
+        short, long = (_parents_record(3, 10), _parents_record(4, 20_000))
+        assert run_in_child(_handle_short_then_long, short, long, timeout=30, fork=_fork_in_c) == 0
+        workload.log_records(1, 10, start=10)
+    workload.tally(log_path).assert_complete({1: 20, 3: 1, 4: 1})
+
+
+def _parents_record(worker: int, size: int) -> logging.LogRecord:
+    return logging.getLogger(workload.LOGGER).makeRecord(
+        workload.LOGGER, logging.INFO, __file__, 1, "%s", (workload.message(worker, 0, size),), None
+    )
+
+
+def _handle_short_then_long(short: logging.LogRecord, long: logging.LogRecord) -> int:
+    """In a child forked from C: 0 if the short record went through the
+    parent's pipe and the long one through a pipe of the child's own, 3 if not."""
+    queue = logging.getLogger().handlers[0].queue
+    logging.getLogger().handle(short)
+    on_the_parents = queue._pipe_pid != os.getpid()
+    logging.getLogger().handle(long)
+    return 0 if on_the_parents and queue._pipe_pid == os.getpid() else 3
+
+
 def _handle_and_flush(held: logging.LogRecord) -> int:
     """In a child forked from C: handle the parent's record, then flush; 0 if
     the record went into the inherited buffer and the flush dropped it and
