@@ -79,7 +79,9 @@ class Lane:
         # are serialised; only the lane's thread takes), so no update is lost.
         self._put_bytes = 0
         self._done_bytes = 0
-        self._lock = threading.Lock()
+        # Reentrant: a signal handler that logs may interrupt this thread's
+        # put in the middle of it (the gunicorn master's SIGCHLD handler logs).
+        self._lock = threading.RLock()
         self._has_items = threading.Condition(self._lock)
         self._has_room = threading.Condition(self._lock)
         self._idle = False
@@ -132,6 +134,8 @@ class Lane:
             return False
         with self._lock:
             while self._put_bytes - self._done_bytes >= BACKLOG_BYTES:
+                if self._ended.is_set():  # the lane's thread is gone: nothing will make room
+                    return False
                 remaining = self._stall_deadline() - time.monotonic()
                 if remaining <= 0:
                     self._report_stall()
@@ -190,14 +194,20 @@ class Lane:
             self.busy_since = time.monotonic()
             try:
                 function(argument)
-            except Exception:  # a handler bug must not end its lane
+            except BaseException:  # a handler bug, sys.exit() included, must not end its lane
                 _stderr.report_exception(f"error in handler {self.name}")
             self._finished(size)
 
     def _wait_for_items(self) -> None:
         with self._lock:
-            self._idle = True
-            while not self._items:
+            # Idle again before each look: a put whose item this thread has
+            # already handled may wake it, and with ``_idle`` left False no
+            # later put would wake it again (it slept for good, and a full
+            # backlog then made the thread putting wait for ever).
+            while True:
+                self._idle = True
+                if self._items:
+                    break
                 self._has_items.wait()
             self._idle = False
 
