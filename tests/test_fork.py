@@ -17,11 +17,11 @@ import mplog
 from tests import workload
 from tests.conftest import file_handler, join_all, run_in_child
 
-FORKS = 100
+FORKS = 50
 
 
 def test_fork_while_listener_busy(tmp_path, log_path):
-    """100 forks while two workers keep the listener writing large records to a
+    """50 forks while two workers keep the listener writing large records to a
     FileHandler and to a StreamHandler on a plain buffered file (until the last
     fork is done); each child logs, runs logging.shutdown() (as a normal exit
     would) and a GC pass, and must exit 0."""
