@@ -13,7 +13,7 @@ import sys
 import threading
 from typing import Any, Callable, List
 
-from mplog._lanes import Lane
+from mplog._lanes import BACKLOG_BYTES, Lane
 from tests.conftest import wait_until
 
 TraceFunction = Callable[[Any, str, Any], Any]
@@ -115,3 +115,23 @@ def test_a_handler_that_calls_sys_exit_does_not_end_its_lane(capfd):
     wait_until(lambda: handled == ["after"], "the item after the sys.exit() handled", 10)
     assert "error in handler exiting" in capfd.readouterr().err
     lane.stop()
+
+
+def test_a_put_on_a_lane_whose_thread_has_ended_never_waits():
+    """Once the lane's thread has ended (stopped), puts past a full backlog
+    are dropped and counted at once: nothing is left to make room."""
+    lane = Lane("ended", 10.0, lambda message: None)
+    lane.stop()
+    wait_until(lane._ended.is_set, "the lane's thread ended", 10)
+    results: List[bool] = []
+
+    def fill() -> None:
+        chunk = "x" * 65536
+        for _ in range(BACKLOG_BYTES // len(chunk) + 2):
+            results.append(lane.put(str, chunk, len(chunk)))
+
+    thread = threading.Thread(target=fill, daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), "a put waited for room on a lane whose thread has ended"
+    assert results[-1] is False and lane.dropped_total >= 1
