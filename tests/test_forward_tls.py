@@ -195,6 +195,9 @@ def test_relp_over_tls_untrusted_certificate_is_refused_and_reported(tmp_path, r
     assert "cannot forward to 127.0.0.1" in err
     if refused_by == "client":
         assert "CERTIFICATE_VERIFY_FAILED" in err
-    else:  # rsyslogd's alert, as the client read it; rsyslogd says why in its own log
-        assert "TLSV1_ALERT_UNKNOWN_CA" in err and "authentication error" in rsyslogd_said
+    else:
+        # rsyslogd's alert, as the client read it (behind an end of stream, in
+        # 4-5 runs of 10 on Python 3.11); rsyslogd says why in its own log.
+        assert "TLSV1_ALERT_UNKNOWN_CA" in err
+        assert "authentication error" in rsyslogd_said or "certificate verify failed" in rsyslogd_said
     assert re.search(r"stopped with \d+ records not forwarded, which are lost", err)

@@ -57,9 +57,11 @@ class RelpTransport:
         self._acked_batches = 0
         try:
             self._command(b"open", _OFFERS)
-        except ConnectionError as exc:  # refused after the handshake?
+            data = self._response(ACK_SECONDS)
+        except ProtocolError:
+            raise
+        except OSError as exc:  # refused after the handshake?
             raise refusal(sock, exc) from exc
-        data = self._response(ACK_SECONDS)
         if not data.startswith(b"200"):
             raise ProtocolError(f"the RELP receiver refused the session: {data[:200]!r}")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import select
 import socket
 import sys
-from typing import TYPE_CHECKING, List, Optional, Tuple
+from typing import TYPE_CHECKING, List, Optional, Tuple, cast
 
 if TYPE_CHECKING:  # ssl costs milliseconds to import; only TLS needs it
     import ssl
@@ -72,26 +72,36 @@ def closed(sock: socket.socket) -> bool:
 
 
 def refusal(sock: socket.socket, error: OSError) -> OSError:
-    """Why the receiver ended the connection, if it said so (a TLS alert: it
-    does not accept this client's certificate, say), else ``error``.
+    """Why the receiver ended the connection as the session opened: its TLS
+    alert if it sent one (it does not accept this client's certificate, say),
+    else ``error``, said as a session the receiver ended without a reason.
 
     Over TLS 1.3 the client's handshake ends before the receiver has checked
     the client's certificate: the receiver's alert and close may come before
     the client's first send, which then fails with a broken pipe that names
-    no reason, while the alert waits to be read.
+    no reason, while the alert waits to be read. A receiver may also close
+    without an alert the client can read (rsyslogd's imrelp, now and then):
+    the client then sees only the end of the stream.
     """
     ssl = sys.modules.get("ssl")  # loaded if the socket is a TLS one
     if ssl is None or not isinstance(sock, ssl.SSLSocket):
         return error
+    # An alert is an SSLError; a clean close, an end of stream or nothing yet is not a reason.
+    no_reason = (ssl.SSLWantReadError, ssl.SSLZeroReturnError, ssl.SSLEOFError)
+    if isinstance(error, ssl.SSLError) and not isinstance(error, no_reason):
+        return cast(OSError, error)  # the read that failed got the alert itself
     sock.settimeout(0)
     try:
         sock.recv(1)
-    except OSError as exc:  # an alert is an SSLError; a clean close or nothing yet, not a reason
-        if isinstance(exc, ssl.SSLError) and not isinstance(exc, (ssl.SSLWantReadError, ssl.SSLZeroReturnError)):
-            error = exc
+    except OSError as exc:
+        if isinstance(exc, ssl.SSLError) and not isinstance(exc, no_reason):
+            return cast(OSError, exc)  # (ssl is looked up, so typed Any)
     finally:
         sock.settimeout(SEND_SECONDS)
-    return error
+    return ConnectionError(
+        f"the receiver ended the TLS session as it opened, without saying why ({error}): "
+        "a receiver that does not accept this client's certificate may do that; its log says"
+    )
 
 
 class OctetTransport:
