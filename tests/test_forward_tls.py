@@ -10,7 +10,9 @@ import collections
 import logging
 import multiprocessing
 import re
+import socket
 import ssl
+import threading
 
 import pytest
 
@@ -106,6 +108,51 @@ def test_untrusted_receiver_is_refused_reported_and_sent_nothing(certificates, c
     assert "cannot forward to 127.0.0.1" in err and "CERTIFICATE_VERIFY_FAILED" in err
     assert re.search(r"stopped with \d+ records not forwarded, which are lost", err)
     assert MARK.encode() not in wire and b"<14>1 " not in wire  # long enough not to occur by chance
+
+
+@NEEDS_OPENSSL
+@pytest.mark.timeout(120)
+def test_a_relp_receiver_that_closes_as_the_session_opens_is_said_to_give_no_reason(certificates, capfd) -> None:
+    """A TLS receiver that completes the handshake, then closes with neither an
+    alert nor a RELP answer: the report says the session ended as it opened
+    without a reason given, nothing is forwarded, and the records are
+    reported lost at the stop."""
+    (cert, key), _ = certificates
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(str(cert), str(key))
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted = []
+
+    def close_each_session() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:  # the test is over
+                return
+            with conn:
+                try:
+                    server_context.wrap_socket(conn, server_side=True).close()  # no close_notify, no alert
+                    accepted.append(True)
+                except OSError:
+                    pass
+
+    threading.Thread(target=close_each_session, daemon=True).start()
+    context = ssl.create_default_context(cafile=str(cert))
+    handler = mplog.SyslogHandler(listener.getsockname(), "relp", ssl_context=context, drain_timeout=1.0)
+    said = []
+    try:
+        with mplog.setup(handler, level="INFO"):
+            _run_workers(2, 10)
+            wait_until(lambda: said.append(capfd.readouterr().err) or "cannot forward" in "".join(said), "a report", 30)
+        said.append(capfd.readouterr().err)
+    finally:
+        listener.shutdown(socket.SHUT_RDWR)
+        listener.close()
+    err = "".join(said)
+    print(f"\nclosed at open: {len(accepted)} sessions; stderr {err!r}")
+    assert accepted and handler.forwarded == 0
+    assert "ended the TLS session as it opened, without saying why" in err
+    assert re.search(r"stopped with \d+ records not forwarded, which are lost", err)
 
 
 # --- RELP over TLS, to the real rsyslogd (imrelp with tls="on") -------------------
