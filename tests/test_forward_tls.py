@@ -13,6 +13,7 @@ import re
 import socket
 import ssl
 import threading
+from typing import Any, List
 
 import pytest
 
@@ -42,6 +43,17 @@ def _run_workers(workers: int, count: int) -> None:
     for process in processes:
         process.start()
     join_all(processes)
+
+
+def _stderr_until_refused(handler: logging.Handler, capfd: Any, records: int) -> str:
+    """Log ``records`` from each of 2 workers through ``handler`` until the
+    refusal is said on stderr, then stop; return all that was said."""
+    said: List[str] = []
+    with mplog.setup(handler, level="INFO"):
+        _run_workers(2, records)
+        wait_until(lambda: said.append(capfd.readouterr().err) or "cannot forward" in "".join(said), "a report", 30)
+    said.append(capfd.readouterr().err)
+    return "".join(said)
 
 
 @pytest.fixture
@@ -139,16 +151,11 @@ def test_a_relp_receiver_that_closes_as_the_session_opens_is_said_to_give_no_rea
     threading.Thread(target=close_each_session, daemon=True).start()
     context = ssl.create_default_context(cafile=str(cert))
     handler = mplog.SyslogHandler(listener.getsockname(), "relp", ssl_context=context, drain_timeout=1.0)
-    said = []
     try:
-        with mplog.setup(handler, level="INFO"):
-            _run_workers(2, 10)
-            wait_until(lambda: said.append(capfd.readouterr().err) or "cannot forward" in "".join(said), "a report", 30)
-        said.append(capfd.readouterr().err)
+        err = _stderr_until_refused(handler, capfd, 10)
     finally:
         listener.shutdown(socket.SHUT_RDWR)
         listener.close()
-    err = "".join(said)
     print(f"\nclosed at open: {len(accepted)} sessions; stderr {err!r}")
     assert accepted and handler.forwarded == 0
     assert "ended the TLS session as it opened, without saying why" in err
@@ -226,16 +233,11 @@ def test_relp_over_tls_untrusted_certificate_is_refused_and_reported(tmp_path, r
         context = ssl.create_default_context(cafile=str(cert))
         context.load_cert_chain(str(stranger_cert), str(stranger_key))
     handler = mplog.SyslogHandler(("127.0.0.1", rsyslog.port), "relp", ssl_context=context, drain_timeout=1.0)
-    said = []
     try:
-        with mplog.setup(handler, level="INFO"):
-            _run_workers(2, 100)
-            wait_until(lambda: said.append(capfd.readouterr().err) or "cannot forward" in "".join(said), "a report", 30)
-        said.append(capfd.readouterr().err)
+        err = _stderr_until_refused(handler, capfd, 100)
         lines = rsyslog.lines()
     finally:
         rsyslog.stop()
-    err = "".join(said)
     rsyslogd_said = (tmp_path / "rsyslog" / "rsyslogd-1.err").read_text()
     print(f"\nrefused by {refused_by}: stderr {err!r}; rsyslogd: {rsyslogd_said[-400:]!r}")
     assert lines == [] and handler.forwarded == 0
