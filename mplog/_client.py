@@ -12,6 +12,7 @@ from typing import Optional
 from . import _declare, _install
 from ._config import WorkerConfig
 from ._endpoint import resolve_address
+from ._hello import ListenerRefused
 from .exceptions import SetupError
 
 __all__ = ["connect"]
@@ -72,6 +73,8 @@ def _ask_config(address: str) -> WorkerConfig:
 
 
 def _why(exc: BaseException) -> str:
+    if isinstance(exc, ListenerRefused):
+        return str(exc.strerror)
     if isinstance(exc, (ConnectionResetError, BrokenPipeError)) or str(exc).startswith("the listener's answer"):
         return f"it closed the connection ({type(exc).__name__}); is this user admitted there?"
     return f"{type(exc).__name__}: {exc}"

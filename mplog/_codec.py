@@ -4,7 +4,8 @@ A process introduces itself on the listener's socket with a :func:`hello`
 naming the route its records are for (which group of listener handlers), sent
 with its pipe's read end, and writes nothing to the pipe until the listener
 answers :data:`HELLO_TAKEN` (a listener out of file descriptors closes the
-socket instead, and the process tries again with a new pipe). The pipe then
+socket instead, and the process tries again with a new pipe; one that may not
+admit the process's user answers :data:`REFUSED`). The pipe then
 carries two kinds of frame, told apart by their first byte:
 
 * a **text frame**: one line the worker formatted, with its terminator,
@@ -67,6 +68,9 @@ RESUME = struct.Struct("<QQ")
 RESUME_START = 0xFA
 #: The listener's answer on the socket once it holds the pipe a hello passed.
 HELLO_TAKEN = b"\x06"
+#: What the listener sends, then closes the socket, to a process whose user
+#: may not log there (instead of a hello's or a request's answer).
+REFUSED = b"\x15"
 
 #: The record attribute that carries, per listener handler of the record's
 #: route, the traceback rendered by that handler's formatter, or ``None``

@@ -11,7 +11,7 @@ from typing import Callable, List, Optional
 from . import _codec, _pipes
 from ._framing import Buffer, FrameParser
 
-__all__ = ["RECV_SIZE", "Connection", "answer_taken", "hello_pipe", "read_chunk", "rest_of_hello"]
+__all__ = ["RECV_SIZE", "Connection", "answer_taken", "hello_pipe", "read_chunk", "refuse", "rest_of_hello"]
 
 #: The most the listener reads from one pipe at a time.
 RECV_SIZE = 256 * 1024
@@ -117,6 +117,17 @@ def answer_taken(sock: socket.socket) -> None:
         sock.send(_codec.HELLO_TAKEN, socket.MSG_NOSIGNAL)
     except OSError:  # it is gone: its pipe is at its end, and read as such
         pass
+
+
+def refuse(sock: socket.socket) -> None:
+    """Tell a process whose user may not log here so (it gives up at once,
+    instead of offering its pipe again as to a listener out of descriptors),
+    and close its connection."""
+    try:
+        sock.send(_codec.REFUSED, socket.MSG_NOSIGNAL | socket.MSG_DONTWAIT)
+    except OSError:  # it is gone, or its buffer is full of what it sent: it sees the close
+        pass
+    sock.close()
 
 
 def rest_of_hello(sock: socket.socket, start: bytes) -> bytes:

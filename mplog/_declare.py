@@ -11,6 +11,8 @@ import socket
 import struct
 from typing import Any, Dict, List
 
+from ._hello import check_refused
+
 __all__ = ["ANSWER_LIMIT", "REQUEST", "START_BYTE", "TIMEOUT_SECONDS", "ask", "read_request", "request_length"]
 
 #: The request header: a start byte no hello or sync request has, and the
@@ -36,6 +38,7 @@ def ask(address: str, recipe: Dict[str, Any]) -> Dict[str, Any]:
     """Send ``recipe`` to the listener at ``address``; return its answer.
 
     Raises:
+        ListenerRefused: the listener does not admit this process's user.
         OSError: the listener cannot be reached, or did not answer in time.
         ValueError: the recipe is too long, or the answer is not one.
     """
@@ -46,10 +49,14 @@ def ask(address: str, recipe: Dict[str, Any]) -> Dict[str, Any]:
     try:
         sock.settimeout(TIMEOUT_SECONDS)
         sock.connect(address)
-        sock.sendall(REQUEST.pack(_START, len(body)) + body)
+        try:
+            sock.sendall(REQUEST.pack(_START, len(body)) + body)
+        except (BrokenPipeError, ConnectionResetError):  # closed at once: a refusal may be waiting
+            pass
         answer = _read_to_end(sock)
     finally:
         sock.close()
+    check_refused(answer)
     try:
         parsed = json.loads(answer.decode("utf-8"))
     except ValueError:
@@ -63,7 +70,12 @@ def _read_to_end(sock: "_socket.socket") -> bytes:
     chunks: List[bytes] = []
     size = 0
     while size <= ANSWER_LIMIT:
-        chunk = sock.recv(ANSWER_LIMIT)
+        try:
+            chunk = sock.recv(ANSWER_LIMIT)
+        except ConnectionResetError:
+            if not chunks:
+                raise
+            chunk = b""  # it answered, then closed without reading all we sent (a refusal)
         if not chunk:
             return b"".join(chunks)
         chunks.append(chunk)

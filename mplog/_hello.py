@@ -1,7 +1,8 @@
 """How a process introduces itself to the listener: it connects to the
 socket, sends a hello naming its route with the read end of a new pipe, and
 writes nothing until the listener answers that it holds the pipe; a pipe the
-listener turns away (out of file descriptors) is offered again, a little later."""
+listener turns away (out of file descriptors) is offered again, a little later.
+A listener that does not admit the process's user says so, and that is final."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from typing import Optional, Tuple
 
 from . import _codec
 
-__all__ = ["F_SETPIPE_SZ", "PIPE_BYTES", "REFUSED_SECONDS", "connect"]
+__all__ = ["F_SETPIPE_SZ", "PIPE_BYTES", "REFUSED_SECONDS", "ListenerRefused", "check_refused", "connect"]
 
 #: A worker's pipe holds this much, so bursts do not wait for the listener.
 #: It counts against the user's pipe quota (the kernel's default is 64 KiB).
@@ -31,6 +32,23 @@ RETRY_FIRST_SECONDS = 0.001
 RETRY_MAX_SECONDS = 0.05
 
 
+class ListenerRefused(PermissionError):
+    """The listener does not admit this process's user (see ``setup(worker_user=...)``)."""
+
+
+def check_refused(answer: bytes) -> None:
+    """Raise :class:`ListenerRefused` if ``answer`` is the listener's refusal.
+
+    Raises:
+        ListenerRefused: it is.
+    """
+    if answer == _codec.REFUSED:
+        raise ListenerRefused(
+            errno.EACCES,
+            f"the log listener refused this process: its user (uid {os.geteuid()}) may not log there",
+        )
+
+
 def connect(address: str, route: int, stream: Optional[Tuple[int, int]] = None) -> int:
     """Introduce this process to the listener at ``address`` for frames of
     ``route``; return the write end of the pipe it now holds. ``stream``: a
@@ -41,6 +59,7 @@ def connect(address: str, route: int, stream: Optional[Tuple[int, int]] = None) 
     ``RETRY_MAX_SECONDS``), for at most ``REFUSED_SECONDS``.
 
     Raises:
+        ListenerRefused: the listener does not admit this process's user.
         OSError: the listener cannot be reached, or kept turning the pipe away.
     """
     delay = RETRY_FIRST_SECONDS
@@ -68,6 +87,7 @@ def _introduce(address: str, hello: bytes) -> int:
     it: a pipe it could not take would lose whatever was in it.
 
     Raises:
+        ListenerRefused: the listener does not admit this process's user.
         OSError: the listener cannot be reached.
     """
     # The C socket type, whatever gevent or eventlet patched: connecting is
@@ -83,7 +103,8 @@ def _introduce(address: str, hello: bytes) -> int:
         sock = _socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.connect(address)
-            taken = _hello_taken(sock, read_end, hello)
+            answer = _answer_to_hello(sock, read_end, hello)
+            check_refused(answer)
         finally:
             sock.close()
     except BaseException:  # a signal handler's exception too: no descriptor may leak
@@ -91,22 +112,26 @@ def _introduce(address: str, hello: bytes) -> int:
         raise
     finally:
         os.close(read_end)
-    if not taken:
+    if answer != _codec.HELLO_TAKEN:
         os.close(write_end)
         return -1
     return write_end
 
 
-def _hello_taken(sock: "_socket.socket", read_end: int, hello: bytes) -> bool:
-    """Send ``hello`` with ``read_end`` on a connected socket;
-    return whether the listener took them (False: it closed the socket instead).
+def _answer_to_hello(sock: "_socket.socket", read_end: int, hello: bytes) -> bytes:
+    """Send ``hello`` with ``read_end`` on a connected socket; return the
+    listener's answer: :data:`~mplog._codec.HELLO_TAKEN`,
+    :data:`~mplog._codec.REFUSED`, or nothing (it closed the socket).
 
     Waiting for the answer is back-pressure like a full pipe's: a listener busy
     in a slow handler answers when it gets to it.
     """
+    fds = array.array("i", [read_end])
     try:
-        fds = array.array("i", [read_end])
         sock.sendmsg([hello], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
-        return sock.recv(1) == _codec.HELLO_TAKEN
-    except (BrokenPipeError, ConnectionResetError):  # closed before it read the hello
-        return False
+    except (BrokenPipeError, ConnectionResetError):  # closed before it read the hello: a refusal may be waiting
+        pass
+    try:
+        return sock.recv(1)
+    except ConnectionResetError:
+        return b""

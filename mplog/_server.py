@@ -18,7 +18,7 @@ from typing import Callable, Dict, List, Optional, Set, Tuple
 from . import _codec, _declare, _descriptors, _handled, _pipes, _stderr
 from ._access import Access, Peer, peer_of
 from ._address import remove_address
-from ._connection import RECV_SIZE, Connection, answer_taken, hello_pipe, read_chunk, rest_of_hello
+from ._connection import RECV_SIZE, Connection, answer_taken, hello_pipe, read_chunk, refuse, rest_of_hello
 from ._delivering import Delivering
 from ._draining import DRAIN_SECONDS, PENDING_LIMIT, Draining
 from ._framing import FrameError
@@ -291,8 +291,8 @@ class Server(Draining, Delivering):
             self._selector.register(sock, selectors.EVENT_READ, conn)
 
     def _refuse_peer(self, sock: socket.socket, peer: Peer) -> None:
-        """Close the connection of a process that may not log here, and say so."""
-        sock.close()
+        """Tell a process that may not log here so, close its connection, and say so."""
+        refuse(sock)
         self.refused += 1
         who = f"pid {peer.pid} of uid {peer.uid} (gid {peer.gid})"
         self._report(f"refused a connection from {who}: only {self._access.describe()} may log here")

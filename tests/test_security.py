@@ -14,6 +14,7 @@ import pytest
 
 import mplog
 from mplog import _codec
+from mplog._hello import ListenerRefused
 from tests import workload
 from tests.conftest import NEEDS_ROOT, Collect, file_handler, fork_running, run_in_child, wait_pid
 
@@ -91,7 +92,8 @@ def _start_as_root_stop_as_nobody() -> int:
 
 def _as_nobody_send(address: str, frame: bytes) -> int:
     """Fork, become uid nobody, then connect and send as a worker does; return
-    the child's exit code: 0 sent, 13 permission denied, 1 anything else."""
+    the child's exit code: 0 sent, 13 permission denied (the socket's), 14
+    refused (by the listener), 1 anything else."""
     return run_in_child(_send_as_nobody, address, frame)
 
 
@@ -100,6 +102,8 @@ def _send_as_nobody(address: str, frame: bytes) -> int:
     os.setuid(NOBODY)
     try:
         mplog.Queue(address)._send(frame)
+    except ListenerRefused:
+        return 14
     except PermissionError:
         return 13
     return 0
@@ -127,7 +131,7 @@ def test_other_user_is_refused_even_if_the_path_is_opened_up():
     with mplog.setup(collect) as session:
         os.chmod(os.path.dirname(session.queue.address), 0o777)
         os.chmod(session.queue.address, 0o777)
-        assert _as_nobody_send(session.queue.address, _frame("sneaky")) in (0, 1)
+        assert _as_nobody_send(session.queue.address, _frame("sneaky")) == 14
         logging.getLogger("after").warning("still fine")
     messages = [r.getMessage() for r in collect.records]
     assert not [r for r in collect.records if r.name == "intruder"]
@@ -182,7 +186,7 @@ def test_workers_that_switch_to_worker_user_still_log(log_path, capfd, second_us
         assert [wait_pid(pid) for pid in pids] == [0] * WORKERS
         assert _as_nobody_send(address, _frame("sneaky")) == 13
         os.chmod(address, 0o777)  # a mistake: now only the credential check stands in the way
-        assert _as_nobody_send(address, _frame("sneaky")) in (0, 1)
+        assert _as_nobody_send(address, _frame("sneaky")) == 14
     tally = workload.tally(log_path)
     tally.assert_complete({w: RECORDS for w in range(WORKERS)})
     assert "sneaky" not in open(log_path).read()

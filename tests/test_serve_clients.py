@@ -240,7 +240,8 @@ ADMITTED = 500
 
 
 def _client_as(address: str, uid: int, gid: int, tag: str) -> int:
-    """In a forked child: become ``uid``/``gid``, connect and log; 3 if refused."""
+    """In a forked child: become ``uid``/``gid``, connect and log; 3 if it
+    cannot reach the socket, 4 if the server refused its user."""
     os.setgroups([])
     os.setgid(gid)
     os.setuid(uid)
@@ -248,7 +249,7 @@ def _client_as(address: str, uid: int, gid: int, tag: str) -> int:
         mplog.connect(address)
     except SetupError as exc:
         print(exc, file=sys.stderr)
-        return 3
+        return 4 if "refused this process: its user" in str(exc) else 3
     for seq in range(ADMITTED):
         logging.getLogger("other-user").info("%s %d", tag, seq)
     return 0
@@ -261,7 +262,8 @@ def test_another_user_admitted_and_one_refused(tmp_path, second_user, option):
     record; one of uid nobody in its own group cannot even connect (the
     socket is 0660, G's). ``--allow-uid U``: a process of U logs every record;
     one of uid nobody reaches the socket (0666) and is refused by
-    ``SO_PEERCRED``, said on the server's stderr. A refused connect() raises SetupError."""
+    ``SO_PEERCRED``, said on the server's stderr. A refused connect() raises
+    SetupError at once, saying so."""
     nobody = pwd.getpwnam("nobody")
     log = tmp_path / "app.log"
     with running_server(rotating_config(log, MAX_BYTES), tmp_path, option, second_user.pw_name) as server:
@@ -273,7 +275,8 @@ def test_another_user_admitted_and_one_refused(tmp_path, second_user, option):
             assert status.st_mode & 0o777 == 0o666
             admitted = (second_user.pw_uid, second_user.pw_gid)
         assert run_in_child(_client_as, server.address, *admitted, "admitted") == 0
-        assert run_in_child(_client_as, server.address, nobody.pw_uid, nobody.pw_gid, "refused") == 3
+        refused = 3 if option == "--allow-group" else 4
+        assert run_in_child(_client_as, server.address, nobody.pw_uid, nobody.pw_gid, "refused", timeout=5) == refused
         if option == "--allow-uid":
             wait_until(lambda: f"of uid {nobody.pw_uid} (gid {nobody.pw_gid})" in server.stderr(), "the refusal said")
         wait_until(lambda: len(lines_of(log)) >= ADMITTED, "the admitted records")
