@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 from . import _codec, _pipes
 from ._framing import Buffer, FrameParser
@@ -20,7 +20,7 @@ RECV_SIZE = 256 * 1024
 class Connection:
     """One worker process's channel: its socket until it has sent its pipe, then the pipe."""
 
-    __slots__ = ("sock", "pipe", "pid", "route", "parser", "key", "marked", "stream", "read", "skip")
+    __slots__ = ("sock", "pipe", "pid", "route", "parser", "key", "marked", "stream", "read", "skip", "taken", "held")
 
     def __init__(
         self,
@@ -44,6 +44,11 @@ class Connection:
         self.stream = 0
         self.read = 0
         self.skip = 0
+        #: For a server that counts what it holds back (see _order.Merge):
+        #: the time and size in the stream of each piece taken and not yet
+        #: known to be handed on, and the bytes held back after the last hand-on.
+        self.taken: List[Tuple[bytes, int]] = []
+        self.held = 0
 
     def skip_committed(self, committed: Optional[Callable[[int], int]]) -> None:
         """Skip what a resuming client sends again that ``committed`` (offset
@@ -60,7 +65,7 @@ class Connection:
     def position(self) -> int:
         """The offset in the client's stream just past the last whole frame
         handed on (or to be skipped)."""
-        return self.read + self.skip - len(self.parser.pending)
+        return self.read + self.skip - len(self.parser.pending) - self.held
 
     def channel(self) -> "socket.socket | int":
         """What the selector watches for this connection."""

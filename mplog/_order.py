@@ -24,7 +24,7 @@ import bisect
 import itertools
 import operator
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set, Tuple
 
 from . import _codec
 from ._framing import LONG_FRAME, FrameError
@@ -72,14 +72,18 @@ class Merge:
 
     ``deliver_text(route, frames)`` gets lines of a route (marks taken out),
     ``deliver_record(payload, conn)`` a record frame; both in order.
+    ``counting``: keep each connection's ``held``, the bytes of its stream
+    held back after each hand-on (a server that journals how far each stream
+    is written must not count them; see ``Connection.position``).
     """
 
-    __slots__ = ("_texts", "_items", "_arrival", "_deliver_text", "_deliver_record")
+    __slots__ = ("_texts", "_items", "_arrival", "_deliver_text", "_deliver_record", "_counted")
 
     def __init__(
         self,
         deliver_text: Callable[[int, _codec.Frames], None],
         deliver_record: Callable[["bytes | bytearray", "Connection"], None],
+        counting: bool = False,
     ) -> None:
         # Per route, its pieces of text, each led by its prefix, while it has
         # no record frame or long line waiting: these sort and join in C.
@@ -89,6 +93,8 @@ class Merge:
         self._arrival = itertools.count()
         self._deliver_text = deliver_text
         self._deliver_record = deliver_record
+        # The connections whose pieces are counted (None: not counting).
+        self._counted: Optional[Set["Connection"]] = set() if counting else None
 
     @property
     def holding(self) -> bool:
@@ -106,7 +112,9 @@ class Merge:
             self._take_view(run, conn)
             return
         if len(run) >= LONG_FRAME and run.find(_MARK_BYTE) < 0:  # the rest of a long write: kept uncopied
-            self._items_of(conn.route).append((_KEY % _next_time(conn), next(self._arrival), run, None))
+            key = _KEY % _next_time(conn)
+            self._items_of(conn.route).append((key, next(self._arrival), run, None))
+            self._count(conn, key, len(run))
             return
         pieces = bytes(run).split(_MARK_BYTE)
         marked = len(pieces) > 1
@@ -117,6 +125,8 @@ class Merge:
             del pieces[0]
         if marked:  # the last mark is the time of what follows
             _set_mark(conn, pieces[-1])
+        if self._counted is not None:
+            self._count_pieces(conn, pieces, len(first))
         items = self._items.get(conn.route)
         if items is None:
             self._texts.setdefault(conn.route, []).extend(pieces)
@@ -128,13 +138,36 @@ class Merge:
         """Keep a long line, uncopied, or take the mark before one."""
         if _codec.is_mark(view, 0):
             _set_mark(conn, view[1:].tobytes())
+            self._count(conn, _KEY % (conn.key + 1), len(view))  # with the long line that follows it
             return
-        self._items_of(conn.route).append((_KEY % _next_time(conn), next(self._arrival), view, None))
+        key = _KEY % _next_time(conn)
+        self._items_of(conn.route).append((key, next(self._arrival), view, None))
+        self._count(conn, key, len(view))
 
     def take_record(self, payload: "bytes | bytearray", conn: "Connection") -> None:
         """Keep a record frame that ``conn`` sent (it follows ``conn``'s last mark)."""
         key = _KEY % _next_time(conn)  # after what came before it in its write
         self._items_of(conn.route).append((key, next(self._arrival), payload, conn))
+        if self._counted is not None:
+            self._count(conn, key, _codec.HEADER.size + len(payload))
+
+    def _count(self, conn: "Connection", key: bytes, size: int) -> None:
+        """Note, if counting, that ``conn`` sent ``size`` bytes of the stream at time ``key``."""
+        counted = self._counted
+        if counted is not None:
+            conn.taken.append((key, size))
+            counted.add(conn)
+
+    def _count_pieces(self, conn: "Connection", pieces: List[bytes], continued: int) -> None:
+        """Note the pieces split from a run ``conn`` sent: each was a mark's
+        byte and the piece; the first, if ``continued``, those bytes alone
+        (more of a write marked in an earlier run)."""
+        assert self._counted is not None
+        taken = conn.taken
+        taken.extend((piece[:_KEY_SIZE], len(piece) + 1) for piece in pieces)
+        if continued:
+            taken[-len(pieces)] = (pieces[0][:_KEY_SIZE], continued)
+        self._counted.add(conn)
 
     def _items_of(self, route: int) -> List[_Item]:
         """The items of ``route``, its pieces of text among them from now on."""
@@ -151,6 +184,8 @@ class Merge:
         keep the rest. ``None``: hand on everything."""
         before = None if until is None else b"%016x" % until
         future = None if until is None else b"%016x" % (began + _FUTURE_NS)
+        # Per route that holds something back, the time of the first piece held.
+        first_held: Dict[int, bytes] = {}
         for route in list(self._texts):
             pieces = self._texts[route]
             pieces.sort()
@@ -158,13 +193,42 @@ class Merge:
             lines = b"".join(map(_BODY, pieces[:cut]))
             if lines:
                 self._deliver_text(route, lines)
-            _keep(self._texts, route, pieces, cut)
+            if _keep(self._texts, route, pieces, cut):
+                first_held[route] = pieces[cut][:_KEY_SIZE]
+        self._hand_on_routes_items(
+            None if before is None else (before,), None if future is None else (future,), first_held
+        )
+        if self._counted:
+            self._count_held(first_held)
+
+    def _hand_on_routes_items(
+        self, before: Optional[Tuple[bytes]], future: Optional[Tuple[bytes]], first_held: Dict[int, bytes]
+    ) -> None:
+        """Hand on, in order, the items of each route that has them, those
+        that sort ``before`` (all if None); note in ``first_held`` the time of
+        the first item a route holds back."""
         for route in list(self._items):
             items = self._items[route]
             items.sort(key=_ORDER)
-            cut = _cut(items, None if before is None else (before,), None if future is None else (future,))
+            cut = _cut(items, before, future)
             self._hand_on_items(route, items[:cut])
-            _keep(self._items, route, items, cut)
+            if _keep(self._items, route, items, cut):
+                first_held[route] = items[cut][0]
+
+    def _count_held(self, first_held: Dict[int, bytes]) -> None:
+        """Set each counted connection's ``held``: the bytes of its pieces
+        from the first of its route's held back on (pieces of one connection
+        come in the order of their times, so those held are its last)."""
+        assert self._counted is not None
+        for conn in self._counted:
+            taken = conn.taken
+            first = first_held.get(conn.route)
+            start = len(taken)
+            while first is not None and start and taken[start - 1][0] >= first:
+                start -= 1
+            del taken[:start]
+            conn.held = sum(size for _, size in taken)
+        self._counted = {conn for conn in self._counted if conn.taken}
 
     def _hand_on_items(self, route: int, items: List[_Item]) -> None:
         """Hand on a route's items: short lines joined, long ones (uncopied)
@@ -216,9 +280,11 @@ def _cut(ordered: List[Any], before: Any, future: Any) -> int:
     return cut if len(ordered) - cut <= HOLD_PIECES else len(ordered)
 
 
-def _keep(held: Dict[int, List[Any]], route: int, ordered: List[Any], cut: int) -> None:
-    """Keep what was not handed on of ``route`` for the next wake-up."""
+def _keep(held: Dict[int, List[Any]], route: int, ordered: List[Any], cut: int) -> bool:
+    """Keep what was not handed on of ``route`` for the next wake-up; return whether there is any."""
     if cut == len(ordered):
         del held[route]
-    elif cut:
+        return False
+    if cut:
         held[route] = ordered[cut:]
+    return True

@@ -120,7 +120,9 @@ class Server(Draining, Delivering):
         os.set_blocking(self._wake_w, False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, _WAKE)
         # What a wake-up read, handed on in the order it was logged (see _order).
-        self._merge = Merge(self._deliver_text, self._deliver)
+        # A server that journals how far each stream is written counts what
+        # it holds back, which is not written yet.
+        self._merge = Merge(self._deliver_text, self._deliver, counting=committed is not None)
 
     def serve(self, control_fd: int, busy: threading.RLock, reopen: Callable[[], None]) -> None:
         """Handle frames until ``control_fd`` says stop (or is at EOF), then drain.
@@ -220,9 +222,7 @@ class Server(Draining, Delivering):
         # have dropped may have been completed by a read parsed after it.
         if self._pending > PENDING_LIMIT:
             self._shed_pending()
-        # A server that keeps a journal notes what it handed on by each
-        # stream's offset: it keeps nothing back (order within a wake-up).
-        self._merge.hand_on(until if self._committed is None else None, began)
+        self._merge.hand_on(until, began)
         return until == began
 
     def _read_out(self, conn: Connection, reads: int) -> bool:
