@@ -5,8 +5,10 @@ malformed or large, takes the listener's memory or its life."""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import marshal
+import multiprocessing
 import os
 import re
 import resource
@@ -331,8 +333,52 @@ def test_memory_for_incomplete_frames_is_capped(tmp_path):
     closes a pipe), closing the pipes holding the most (each writer gets EPIPE:
     a worker's handler then writes the record to its stderr), and says so;
     meanwhile it logs another worker's records, and the lines it kept reach the
-    file whole once they end."""
-    log_path, states, release = str(tmp_path / "app.log"), str(tmp_path / "states"), str(tmp_path / "release")
+    file whole once they end. The session runs in a freshly spawned
+    interpreter, so that the listener it forks starts the same every time."""
+    directory = str(tmp_path)
+    child = multiprocessing.get_context("spawn").Process(target=_hold_incomplete_frames, args=(directory,))
+    child.start()
+    child.join(240)
+    if child.exitcode is None:
+        child.kill()
+        child.join()
+    assert child.exitcode == 0, f"the session's process failed ({child.exitcode})"
+    with open(os.path.join(directory, "measured.json")) as measured:
+        growth, codes = json.load(measured)
+    print(f"the listener grew by {growth / MiB:.1f} MiB")
+    assert codes == [0] * STALLED_WRITERS
+    # Over the limit, the listener reads the pipe it closes to its end (to miss
+    # no write that returned): up to one more record. It sheds once a wake-up's
+    # reads are parsed (one read per pipe), and a handler's lane holds its
+    # backlog. And its own memory (two threads, the allocator's slack): 64 MiB.
+    # Forked from pytest late in the full suite (which had freed large blocks,
+    # so glibc served big bytearrays from its heap, where growing one may copy
+    # it), 229 and 235.7 MiB were seen; forked from a fresh interpreter, as
+    # now, 129-162 MiB. Uncapped, the five lines alone would be 300 MiB.
+    limit = (
+        _server.PENDING_LIMIT
+        + _codec.MAX_PAYLOAD
+        + STALLED_WRITERS * _server.RECV_SIZE
+        + _lanes.BACKLOG_BYTES
+        + 64 * 1024 * 1024
+    )
+    assert growth <= limit, f"the listener's memory grew by {growth >> 20} MiB (bound {limit >> 20} MiB)"
+    states = os.path.join(directory, "states")
+    final = {w: _said(states, w) for w in range(STALLED_WRITERS)}
+    kept = [w for w, state in final.items() if state == "held at the end"]
+    refused = [w for w, state in final.items() if state.startswith("refused")]
+    assert len(kept) + len(refused) == STALLED_WRITERS and kept and refused, final
+    tally = workload.tally(os.path.join(directory, "app.log"))
+    tally.assert_complete({100: 1, 101: 200, **{w: 1 for w in kept}})
+    notices = [line for line in tally.other if "over its limit of" in line]
+    assert len(notices) == len(refused), notices
+
+
+def _hold_incomplete_frames(directory: str) -> None:
+    """The test's session, in a spawned process: measure the listener's
+    growth while the stalled writers hold their lines, release them, and
+    write the growth and the writers' exit codes to ``measured.json``."""
+    log_path, states, release = (os.path.join(directory, name) for name in ("app.log", "states", "release"))
     os.mkdir(states)
     with mplog.setup(file_handler(log_path), level="INFO", listener="process") as session:
         listener = session.listener._process_pid
@@ -349,32 +395,8 @@ def test_memory_for_incomplete_frames_is_capped(tmp_path):
             assert run_in_child(workload.log_records, 101, 200) == 0  # the listener still logs
             open(release, "w").close()
             codes = [wait_pid(pid, 120) for pid in writers]
-    assert codes == [0] * STALLED_WRITERS
-    # Over the limit, the listener reads the pipe it closes to its end (to miss
-    # no write that returned): up to one more record. It sheds once a wake-up's
-    # reads are parsed (one read per pipe), and a handler's lane holds its
-    # backlog. And its own memory (two threads, the allocator's slack): 64 MiB.
-    # The slack varies with the process the listener was forked from: run
-    # alone, the growth was 162-164 MiB; late in the full suite (pytest has
-    # freed large blocks, so glibc serves big bytearrays from its heap, where
-    # growing one may copy it) 229 and 235.7 MiB were seen. Uncapped, the five
-    # lines alone would be 300 MiB.
-    limit = (
-        _server.PENDING_LIMIT
-        + _codec.MAX_PAYLOAD
-        + STALLED_WRITERS * _server.RECV_SIZE
-        + _lanes.BACKLOG_BYTES
-        + 64 * 1024 * 1024
-    )
-    assert growth <= limit, f"the listener's memory grew by {growth >> 20} MiB (bound {limit >> 20} MiB)"
-    final = {w: _said(states, w) for w in range(STALLED_WRITERS)}
-    kept = [w for w, state in final.items() if state == "held at the end"]
-    refused = [w for w, state in final.items() if state.startswith("refused")]
-    assert len(kept) + len(refused) == STALLED_WRITERS and kept and refused, final
-    tally = workload.tally(log_path)
-    tally.assert_complete({100: 1, 101: 200, **{w: 1 for w in kept}})
-    notices = [line for line in tally.other if "over its limit of" in line]
-    assert len(notices) == len(refused), notices
+    with open(os.path.join(directory, "measured.json"), "w") as measured:
+        json.dump([growth, codes], measured)
 
 
 MiB = 1024 * 1024
