@@ -46,7 +46,7 @@ def test_parent_logging_calls_return_while_a_handler_blocks(log_path):
     the parent's 2,000 logging calls returns, and the file handler beside the
     stuck one gets every record."""
     stuck = Stuck()
-    session = mplog.setup(stuck, file_handler(log_path), level="INFO", stall_timeout=0.5)
+    session = mplog.setup(stuck, file_handler(log_path), level="INFO", stall_timeout=0.5, drain_timeout=2.0)
     try:
         workload.log_records(0, 1)
         assert stuck.entered.wait(10)
