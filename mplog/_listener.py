@@ -317,9 +317,14 @@ class QueueListener(ForkParticipation, logging.handlers.QueueListener):
 
     def on_sync(self, sock: socket.socket) -> None:
         """Answer ``sock`` once everything handed on so far is handled."""
+        self.pass_marker(lambda: _handled.answer_handled(sock))
+
+    def pass_marker(self, on_passed: Callable[[], None]) -> None:
+        """Run ``on_passed`` once everything handed on so far is handled
+        (call in the serving thread, or holding ``busy``)."""
         assert self._dispatcher is not None
         self.on_batch_end()
-        self._dispatcher.pass_marker(lambda: _handled.answer_handled(sock))
+        self._dispatcher.pass_marker(on_passed)
 
     def on_declare(self, sock: socket.socket, header: bytes) -> None:
         """A process asks to have a file handler taken over."""

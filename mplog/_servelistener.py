@@ -12,14 +12,14 @@ import logging
 import os
 import socket
 import threading
-from typing import Any, Callable, ContextManager, Dict, Optional, Sequence, TypeVar
+from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence, TypeVar
 
-from . import _declare, _stderr
+from . import _declare, _handled, _stderr
 from ._access import Access, peer_of
 from ._adoption import Adoption
 from ._config import WorkerConfig, explicit_logger_levels
 from ._journal import Journal, journal_path
-from ._lanes import STALL_SECONDS, join_lanes
+from ._lanes import STALL_SECONDS, Marker, join_lanes
 from ._listener import DRAIN_TIMEOUT, QueueListener
 from ._queue import Queue
 from ._reaping import close_handlers
@@ -134,6 +134,9 @@ class ServeListener(QueueListener):
         # Makes the files exactly once across a SIGKILL (None: no path for it).
         self._journal = Journal(journal) if journal is not None else None
         self._mark_now = False  # a client waits for a confirmation: mark at once
+        # While a reload waits for the old handlers to finish: the markers of
+        # the confirmations asked meanwhile, which wait for that too.
+        self._reloading: Optional[List[Marker]] = None
 
     def reload(self, path: str) -> str:
         """Replace the handlers by those of the configuration at ``path``
@@ -162,12 +165,24 @@ class ServeListener(QueueListener):
                 replaced = self._files.replace(new.handlers, lambda: dispatcher.replace_handlers(successors))
                 self.all_handlers = new.handlers
                 self.config = new
-            for lane in replaced.values():
-                lane.stop()
-            finished, _ = join_lanes(replaced, self.drain_timeout)
+                self._reloading = []
+            try:
+                for lane in replaced.values():
+                    lane.stop()
+                finished, _ = join_lanes(replaced, self.drain_timeout)
+            finally:
+                self._reloaded()
         close_handlers(finished)
         self.reloads += 1
         return f"reloaded {path}: {len(new.handlers)} handler(s)"
+
+    def _reloaded(self) -> None:
+        """The old handlers have finished, or are given up: confirmations
+        asked meanwhile need wait for them no more."""
+        with self._busy:
+            waiting, self._reloading = self._reloading or [], None
+        for marker in waiting:
+            marker.passed()
 
     def status(self) -> Dict[str, Any]:
         """What ``mplog status`` shows: the processes connected, each
@@ -241,9 +256,17 @@ class ServeListener(QueueListener):
             self._journal.mark(dispatcher.lanes, server.positions(), now)
 
     def on_sync(self, sock: socket.socket) -> None:
-        """Answer once everything is handled, and committed (see :mod:`mplog._journal`)."""
+        """Answer once everything is handled, and committed (see
+        :mod:`mplog._journal`); during a reload, once the old handlers have
+        also finished what they were given (or are given up, after
+        ``drain_timeout``)."""
         self._mark_now = True
-        super().on_sync(sock)
+        if self._reloading is None:
+            super().on_sync(sock)
+            return
+        both = Marker(2, lambda: _handled.answer_handled(sock))
+        self._reloading.append(both)
+        self.pass_marker(both.passed)
 
     def _journal_paused(self) -> ContextManager[None]:
         return self._journal.paused() if self._journal is not None else contextlib.nullcontext()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -41,6 +42,14 @@ def configure(log):
         "root": {"handlers": ["app"], "level": "INFO"},
     })
 """
+
+
+class SlowFileHandler(logging.FileHandler):
+    """A FileHandler that takes a second over each record (a slow disk)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        time.sleep(1.0)
+        super().emit(record)
 
 
 def rotating_config(log: Path, max_bytes: int = 20_000) -> Dict[str, Any]:

@@ -164,3 +164,47 @@ def test_sighup_reload_renames_files_mid_load_and_loses_nothing(tmp_path):
         assert len(before["step"]) == 1000  # logged before the reload: all in the old file
         assert "late" not in before  # connected after it
     assert "Traceback" not in stderr and "discarded" not in stderr
+
+
+# A client that logs one record, has the server reload (SIGHUP) while its
+# slow handler is writing it, then asks for a confirmation during the reload;
+# prints what mplog.complete() said and whether the record was in the file.
+CONFIRMING_CLIENT = """
+import logging, os, signal, sys, time
+import mplog
+
+mplog.connect()
+logging.getLogger("app").info("before the reload")
+time.sleep(0.3)  # the server has handed it to the slow handler
+os.kill(int(sys.argv[1]), signal.SIGHUP)
+time.sleep(0.3)  # the reload has replaced the handler, and waits for the old one
+print(mplog.complete(10), "before the reload" in open(sys.argv[2]).read())
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_confirmation_asked_during_a_reload_waits_for_the_old_handlers(tmp_path):
+    """A record the old handler (one second a record) is still writing when
+    the configuration is reloaded: mplog.complete(), asked during the reload,
+    returns True only once the record is in the old handler's file."""
+    config = _config(tmp_path, "")
+    config["handlers"]["app"] = {
+        "class": "tests.serving.SlowFileHandler",
+        "filename": str(tmp_path / "app.log"),
+        "formatter": "plain",
+    }
+    address = str(tmp_path / "s" / "serve.sock")
+    with running_server(config, tmp_path, address=address) as server:
+        server.config_path.write_text(json.dumps(_config(tmp_path, "-new")))
+        assert server.process is not None
+        pid, log = str(server.process.pid), str(tmp_path / "app.log")
+        client = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(CONFIRMING_CLIENT), pid, log],
+            env=dict(ENV, MPLOG_ADDRESS=address),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert client.returncode == 0, client.stderr[-2000:]
+        wait_until(lambda: "mplog serve: reloaded" in server.stderr(), "the reload")
+    assert client.stdout.split() == ["True", "True"], (client.stdout, client.stderr[-2000:])
