@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional
 
 from . import _codec, _pipes
 from ._framing import Buffer, FrameParser
@@ -20,7 +20,7 @@ RECV_SIZE = 256 * 1024
 class Connection:
     """One worker process's channel: its socket until it has sent its pipe, then the pipe."""
 
-    __slots__ = ("sock", "pipe", "pid", "route", "parser", "key", "marked", "stream", "read", "skip", "taken", "held")
+    __slots__ = ("sock", "pipe", "pid", "route", "parser", "key", "marked", "stream", "read", "skip", "held")
 
     def __init__(
         self,
@@ -45,9 +45,7 @@ class Connection:
         self.read = 0
         self.skip = 0
         #: For a server that counts what it holds back (see _order.Merge):
-        #: the time and size in the stream of each piece taken and not yet
-        #: known to be handed on, and the bytes held back after the last hand-on.
-        self.taken: List[Tuple[bytes, int]] = []
+        #: the bytes of the stream taken and not yet handed on.
         self.held = 0
 
     def skip_committed(self, committed: Optional[Callable[[int], int]]) -> None:

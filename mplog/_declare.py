@@ -49,14 +49,9 @@ def ask(address: str, recipe: Dict[str, Any]) -> Dict[str, Any]:
     try:
         sock.settimeout(TIMEOUT_SECONDS)
         sock.connect(address)
-        try:
-            sock.sendall(REQUEST.pack(_START, len(body)) + body)
-        except (BrokenPipeError, ConnectionResetError):  # closed at once: a refusal may be waiting
-            pass
-        answer = _read_to_end(sock)
+        answer = _send_and_read(sock, REQUEST.pack(_START, len(body)) + body)
     finally:
         sock.close()
-    check_refused(answer)
     try:
         parsed = json.loads(answer.decode("utf-8"))
     except ValueError:
@@ -64,6 +59,23 @@ def ask(address: str, recipe: Dict[str, Any]) -> Dict[str, Any]:
     if not isinstance(parsed, dict):
         raise ValueError(f"the listener's answer is not an object: {parsed!r}")
     return parsed
+
+
+def _send_and_read(sock: "_socket.socket", request: bytes) -> bytes:
+    """Send ``request`` on ``sock``; return the listener's answer.
+
+    Raises:
+        ListenerRefused: the listener does not admit this process's user.
+        OSError: the listener closed the connection, or did not answer in time.
+    """
+    try:
+        sock.sendall(request)
+    except (BrokenPipeError, ConnectionResetError):  # closed at once: a refusal may be waiting
+        check_refused(_read_to_end(sock))
+        raise
+    answer = _read_to_end(sock)
+    check_refused(answer)
+    return answer
 
 
 def _read_to_end(sock: "_socket.socket") -> bytes:

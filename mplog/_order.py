@@ -24,7 +24,7 @@ import bisect
 import itertools
 import operator
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from . import _codec
 from ._framing import LONG_FRAME, FrameError
@@ -58,8 +58,9 @@ HOLD_PIECES = 100_000
 
 # A piece of text or a record frame of a route that has record frames or long
 # lines this wake-up: (time, arrival, body or payload, the record's
-# connection or None for text).
-_Item = Tuple[bytes, int, Any, "Optional[Connection]"]
+# connection or None for text, and when counting: the connection it came
+# from and its size in that connection's stream; else None and 0).
+_Item = Tuple[bytes, int, Any, "Optional[Connection]", "Optional[Connection]", int]
 
 
 def mark() -> bytes:
@@ -73,11 +74,11 @@ class Merge:
     ``deliver_text(route, frames)`` gets lines of a route (marks taken out),
     ``deliver_record(payload, conn)`` a record frame; both in order.
     ``counting``: keep each connection's ``held``, the bytes of its stream
-    held back after each hand-on (a server that journals how far each stream
-    is written must not count them; see ``Connection.position``).
+    taken here and not yet handed on (a server that journals how far each
+    stream is written must not count them; see ``Connection.position``).
     """
 
-    __slots__ = ("_texts", "_items", "_arrival", "_deliver_text", "_deliver_record", "_counted")
+    __slots__ = ("_texts", "_items", "_arrival", "_deliver_text", "_deliver_record", "_counting", "_mark_size")
 
     def __init__(
         self,
@@ -86,15 +87,17 @@ class Merge:
         counting: bool = False,
     ) -> None:
         # Per route, its pieces of text, each led by its prefix, while it has
-        # no record frame or long line waiting: these sort and join in C.
+        # no record frame or long line waiting (and nothing is counted): these
+        # sort and join in C.
         self._texts: Dict[int, List[bytes]] = {}
         # Per route with a record frame or a long line waiting: its items.
         self._items: Dict[int, List[_Item]] = {}
         self._arrival = itertools.count()
         self._deliver_text = deliver_text
         self._deliver_record = deliver_record
-        # The connections whose pieces are counted (None: not counting).
-        self._counted: Optional[Set["Connection"]] = set() if counting else None
+        self._counting = counting
+        # The size of a mark taken alone, counted with the long line after it.
+        self._mark_size = 0
 
     @property
     def holding(self) -> bool:
@@ -112,9 +115,7 @@ class Merge:
             self._take_view(run, conn)
             return
         if len(run) >= LONG_FRAME and run.find(_MARK_BYTE) < 0:  # the rest of a long write: kept uncopied
-            key = _KEY % _next_time(conn)
-            self._items_of(conn.route).append((key, next(self._arrival), run, None))
-            self._count(conn, key, len(run))
+            self._add(conn, _KEY % _next_time(conn), run, None, len(run))
             return
         pieces = bytes(run).split(_MARK_BYTE)
         marked = len(pieces) > 1
@@ -125,49 +126,50 @@ class Merge:
             del pieces[0]
         if marked:  # the last mark is the time of what follows
             _set_mark(conn, pieces[-1])
-        if self._counted is not None:
-            self._count_pieces(conn, pieces, len(first))
+        if self._counting:
+            self._add_pieces(conn, pieces, len(first))
+            return
         items = self._items.get(conn.route)
         if items is None:
             self._texts.setdefault(conn.route, []).extend(pieces)
         else:
             arrival = self._arrival
-            items.extend((piece[:_KEY_SIZE], next(arrival), _BODY(piece), None) for piece in pieces)
+            items.extend((piece[:_KEY_SIZE], next(arrival), _BODY(piece), None, None, 0) for piece in pieces)
 
     def _take_view(self, view: memoryview, conn: "Connection") -> None:
         """Keep a long line, uncopied, or take the mark before one."""
         if _codec.is_mark(view, 0):
             _set_mark(conn, view[1:].tobytes())
-            self._count(conn, _KEY % (conn.key + 1), len(view))  # with the long line that follows it
+            self._mark_size = len(view)  # the parser hands on its long line next
             return
-        key = _KEY % _next_time(conn)
-        self._items_of(conn.route).append((key, next(self._arrival), view, None))
-        self._count(conn, key, len(view))
+        size, self._mark_size = len(view) + self._mark_size, 0
+        self._add(conn, _KEY % _next_time(conn), view, None, size)
 
     def take_record(self, payload: "bytes | bytearray", conn: "Connection") -> None:
         """Keep a record frame that ``conn`` sent (it follows ``conn``'s last mark)."""
         key = _KEY % _next_time(conn)  # after what came before it in its write
-        self._items_of(conn.route).append((key, next(self._arrival), payload, conn))
-        if self._counted is not None:
-            self._count(conn, key, _codec.HEADER.size + len(payload))
+        self._add(conn, key, payload, conn, _codec.HEADER.size + len(payload))
 
-    def _count(self, conn: "Connection", key: bytes, size: int) -> None:
-        """Note, if counting, that ``conn`` sent ``size`` bytes of the stream at time ``key``."""
-        counted = self._counted
-        if counted is not None:
-            conn.taken.append((key, size))
-            counted.add(conn)
+    def _add(self, conn: "Connection", key: bytes, body: Any, record_of: "Optional[Connection]", size: int) -> None:
+        """Keep an item ``conn`` sent: ``size`` bytes of its stream at time ``key``."""
+        if self._counting:
+            conn.held += size
+            self._items_of(conn.route).append((key, next(self._arrival), body, record_of, conn, size))
+        else:
+            self._items_of(conn.route).append((key, next(self._arrival), body, record_of, None, 0))
 
-    def _count_pieces(self, conn: "Connection", pieces: List[bytes], continued: int) -> None:
-        """Note the pieces split from a run ``conn`` sent: each was a mark's
-        byte and the piece; the first, if ``continued``, those bytes alone
-        (more of a write marked in an earlier run)."""
-        assert self._counted is not None
-        taken = conn.taken
-        taken.extend((piece[:_KEY_SIZE], len(piece) + 1) for piece in pieces)
+    def _add_pieces(self, conn: "Connection", pieces: List[bytes], continued: int) -> None:
+        """Keep, counted, the pieces split from a run ``conn`` sent: each was
+        a mark's byte and the piece; the first, if ``continued``, those bytes
+        alone (more of a write marked in an earlier run)."""
+        items = self._items_of(conn.route)
+        arrival = self._arrival
+        for piece in pieces:
+            items.append((piece[:_KEY_SIZE], next(arrival), _BODY(piece), None, conn, len(piece) + 1))
         if continued:
-            taken[-len(pieces)] = (pieces[0][:_KEY_SIZE], continued)
-        self._counted.add(conn)
+            key, number, body, _, _, _ = items[-len(pieces)]
+            items[-len(pieces)] = (key, number, body, None, conn, continued)
+        conn.held += sum(item[5] for item in items[-len(pieces) :])
 
     def _items_of(self, route: int) -> List[_Item]:
         """The items of ``route``, its pieces of text among them from now on."""
@@ -175,7 +177,9 @@ class Merge:
         if items is None:
             arrival = self._arrival
             pieces = self._texts.pop(route, ())
-            items = self._items[route] = [(piece[:_KEY_SIZE], next(arrival), _BODY(piece), None) for piece in pieces]
+            items = self._items[route] = [
+                (piece[:_KEY_SIZE], next(arrival), _BODY(piece), None, None, 0) for piece in pieces
+            ]
         return items
 
     def hand_on(self, until: Optional[int], began: int = 0) -> None:
@@ -184,8 +188,6 @@ class Merge:
         keep the rest. ``None``: hand on everything."""
         before = None if until is None else b"%016x" % until
         future = None if until is None else b"%016x" % (began + _FUTURE_NS)
-        # Per route that holds something back, the time of the first piece held.
-        first_held: Dict[int, bytes] = {}
         for route in list(self._texts):
             pieces = self._texts[route]
             pieces.sort()
@@ -193,48 +195,21 @@ class Merge:
             lines = b"".join(map(_BODY, pieces[:cut]))
             if lines:
                 self._deliver_text(route, lines)
-            if _keep(self._texts, route, pieces, cut):
-                first_held[route] = pieces[cut][:_KEY_SIZE]
-        self._hand_on_routes_items(
-            None if before is None else (before,), None if future is None else (future,), first_held
-        )
-        if self._counted:
-            self._count_held(first_held)
-
-    def _hand_on_routes_items(
-        self, before: Optional[Tuple[bytes]], future: Optional[Tuple[bytes]], first_held: Dict[int, bytes]
-    ) -> None:
-        """Hand on, in order, the items of each route that has them, those
-        that sort ``before`` (all if None); note in ``first_held`` the time of
-        the first item a route holds back."""
+            _keep(self._texts, route, pieces, cut)
         for route in list(self._items):
             items = self._items[route]
             items.sort(key=_ORDER)
-            cut = _cut(items, before, future)
+            cut = _cut(items, None if before is None else (before,), None if future is None else (future,))
             self._hand_on_items(route, items[:cut])
-            if _keep(self._items, route, items, cut):
-                first_held[route] = items[cut][0]
-
-    def _count_held(self, first_held: Dict[int, bytes]) -> None:
-        """Set each counted connection's ``held``: the bytes of its pieces
-        from the first of its route's held back on (pieces of one connection
-        come in the order of their times, so those held are its last)."""
-        assert self._counted is not None
-        for conn in self._counted:
-            taken = conn.taken
-            first = first_held.get(conn.route)
-            start = len(taken)
-            while first is not None and start and taken[start - 1][0] >= first:
-                start -= 1
-            del taken[:start]
-            conn.held = sum(size for _, size in taken)
-        self._counted = {conn for conn in self._counted if conn.taken}
+            _keep(self._items, route, items, cut)
 
     def _hand_on_items(self, route: int, items: List[_Item]) -> None:
         """Hand on a route's items: short lines joined, long ones (uncopied)
         and record frames alone."""
         lines: List[bytes] = []
-        for _, _, body, conn in items:
+        for _, _, body, conn, owner, size in items:
+            if owner is not None:
+                owner.held -= size
             if conn is None and len(body) < LONG_FRAME:
                 lines.append(body)
                 continue
@@ -280,11 +255,9 @@ def _cut(ordered: List[Any], before: Any, future: Any) -> int:
     return cut if len(ordered) - cut <= HOLD_PIECES else len(ordered)
 
 
-def _keep(held: Dict[int, List[Any]], route: int, ordered: List[Any], cut: int) -> bool:
-    """Keep what was not handed on of ``route`` for the next wake-up; return whether there is any."""
+def _keep(held: Dict[int, List[Any]], route: int, ordered: List[Any], cut: int) -> None:
+    """Keep what was not handed on of ``route`` for the next wake-up."""
     if cut == len(ordered):
         del held[route]
-        return False
-    if cut:
+    elif cut:
         held[route] = ordered[cut:]
-    return True

@@ -58,9 +58,10 @@ class _Delivered:
 )
 def test_a_counting_merge_says_how_far_each_stream_is_handed_on(streams, times, until, read_size):
     """Two pipes' writes (each marked with a time, read in pieces of
-    ``read_size``), handed on up to ``until``: each connection's position is
-    just past its writes marked before ``until``, which are exactly what was
-    handed on for it; after handing on the rest, just past all of it."""
+    ``read_size``): before anything is handed on, each connection's position
+    is 0; handed on up to ``until``, it is just past its writes marked before
+    ``until``, which are exactly what was handed on for it; after handing on
+    the rest, just past all of it."""
     delivered = _Delivered()
     merge = Merge(delivered.text, delivered.record, counting=True)
     conns, expected = [], []
@@ -76,6 +77,7 @@ def test_a_counting_merge_says_how_far_each_stream_is_handed_on(streams, times, 
             conn.read += read_size
             conn.parser.feed(data[at : at + read_size])
         conn.read = len(data)
+        assert conn.position() == 0  # all of it taken, none handed on yet
         conns.append(conn)
         expected.append(marked)
     merge.hand_on(until * 1000, until * 1000)
