@@ -162,14 +162,14 @@ class Merge:
         """Keep, counted, the pieces split from a run ``conn`` sent: each was
         a mark's byte and the piece; the first, if ``continued``, those bytes
         alone (more of a write marked in an earlier run)."""
-        items = self._items_of(conn.route)
-        arrival = self._arrival
-        for piece in pieces:
-            items.append((piece[:_KEY_SIZE], next(arrival), _BODY(piece), None, conn, len(piece) + 1))
+        sizes = [len(piece) + 1 for piece in pieces]
         if continued:
-            key, number, body, _, _, _ = items[-len(pieces)]
-            items[-len(pieces)] = (key, number, body, None, conn, continued)
-        conn.held += sum(item[5] for item in items[-len(pieces) :])
+            sizes[0] = continued
+        arrival = self._arrival
+        self._items_of(conn.route).extend(
+            (piece[:_KEY_SIZE], next(arrival), _BODY(piece), None, conn, size) for piece, size in zip(pieces, sizes)
+        )
+        conn.held += sum(sizes)
 
     def _items_of(self, route: int) -> List[_Item]:
         """The items of ``route``, its pieces of text among them from now on."""
