@@ -148,7 +148,10 @@ class Merge:
     def take_record(self, payload: "bytes | bytearray", conn: "Connection") -> None:
         """Keep a record frame that ``conn`` sent (it follows ``conn``'s last mark)."""
         key = _KEY % _next_time(conn)  # after what came before it in its write
-        self._add(conn, key, payload, conn, _codec.HEADER.size + len(payload))
+        if self._counting:
+            self._add(conn, key, payload, conn, _codec.HEADER.size + len(payload))
+        else:  # one call fewer per record frame, in every session's listener
+            self._items_of(conn.route).append((key, next(self._arrival), payload, conn, None, 0))
 
     def _add(self, conn: "Connection", key: bytes, body: Any, record_of: "Optional[Connection]", size: int) -> None:
         """Keep an item ``conn`` sent: ``size`` bytes of its stream at time ``key``."""

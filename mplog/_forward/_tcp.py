@@ -11,7 +11,7 @@ from __future__ import annotations
 import select
 import socket
 import sys
-from typing import TYPE_CHECKING, List, Optional, Tuple, cast
+from typing import TYPE_CHECKING, List, Optional, Tuple
 
 if TYPE_CHECKING:  # ssl costs milliseconds to import; only TLS needs it
     import ssl
@@ -88,14 +88,18 @@ def refusal(sock: socket.socket, error: OSError) -> OSError:
         return error
     # An alert is an SSLError; a clean close, an end of stream or nothing yet is not a reason.
     no_reason = (ssl.SSLWantReadError, ssl.SSLZeroReturnError, ssl.SSLEOFError)
-    if isinstance(error, ssl.SSLError) and not isinstance(error, no_reason):
-        return cast(OSError, error)  # the read that failed got the alert itself
+
+    def is_alert(exc: OSError) -> bool:
+        return isinstance(exc, ssl.SSLError) and not isinstance(exc, no_reason)
+
+    if is_alert(error):
+        return error  # the read that failed got the alert itself
     sock.settimeout(0)
     try:
         sock.recv(1)
     except OSError as exc:
-        if isinstance(exc, ssl.SSLError) and not isinstance(exc, no_reason):
-            return cast(OSError, exc)  # (ssl is looked up, so typed Any)
+        if is_alert(exc):
+            return exc
     finally:
         sock.settimeout(SEND_SECONDS)
     return ConnectionError(
